@@ -1,0 +1,850 @@
+"""The per-folder library: review status, cached predictions and tags of the images in one folder.
+
+State lives in SQLite at ``<folder>/.mlcnn-tagger/library.sqlite`` (WAL mode), the way digiKam keeps
+its database beside the collection. When the folder cannot be written, the library falls back to a
+file under the user data folder (``platformdirs.user_data_dir``) keyed by the folder's absolute path,
+and :attr:`Library.fallback_reason` says why.
+
+Tags are stored per image with their origin, so human and machine tags are always told apart:
+
+* ``source="machine"``, ``state="predicted"``: proposed by a model (with its confidence);
+* ``source="human"``, ``state="confirmed"`` (a proposal a person accepted), ``"added"`` (a tag a
+  person typed) or ``"rejected"`` (a proposal a person turned down; kept so it is not re-proposed);
+* ``source="sidecar"``, ``state="imported"``: found in a sidecar when the folder was opened (or
+  ``human``/``confirmed`` when the import is told to trust sidecars).
+
+An image's status is ``untagged`` (no prediction, no tags), ``predicted`` (a model proposed tags
+that a person has not all decided on) or ``confirmed`` (a person decided on every tag).
+
+Uncertainty (for "least certain first"): with ``s`` the per-label scores of the last prediction,
+``P`` the predicted labels and ``N`` the others, the margin is
+``(min_{P} s - max_{N} s) / max(s)`` (a missing side counts as 0) and
+``uncertainty = 1 - clip(margin, 0, 1)``: 1 when the weakest accepted label is no stronger than the
+strongest rejected one, 0 when the decision is clear-cut. Images without a prediction sort last.
+
+Thread safety: every thread gets its own connection (``threading.local``); writes are short
+transactions, and SQLite's busy timeout serialises writers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlcnn_core import sidecars
+from mlcnn_core.data import IMAGE_EXTENSIONS
+
+LIBRARY_DIRNAME = ".mlcnn-tagger"
+LIBRARY_FILENAME = "library.sqlite"
+SCHEMA_VERSION = 1
+STATUSES = ("untagged", "predicted", "confirmed")
+SORT_KEYS = ("name", "mtime", "uncertainty")
+HUMAN_POSITIVE = ("confirmed", "added")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'untagged',
+    uncertainty REAL,
+    reviewed INTEGER NOT NULL DEFAULT 0,
+    present INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    model_id TEXT, model_name TEXT, model_hash TEXT,
+    created REAL NOT NULL,
+    scores TEXT NOT NULL,
+    labels TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tags (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    source TEXT NOT NULL,
+    state TEXT NOT NULL,
+    confidence REAL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (image_id, tag)
+);
+CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag);
+CREATE TABLE IF NOT EXISTS sidecars (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    pending INTEGER NOT NULL DEFAULT 0,
+    content TEXT,
+    error TEXT,
+    written REAL,
+    imported_mtime REAL
+);
+"""
+
+
+class LibraryError(Exception):
+    """The library cannot be opened or a query is malformed; the message says why."""
+
+
+class TagExpressionError(LibraryError):
+    """A tag filter expression cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str  # relative to the library root, '/'-separated
+    size: int
+    mtime: float
+    status: str
+    uncertainty: float | None
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    tag: str
+    source: str  # "machine" | "human" | "sidecar"
+    state: str  # "predicted" | "confirmed" | "added" | "rejected" | "imported"
+    confidence: float | None
+
+    @property
+    def is_human(self) -> bool:
+        return self.source == "human"
+
+    @property
+    def is_positive(self) -> bool:
+        """The tag applies to the image (everything except a rejected proposal)."""
+        return self.state != "rejected"
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    model_id: str | None
+    model_name: str | None
+    model_hash: str | None
+    created: float
+    scores: dict[str, float]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str | None = None
+    name: str | None = None
+    hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    total: int
+    added: int
+    removed: int
+    changed: int
+    seconds: float
+
+
+def uncertainty_of(scores: dict[str, float], labels: Sequence[str]) -> float:
+    """See the module docstring: 1 - clipped normalised margin between accepted and rejected labels."""
+    if not scores:
+        return 1.0
+    top = max(scores.values())
+    if top <= 0:
+        return 1.0
+    chosen = set(labels)
+    low_in = min((s for k, s in scores.items() if k in chosen), default=0.0)
+    high_out = max((s for k, s in scores.items() if k not in chosen), default=0.0)
+    margin = (low_in - high_out) / top
+    return 1.0 - min(1.0, max(0.0, margin))
+
+
+# -------------------------------------------------------------------------------- tag expressions
+
+_TOKEN = re.compile(r'\s*(?:(\()|(\))|(&&?|\bAND\b)|(\|\|?|\bOR\b)|(!|\bNOT\b)|"([^"]*)"|([^\s()&|!"]+))')
+
+
+def compile_tag_expression(expression: str) -> Callable[[Iterable[str]], bool]:
+    """Compile a tag filter into a predicate over an image's tags.
+
+    Grammar: ``OR`` (or ``|``) binds loosest, then ``AND`` (or ``&``), then ``NOT`` (or ``!``);
+    parentheses group; ``*`` and ``?`` are wildcards; matching ignores case. Consecutive bare words
+    form one tag (``blue sky AND NOT cat``), and ``"quoted text"`` is one tag verbatim.
+    """
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    text = expression.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise TagExpressionError(f"cannot read the tag filter at {text[pos:]!r}")
+        pos = m.end()
+        lpar, rpar, and_, or_, not_, quoted, word = m.groups()
+        if lpar:
+            tokens.append(("(", lpar))
+        elif rpar:
+            tokens.append((")", rpar))
+        elif and_:
+            tokens.append(("AND", and_))
+        elif or_:
+            tokens.append(("OR", or_))
+        elif not_:
+            tokens.append(("NOT", not_))
+        elif quoted is not None:
+            tokens.append(("TAG", quoted))
+        elif word:
+            if tokens and tokens[-1][0] == "TAG" and not tokens[-1][1].startswith('"'):
+                tokens[-1] = ("TAG", tokens[-1][1] + " " + word)
+            else:
+                tokens.append(("TAG", word))
+    if not tokens:
+        return lambda tags: True
+
+    index = 0
+
+    def peek() -> str | None:
+        return tokens[index][0] if index < len(tokens) else None
+
+    def take(kind: str) -> str:
+        nonlocal index
+        if peek() != kind:
+            found = tokens[index][1] if index < len(tokens) else "the end"
+            raise TagExpressionError(f"tag filter {expression!r}: expected {kind.lower()}, found {found!r}")
+        index += 1
+        return tokens[index - 1][1]
+
+    def parse_or():
+        terms = [parse_and()]
+        while peek() == "OR":
+            take("OR")
+            terms.append(parse_and())
+        return terms[0] if len(terms) == 1 else (lambda tags, ts=terms: any(t(tags) for t in ts))
+
+    def parse_and():
+        terms = [parse_not()]
+        while peek() in ("AND", "NOT", "(", "TAG"):
+            if peek() == "AND":
+                take("AND")
+            terms.append(parse_not())
+        return terms[0] if len(terms) == 1 else (lambda tags, ts=terms: all(t(tags) for t in ts))
+
+    def parse_not():
+        if peek() == "NOT":
+            take("NOT")
+            inner = parse_not()
+            return lambda tags: not inner(tags)
+        return parse_atom()
+
+    def parse_atom():
+        if peek() == "(":
+            take("(")
+            inner = parse_or()
+            take(")")
+            return inner
+        pattern = take("TAG").strip().casefold()
+        if any(c in pattern for c in "*?["):
+            regex = re.compile(fnmatch.translate(pattern))
+            return lambda tags: any(regex.match(t) for t in tags)
+        return lambda tags: pattern in tags
+
+    predicate = parse_or()
+    if index != len(tokens):
+        raise TagExpressionError(f"tag filter {expression!r}: unexpected {tokens[index][1]!r}")
+    return lambda tags: predicate({t.casefold() for t in tags})
+
+
+# ------------------------------------------------------------------------------------- the library
+
+
+def fallback_library_path(folder: Path, data_dir: Path | None = None) -> Path:
+    """Where the library of an unwritable ``folder`` lives: the user data folder, keyed by its path."""
+    if data_dir is None:
+        import platformdirs
+
+        data_dir = Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False))
+    key = hashlib.sha1(str(Path(folder).resolve()).encode("utf-8")).hexdigest()[:16]
+    slug = re.sub(r"[^\w.-]+", "_", Path(folder).resolve().name)[:40] or "root"
+    return data_dir / "libraries" / f"{slug}-{key}" / LIBRARY_FILENAME
+
+
+class Library:
+    """The state of one folder of images. Open with :meth:`open`; use from any thread."""
+
+    def __init__(self, root: Path, db_path: Path, fallback_reason: str | None = None):
+        self.root = Path(root).resolve()
+        self.db_path = Path(db_path)
+        self.fallback_reason = fallback_reason
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # ---- opening
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, data_dir: Path | None = None) -> Library:
+        """Open (creating if needed) the library of ``folder``; falls back to the user data folder
+        when ``folder`` cannot be written (see :attr:`fallback_reason`)."""
+        root = Path(folder).resolve()
+        if not root.is_dir():
+            raise LibraryError(f"{root} is not a folder")
+        primary = root / LIBRARY_DIRNAME / LIBRARY_FILENAME
+        try:
+            primary.parent.mkdir(exist_ok=True)
+            if not os.access(primary.parent, os.W_OK):
+                raise PermissionError(f"{primary.parent} is read-only")
+            lib = cls(root, primary)
+            lib._init_schema()
+            return lib
+        except (OSError, sqlite3.Error) as exc:
+            reason = (
+                f"The folder {root} cannot hold the library ({exc}); "
+                "its state is kept in your user data folder instead."
+            )
+        fallback = fallback_library_path(root, data_dir)
+        try:
+            fallback.parent.mkdir(parents=True, exist_ok=True)
+            lib = cls(root, fallback, fallback_reason=reason)
+            lib._init_schema()
+        except (OSError, sqlite3.Error) as exc:
+            raise LibraryError(f"cannot open a library for {root}: {exc}") from exc
+        return lib
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _init_schema(self) -> None:
+        conn = self.conn
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            conn.execute("PRAGMA journal_mode = DELETE")
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (str(self.root),))
+
+    def close(self) -> None:
+        """Close every thread's connection (call once no thread uses the library any more)."""
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _tx(self):
+        return _Transaction(self.conn)
+
+    # ---- paths
+
+    def abspath(self, rel: str) -> Path:
+        return self.root / rel
+
+    def relpath(self, path: str | os.PathLike) -> str:
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    # ---- scanning
+
+    def scan(self) -> ScanResult:
+        """Find the images under the root (recursive; hidden folders and the library folder skipped)
+        and bring the table in line in one transaction. Returns counts and the time it took."""
+        start = time.perf_counter()
+        found: dict[str, tuple[int, float]] = {}
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                        st = entry.stat()
+                        rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
+                        found[rel] = (st.st_size, st.st_mtime)
+                except OSError:
+                    continue
+        added = removed = changed = 0
+        with self._tx() as conn:
+            known = {
+                row[0]: row[1:] for row in conn.execute("SELECT path, id, size, mtime, present FROM images")
+            }
+            new_rows = []
+            for rel, (size, mtime) in found.items():
+                old = known.get(rel)
+                if old is None:
+                    new_rows.append((rel, size, mtime))
+                    continue
+                image_id, old_size, old_mtime, present = old
+                if old_size != size or abs(old_mtime - mtime) > 1e-6:
+                    changed += 1
+                    conn.execute("DELETE FROM predictions WHERE image_id = ?", (image_id,))
+                    conn.execute("DELETE FROM tags WHERE image_id = ? AND source = 'machine'", (image_id,))
+                    conn.execute(
+                        "UPDATE images SET size = ?, mtime = ?, present = 1, uncertainty = NULL WHERE id = ?",
+                        (size, mtime, image_id),
+                    )
+                    self._refresh_status(conn, image_id)
+                elif not present:
+                    conn.execute("UPDATE images SET present = 1 WHERE id = ?", (image_id,))
+            conn.executemany("INSERT INTO images (path, size, mtime) VALUES (?, ?, ?)", new_rows)
+            added = len(new_rows)
+            gone = [(v[0],) for rel, v in known.items() if rel not in found and v[3]]
+            # rows of vanished files are kept (present = 0) so a person's tags survive a move back
+            conn.executemany("UPDATE images SET present = 0 WHERE id = ?", gone)
+            removed = len(gone)
+        return ScanResult(len(found), added, removed, changed, time.perf_counter() - start)
+
+    def import_sidecars(self, as_confirmed: bool = False, include_hierarchical: bool = False) -> list[str]:
+        """Read existing sidecars (``.txt`` and XMP) into the library; only files changed since the
+        last import are read. Tags become ``sidecar``/``imported``, or ``human``/``confirmed`` with
+        ``as_confirmed`` (then the image counts as confirmed). Returns error messages for sidecars
+        that could not be read (those images are skipped)."""
+        images = self.images()
+        collided = {p for group in sidecars.find_stem_collisions(Path(r.path) for r in images) for p in group}
+        imported_mtime = dict(self.conn.execute("SELECT image_id, imported_mtime FROM sidecars"))
+        errors: list[str] = []
+        updates: list[tuple[int, list[str], float]] = []
+        for record in images:
+            image = self.abspath(record.path)
+            candidates = [sidecars.xmp_sidecar_path(image)]
+            txt = sidecars.existing_txt_sidecar(image, Path(record.path) in collided)
+            if txt is not None:
+                candidates.append(txt)
+            mtimes = [p.stat().st_mtime for p in candidates if p.is_file()]
+            if not mtimes:
+                continue
+            newest = max(mtimes)
+            if imported_mtime.get(record.id) is not None and imported_mtime[record.id] >= newest:
+                continue
+            try:
+                tags = sidecars.read_image_sidecars(
+                    image, collides=Path(record.path) in collided, include_hierarchical=include_hierarchical
+                )
+            except sidecars.SidecarError as exc:
+                errors.append(str(exc))
+                continue
+            updates.append((record.id, tags, newest))
+        source, state = ("human", "confirmed") if as_confirmed else ("sidecar", "imported")
+        now = time.time()
+        with self._tx() as conn:
+            for image_id, tags, newest in updates:
+                existing = {
+                    row[0]: row[1]
+                    for row in conn.execute("SELECT tag, source FROM tags WHERE image_id = ?", (image_id,))
+                }
+                for tag in tags:
+                    if existing.get(tag) in (None, "machine"):
+                        conn.execute(
+                            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, NULL, ?)",
+                            (image_id, tag, source, state, now),
+                        )
+                conn.execute(
+                    "INSERT INTO sidecars (image_id, imported_mtime) VALUES (?, ?) "
+                    "ON CONFLICT(image_id) DO UPDATE SET imported_mtime = excluded.imported_mtime",
+                    (image_id, newest),
+                )
+                self._refresh_status(conn, image_id)
+            if as_confirmed:  # tags imported earlier without trust become confirmed too
+                earlier = [
+                    r[0] for r in conn.execute("SELECT DISTINCT image_id FROM tags WHERE source = 'sidecar'")
+                ]
+                conn.execute("UPDATE tags SET source = 'human', state = 'confirmed' WHERE source = 'sidecar'")
+                for image_id in earlier:
+                    self._refresh_status(conn, image_id)
+        return errors
+
+    # ---- reading
+
+    def _record(self, row) -> ImageRecord:
+        return ImageRecord(*row)
+
+    def images(self, statuses: Iterable[str] | None = None) -> list[ImageRecord]:
+        """Present images sorted by path, optionally only those with one of ``statuses``."""
+        sql = "SELECT id, path, size, mtime, status, uncertainty FROM images WHERE present = 1"
+        args: list = []
+        if statuses is not None:
+            statuses = list(statuses)
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += statuses
+        return [self._record(r) for r in self.conn.execute(sql + " ORDER BY path", args)]
+
+    def image(self, image_id: int) -> ImageRecord:
+        row = self.conn.execute(
+            "SELECT id, path, size, mtime, status, uncertainty FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        if row is None:
+            raise LibraryError(f"no image with id {image_id}")
+        return self._record(row)
+
+    def image_id(self, path: str | os.PathLike) -> int | None:
+        rel = path if isinstance(path, str) and not os.path.isabs(path) else self.relpath(path)
+        row = self.conn.execute("SELECT id FROM images WHERE path = ?", (rel,)).fetchone()
+        return row[0] if row else None
+
+    def tags(self, image_id: int) -> list[TagRecord]:
+        """An image's tags: human first, then by confidence (highest first), then by name."""
+        rows = self.conn.execute(
+            "SELECT tag, source, state, confidence FROM tags WHERE image_id = ? "
+            "ORDER BY source = 'machine', confidence IS NULL, -confidence, tag",
+            (image_id,),
+        )
+        return [TagRecord(*r) for r in rows]
+
+    def positive_tags(self, image_id: int) -> list[str]:
+        return [t.tag for t in self.tags(image_id) if t.is_positive]
+
+    def human_tags(self, image_id: int) -> list[str]:
+        """Tags a person confirmed or added."""
+        return [t.tag for t in self.tags(image_id) if t.source == "human" and t.state in HUMAN_POSITIVE]
+
+    def sidecar_tags(self, image_id: int) -> list[str]:
+        """What a confirmed image's sidecar should hold: every tag except rejected and machine ones."""
+        return [t.tag for t in self.tags(image_id) if t.is_positive and t.source != "machine"]
+
+    def prediction(self, image_id: int) -> PredictionRecord | None:
+        row = self.conn.execute(
+            "SELECT model_id, model_name, model_hash, created, scores, labels FROM predictions "
+            "WHERE image_id = ?",
+            (image_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return PredictionRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]))
+
+    def all_tags(self) -> list[tuple[str, int]]:
+        """Every tag that applies to some present image, with the number of images, most used first."""
+        rows = self.conn.execute(
+            "SELECT t.tag, COUNT(*) FROM tags t JOIN images i ON i.id = t.image_id "
+            "WHERE t.state != 'rejected' AND i.present = 1 GROUP BY t.tag ORDER BY COUNT(*) DESC, t.tag"
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update(
+            self.conn.execute("SELECT status, COUNT(*) FROM images WHERE present = 1 GROUP BY status")
+        )
+        return counts
+
+    def tags_by_image(self) -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for image_id, tag in self.conn.execute("SELECT image_id, tag FROM tags WHERE state != 'rejected'"):
+            out.setdefault(image_id, set()).add(tag)
+        return out
+
+    def query(
+        self,
+        statuses: Iterable[str] | None = None,
+        tag_expression: str | None = None,
+        sort: str = "name",
+        descending: bool = False,
+    ) -> list[ImageRecord]:
+        """Images filtered by status and tag expression (see :func:`compile_tag_expression`), sorted
+        by ``"name"``, ``"mtime"`` or ``"uncertainty"`` (least certain first; unpredicted last)."""
+        if sort not in SORT_KEYS:
+            raise LibraryError(f"unknown sort key {sort!r} (expected one of {SORT_KEYS})")
+        records = self.images(statuses)
+        if tag_expression and tag_expression.strip():
+            matches = compile_tag_expression(tag_expression)
+            tag_sets = self.tags_by_image()
+            records = [r for r in records if matches(tag_sets.get(r.id, ()))]
+        if sort == "mtime":
+            records.sort(key=lambda r: r.mtime, reverse=descending)
+        elif sort == "uncertainty":
+            records.sort(key=lambda r: (r.uncertainty is None, -(r.uncertainty or 0.0)))
+            if descending:
+                records.reverse()
+        elif descending:
+            records.reverse()
+        return records
+
+    # ---- writing
+
+    def _refresh_status(self, conn: sqlite3.Connection, image_id: int) -> str:
+        sources = {r[0] for r in conn.execute("SELECT source FROM tags WHERE image_id = ?", (image_id,))}
+        (reviewed,) = conn.execute("SELECT reviewed FROM images WHERE id = ?", (image_id,)).fetchone()
+        predicted = conn.execute("SELECT 1 FROM predictions WHERE image_id = ?", (image_id,)).fetchone()
+        if "machine" in sources:
+            status = "predicted"  # proposals nobody has decided on yet
+        elif reviewed or "human" in sources:
+            status = "confirmed"
+        elif predicted:
+            status = "predicted"
+        else:
+            status = "untagged"
+        conn.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))
+        return status
+
+    def store_prediction(
+        self,
+        image_id: int,
+        labels: Sequence[str],
+        scores: dict[str, float],
+        model: ModelInfo | None = None,
+    ) -> str:
+        """Record a model's prediction: replaces earlier machine tags; a person's decisions stay.
+        Returns the image's new status."""
+        model = model or ModelInfo()
+        scores = {str(k): float(v) for k, v in scores.items()}
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    image_id,
+                    model.id,
+                    model.name,
+                    model.hash,
+                    now,
+                    json.dumps(scores),
+                    json.dumps(list(labels)),
+                ),
+            )
+            conn.execute("DELETE FROM tags WHERE image_id = ? AND source = 'machine'", (image_id,))
+            decided = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT tag FROM tags WHERE image_id = ? AND source != 'machine'", (image_id,)
+                )
+            }
+            conn.executemany(
+                "INSERT INTO tags VALUES (?, ?, 'machine', 'predicted', ?, ?)",
+                [(image_id, lab, scores.get(lab), now) for lab in labels if lab not in decided],
+            )
+            conn.execute(
+                "UPDATE images SET uncertainty = ? WHERE id = ?", (uncertainty_of(scores, labels), image_id)
+            )
+            return self._refresh_status(conn, image_id)
+
+    def set_tag(self, image_id: int, tag: str, state: str, confidence: float | None = None) -> str:
+        """A person's decision on one tag: ``confirmed``, ``added`` or ``rejected``. Returns the status."""
+        if state not in ("confirmed", "added", "rejected"):
+            raise LibraryError(f"unknown tag state {state!r}")
+        tag = " ".join(tag.split())
+        if not tag:
+            raise LibraryError("a tag cannot be empty")
+        with self._tx() as conn:
+            if confidence is None:
+                row = conn.execute(
+                    "SELECT confidence FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
+                ).fetchone()
+                confidence = row[0] if row else None
+            conn.execute(
+                "INSERT OR REPLACE INTO tags VALUES (?, ?, 'human', ?, ?, ?)",
+                (image_id, tag, state, confidence, time.time()),
+            )
+            self._mark_pending(conn, image_id)
+            return self._refresh_status(conn, image_id)
+
+    def restore_tag(self, image_id: int, record: TagRecord | None, tag: str) -> str:
+        """Put one tag row back as it was (``None``: no row) — the inverse of an edit, for undo."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
+            if record is not None:
+                conn.execute(
+                    "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+                    (image_id, tag, record.source, record.state, record.confidence, time.time()),
+                )
+            self._mark_pending(conn, image_id)
+            return self._refresh_status(conn, image_id)
+
+    def tag_record(self, image_id: int, tag: str) -> TagRecord | None:
+        row = self.conn.execute(
+            "SELECT tag, source, state, confidence FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
+        ).fetchone()
+        return TagRecord(*row) if row else None
+
+    def confirm_all(self, image_id: int) -> str:
+        """Confirm every proposal and imported tag of an image; the image becomes confirmed."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE tags SET source = 'human', state = 'confirmed', updated = ? "
+                "WHERE image_id = ? AND source IN ('machine', 'sidecar')",
+                (time.time(), image_id),
+            )
+            conn.execute("UPDATE images SET reviewed = 1 WHERE id = ?", (image_id,))
+            self._mark_pending(conn, image_id)
+            return self._refresh_status(conn, image_id)
+
+    def remove_tag(self, image_id: int, tag: str) -> str:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
+            self._mark_pending(conn, image_id)
+            return self._refresh_status(conn, image_id)
+
+    def rename_tag(self, old: str, new: str) -> list[int]:
+        """Rename a tag on every image (a person's row wins over a machine row on a clash).
+        Returns the ids of the images touched; their sidecars become pending."""
+        new = " ".join(new.split())
+        if not new:
+            raise LibraryError("a tag cannot be renamed to nothing")
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT image_id, source, state, confidence FROM tags WHERE tag = ?", (old,)
+            ).fetchall()
+            for image_id, source, state, confidence in rows:
+                clash = conn.execute(
+                    "SELECT source FROM tags WHERE image_id = ? AND tag = ?", (image_id, new)
+                ).fetchone()
+                conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, old))
+                if clash is None or (clash[0] != "human" and source == "human"):
+                    conn.execute(
+                        "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+                        (image_id, new, source, state, confidence, time.time()),
+                    )
+                self._mark_pending(conn, image_id)
+                self._refresh_status(conn, image_id)
+        return [r[0] for r in rows]
+
+    def delete_tag(self, tag: str) -> list[int]:
+        """Remove a tag from every image; returns the ids touched (their sidecars become pending)."""
+        with self._tx() as conn:
+            ids = [r[0] for r in conn.execute("SELECT image_id FROM tags WHERE tag = ?", (tag,))]
+            conn.execute("DELETE FROM tags WHERE tag = ?", (tag,))
+            for image_id in ids:
+                self._mark_pending(conn, image_id)
+                self._refresh_status(conn, image_id)
+        return ids
+
+    def snapshot_tags(self, image_id: int) -> tuple[list[TagRecord], bool]:
+        """Everything :meth:`restore_snapshot` needs to undo a multi-tag edit of one image."""
+        reviewed = self.conn.execute("SELECT reviewed FROM images WHERE id = ?", (image_id,)).fetchone()
+        return self.tags(image_id), bool(reviewed and reviewed[0])
+
+    def restore_snapshot(self, image_id: int, snapshot: tuple[list[TagRecord], bool]) -> str:
+        records, reviewed = snapshot
+        with self._tx() as conn:
+            conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+            conn.executemany(
+                "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+                [(image_id, r.tag, r.source, r.state, r.confidence, time.time()) for r in records],
+            )
+            conn.execute("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
+            self._mark_pending(conn, image_id)
+            return self._refresh_status(conn, image_id)
+
+    # ---- sidecar bookkeeping
+
+    def _mark_pending(self, conn: sqlite3.Connection, image_id: int) -> None:
+        conn.execute(
+            "INSERT INTO sidecars (image_id, pending) VALUES (?, 1) "
+            "ON CONFLICT(image_id) DO UPDATE SET pending = 1",
+            (image_id,),
+        )
+
+    def mark_sidecar_written(self, image_id: int, content: str = "human") -> None:
+        """``content``: ``"human"`` (a person's tags) or ``"machine"`` (a batch of predictions)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sidecars (image_id, pending, content, error, written) VALUES (?, 0, ?, NULL, ?) "
+                "ON CONFLICT(image_id) DO UPDATE SET pending = 0, content = excluded.content, error = NULL, "
+                "written = excluded.written",
+                (image_id, content, time.time()),
+            )
+
+    def mark_sidecar_failed(self, image_id: int, error: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sidecars (image_id, pending, error) VALUES (?, 1, ?) "
+                "ON CONFLICT(image_id) DO UPDATE SET pending = 1, error = excluded.error",
+                (image_id, error),
+            )
+
+    def pending_sidecars(self) -> list[tuple[int, str | None]]:
+        """Images whose sidecars are out of date (edited, or a write failed), with the last error."""
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute(
+                "SELECT s.image_id, s.error FROM sidecars s JOIN images i ON i.id = s.image_id "
+                "WHERE s.pending = 1 AND i.present = 1 ORDER BY i.path"
+            )
+        ]
+
+    def failed_sidecars(self) -> list[tuple[int, str]]:
+        return [(i, e) for i, e in self.pending_sidecars() if e]
+
+    def sidecar_content(self, image_id: int) -> str | None:
+        row = self.conn.execute("SELECT content FROM sidecars WHERE image_id = ?", (image_id,)).fetchone()
+        return row[0] if row else None
+
+    # ---- training export
+
+    def confirmed_images(self) -> list[tuple[Path, list[str]]]:
+        """Confirmed images with a person's tags (absolute path, tags) — the training set."""
+        out = []
+        for record in self.images(["confirmed"]):
+            tags = self.human_tags(record.id)
+            if tags:
+                out.append((self.abspath(record.path), tags))
+        return out
+
+    def export_confirmed_manifest(self, path: str | os.PathLike) -> int:
+        """Write the confirmed set as JSON lines ``{"image": abs path, "labels": [...]}``.
+
+        Returns the number of images written."""
+        rows = self.confirmed_images()
+        text = "".join(
+            json.dumps({"image": str(p), "labels": tags}, ensure_ascii=False) + "\n" for p, tags in rows
+        )
+        try:
+            sidecars.atomic_write_bytes(Path(path), text.encode("utf-8"))
+        except sidecars.SidecarError as exc:
+            raise LibraryError(str(exc).replace("sidecar", "manifest")) from exc
+        return len(rows)
+
+    def export_confirmed_txt_folder(self, dest: str | os.PathLike) -> int:
+        """Write the confirmed set as ``.txt`` sidecars beside symlinks (or copies) of the images in
+        ``dest`` — a folder the trainer reads like any tagged folder. Returns the count."""
+        import shutil
+
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        rows = self.confirmed_images()
+        for n, (image, tags) in enumerate(rows):
+            target = dest / f"{n:06d}{image.suffix.lower()}"
+            if not target.exists():
+                try:
+                    target.symlink_to(image)
+                except OSError:
+                    shutil.copy2(image, target)
+            sidecars.write_txt(dest / f"{n:06d}.txt", tags, policy="replace")
+        return len(rows)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` / ``ROLLBACK`` on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

@@ -1,0 +1,304 @@
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mlcnn_core import sidecars
+from mlcnn_core.library import (
+    Library,
+    LibraryError,
+    ModelInfo,
+    TagExpressionError,
+    compile_tag_expression,
+    uncertainty_of,
+)
+
+
+def make_folder(root: Path, names) -> Path:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not really an image")
+    return root
+
+
+@pytest.fixture
+def lib(tmp_path):
+    make_folder(tmp_path, ["a.jpg", "b.png", "sub/c.webp", "sub/deep/d.JPEG", ".hidden/e.jpg", "notes.txt"])
+    library = Library.open(tmp_path)
+    library.scan()
+    yield library
+    library.close()
+
+
+def ids(library, records=None):
+    records = library.images() if records is None else records
+    return [r.path for r in records]
+
+
+def test_scan_finds_images_recursively_skipping_hidden(lib, tmp_path):
+    assert ids(lib) == ["a.jpg", "b.png", "sub/c.webp", "sub/deep/d.JPEG"]
+    assert (tmp_path / ".mlcnn-tagger" / "library.sqlite").is_file()
+    assert lib.fallback_reason is None
+    mode = lib.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_rescan_tracks_added_removed_changed(lib, tmp_path):
+    (tmp_path / "a.jpg").unlink()
+    (tmp_path / "f.gif").write_bytes(b"x")
+    result = lib.scan()
+    assert (result.added, result.removed, result.total) == (1, 1, 4)
+    assert "a.jpg" not in ids(lib) and "f.gif" in ids(lib)
+
+
+def test_scan_of_ten_thousand_files_is_fast(tmp_path):
+    for d in range(10):
+        sub = tmp_path / f"d{d}"
+        sub.mkdir()
+        for i in range(1000):
+            (sub / f"{i:04d}.png").touch()
+    library = Library.open(tmp_path)
+    result = library.scan()
+    assert result.total == 10_000
+    assert result.seconds < 10  # typically ~0.2 s; generous for a shared CI machine
+    assert len(library.images()) == 10_000
+    library.close()
+
+
+def test_human_and_machine_tags_are_told_apart(lib):
+    a = lib.image_id("a.jpg")
+    status = lib.store_prediction(
+        a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6, "dog": 0.1}, ModelInfo("m1", "M", "h")
+    )
+    assert status == "predicted"
+    assert [(t.tag, t.source, t.state) for t in lib.tags(a)] == [
+        ("cat", "machine", "predicted"),
+        ("sky", "machine", "predicted"),
+    ]
+    lib.set_tag(a, "cat", "confirmed")
+    lib.set_tag(a, "sky", "rejected")
+    assert lib.image(a).status == "confirmed"
+    lib.set_tag(a, "tree", "added")
+    tags = {t.tag: (t.source, t.state) for t in lib.tags(a)}
+    assert tags == {"cat": ("human", "confirmed"), "sky": ("human", "rejected"), "tree": ("human", "added")}
+    assert lib.human_tags(a) == ["cat", "tree"]
+    pred = lib.prediction(a)
+    assert pred.model_id == "m1" and pred.scores["dog"] == pytest.approx(0.1)
+
+
+def test_new_prediction_keeps_human_decisions(lib):
+    a = lib.image_id("a.jpg")
+    lib.store_prediction(a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6})
+    lib.set_tag(a, "sky", "rejected")
+    lib.store_prediction(a, ["sky", "dog"], {"sky": 0.8, "dog": 0.7})
+    tags = {t.tag: (t.source, t.state) for t in lib.tags(a)}
+    assert tags == {"sky": ("human", "rejected"), "dog": ("machine", "predicted")}
+    assert lib.image(a).status == "predicted"
+
+
+def test_confirm_all_and_undo_snapshot(lib):
+    a = lib.image_id("a.jpg")
+    lib.store_prediction(a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6})
+    snap = lib.snapshot_tags(a)
+    assert lib.confirm_all(a) == "confirmed"
+    assert lib.human_tags(a) == ["cat", "sky"]
+    assert lib.restore_snapshot(a, snap) == "predicted"
+    assert all(t.source == "machine" for t in lib.tags(a))
+
+
+def test_restore_tag_undoes_one_edit(lib):
+    a = lib.image_id("a.jpg")
+    lib.store_prediction(a, ["cat"], {"cat": 0.9})
+    before = lib.tag_record(a, "cat")
+    lib.set_tag(a, "cat", "rejected")
+    lib.restore_tag(a, before, "cat")
+    assert lib.tag_record(a, "cat") == before
+    lib.set_tag(a, "new", "added")
+    lib.restore_tag(a, None, "new")
+    assert lib.tag_record(a, "new") is None
+
+
+def test_status_filter_and_counts(lib):
+    a, b = lib.image_id("a.jpg"), lib.image_id("b.png")
+    lib.store_prediction(a, ["cat"], {"cat": 0.9})
+    lib.set_tag(b, "dog", "added")
+    assert lib.status_counts() == {"untagged": 2, "predicted": 1, "confirmed": 1}
+    assert ids(lib, lib.query(statuses=["untagged"])) == ["sub/c.webp", "sub/deep/d.JPEG"]
+
+
+@pytest.mark.parametrize(
+    "expr, expected",
+    [
+        ("cat", ["a.jpg", "b.png"]),
+        ("cat AND dog", ["b.png"]),
+        ("cat & NOT dog", ["a.jpg"]),
+        ("cat -dog".replace("-", "!"), ["a.jpg"]),
+        ("dog OR blue sky", ["b.png", "sub/c.webp"]),
+        ("NOT (cat | blue sky)", ["sub/deep/d.JPEG"]),
+        ("blue*", ["sub/c.webp"]),
+        ("?og", ["b.png"]),
+        ('"blue sky"', ["sub/c.webp"]),
+        ("CAT", ["a.jpg", "b.png"]),
+        ("", ["a.jpg", "b.png", "sub/c.webp", "sub/deep/d.JPEG"]),
+    ],
+)
+def test_tag_expressions(lib, expr, expected):
+    lib.set_tag(lib.image_id("a.jpg"), "cat", "added")
+    lib.set_tag(lib.image_id("b.png"), "cat", "added")
+    lib.set_tag(lib.image_id("b.png"), "dog", "added")
+    lib.store_prediction(lib.image_id("sub/c.webp"), ["blue sky"], {"blue sky": 0.5})
+    lib.set_tag(lib.image_id("sub/deep/d.JPEG"), "cat", "rejected")
+    assert ids(lib, lib.query(tag_expression=expr)) == expected
+
+
+@pytest.mark.parametrize("bad", ["(cat", "cat AND", "cat )", "OR dog"])
+def test_malformed_tag_expressions(bad):
+    with pytest.raises(TagExpressionError):
+        compile_tag_expression(bad)
+
+
+def test_uncertainty_definition_and_sort(lib):
+    assert uncertainty_of({"a": 0.9, "b": 0.1}, ["a"]) == pytest.approx(1 - 0.8 / 0.9)
+    assert uncertainty_of({"a": 0.5, "b": 0.5}, ["a"]) == pytest.approx(1.0)
+    assert uncertainty_of({"a": 0.9}, ["a"]) == pytest.approx(0.0)
+    lib.store_prediction(lib.image_id("a.jpg"), ["x"], {"x": 0.9, "y": 0.1})  # certain
+    lib.store_prediction(lib.image_id("b.png"), ["x"], {"x": 0.5, "y": 0.45})  # unsure
+    order = ids(lib, lib.query(sort="uncertainty"))
+    assert order[:2] == ["b.png", "a.jpg"]
+    assert ids(lib, lib.query(sort="name", descending=True))[0] == "sub/deep/d.JPEG"
+    with pytest.raises(LibraryError):
+        lib.query(sort="colour")
+
+
+def test_sort_by_mtime(lib, tmp_path):
+    import os
+
+    now = time.time()
+    for n, name in enumerate(["sub/deep/d.JPEG", "b.png", "a.jpg", "sub/c.webp"]):
+        os.utime(tmp_path / name, (now + n, now + n))
+    lib.scan()
+    assert ids(lib, lib.query(sort="mtime")) == ["sub/deep/d.JPEG", "b.png", "a.jpg", "sub/c.webp"]
+
+
+def test_all_tags_rename_delete(lib):
+    a, b = lib.image_id("a.jpg"), lib.image_id("b.png")
+    lib.set_tag(a, "kitty", "added")
+    lib.store_prediction(b, ["kitty", "cat"], {"kitty": 0.9, "cat": 0.8})
+    lib.set_tag(b, "cat", "confirmed")
+    assert lib.all_tags() == [("kitty", 2), ("cat", 1)]
+    touched = lib.rename_tag("kitty", "cat")
+    assert sorted(touched) == sorted([a, b])
+    assert lib.all_tags() == [("cat", 2)]
+    assert lib.tag_record(b, "cat").source == "human"  # a person's row wins the clash
+    assert sorted(i for i, _ in lib.pending_sidecars()) == sorted([a, b])
+    lib.delete_tag("cat")
+    assert lib.all_tags() == []
+
+
+def test_sidecar_bookkeeping(lib):
+    a = lib.image_id("a.jpg")
+    lib.set_tag(a, "cat", "added")
+    assert [i for i, _ in lib.pending_sidecars()] == [a]
+    lib.mark_sidecar_failed(a, "disk full")
+    assert lib.failed_sidecars() == [(a, "disk full")]
+    lib.mark_sidecar_written(a)
+    assert lib.pending_sidecars() == [] and lib.sidecar_content(a) == "human"
+
+
+def test_import_sidecars(tmp_path):
+    make_folder(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "c.png"])
+    (tmp_path / "a.txt").write_text("cat, dog")
+    sidecars.write_xmp(tmp_path / "b.jpg.xmp", ["bird"], policy="replace")
+    (tmp_path / "c.txt").write_text("ambiguous")
+    (tmp_path / "c.png.txt").write_text("own")
+    lib = Library.open(tmp_path)
+    lib.scan()
+    assert lib.import_sidecars() == []
+    a = lib.image_id("a.jpg")
+    assert [(t.tag, t.source) for t in lib.tags(a)] == [("cat", "sidecar"), ("dog", "sidecar")]
+    assert lib.image(a).status == "untagged"
+    assert lib.positive_tags(lib.image_id("c.jpg")) == []
+    assert lib.positive_tags(lib.image_id("c.png")) == ["own"]
+    lib.close()
+
+    trusting = Library.open(tmp_path)
+    (tmp_path / "b.jpg.xmp").touch()
+    time.sleep(0.01)
+    sidecars.write_xmp(tmp_path / "b.jpg.xmp", ["bird", "tree"], policy="replace")
+    trusting.import_sidecars(as_confirmed=True)
+    b = trusting.image_id("b.jpg")
+    assert {t.tag: t.source for t in trusting.tags(b)} == {"bird": "human", "tree": "human"}
+    assert trusting.image(b).status == "confirmed"
+    assert trusting.tag_record(a, "cat").source == "human"
+    trusting.close()
+
+
+def test_malformed_sidecar_is_reported_not_fatal(tmp_path):
+    make_folder(tmp_path, ["a.jpg", "b.jpg"])
+    (tmp_path / "a.jpg.xmp").write_text("<broken")
+    (tmp_path / "b.txt").write_text("ok")
+    lib = Library.open(tmp_path)
+    lib.scan()
+    errors = lib.import_sidecars()
+    assert len(errors) == 1 and "a.jpg.xmp" in errors[0]
+    assert lib.positive_tags(lib.image_id("b.jpg")) == ["ok"]
+    lib.close()
+
+
+def test_export_confirmed_manifest(lib, tmp_path):
+    a, b = lib.image_id("a.jpg"), lib.image_id("b.png")
+    lib.store_prediction(a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6})
+    lib.confirm_all(a)
+    lib.store_prediction(b, ["dog"], {"dog": 0.9})  # predicted only: not training data
+    out = tmp_path / "out" / "manifest.jsonl"
+    out.parent.mkdir()
+    assert lib.export_confirmed_manifest(out) == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [{"image": str(tmp_path.resolve() / "a.jpg"), "labels": ["cat", "sky"]}]
+
+    dest = tmp_path / "out" / "txt"
+    assert lib.export_confirmed_txt_folder(dest) == 1
+    assert sidecars.read_txt(dest / "000000.txt") == ["cat", "sky"]
+
+
+def test_unwritable_folder_falls_back_to_user_data(tmp_path):
+    folder = make_folder(tmp_path / "ro", ["a.jpg"])
+    (folder / ".mlcnn-tagger").write_text("a file where the library folder should be")
+    lib = Library.open(folder, data_dir=tmp_path / "data")
+    assert lib.fallback_reason and "user data folder" in lib.fallback_reason
+    assert str(lib.db_path).startswith(str(tmp_path / "data"))
+    lib.scan()
+    assert ids(lib) == ["a.jpg"]
+    lib.close()
+    again = Library.open(folder, data_dir=tmp_path / "data")
+    assert again.db_path == lib.db_path and ids(again) == ["a.jpg"]
+    again.close()
+
+
+def test_not_a_folder(tmp_path):
+    with pytest.raises(LibraryError):
+        Library.open(tmp_path / "missing")
+
+
+def test_one_connection_per_thread_and_concurrent_writes(lib):
+    image_ids = [r.id for r in lib.images()]
+    errors = []
+
+    def writer(n):
+        try:
+            for i in image_ids:
+                lib.store_prediction(i, [f"t{n}"], {f"t{n}": 0.5})
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(lib._connections) == 4
+    assert all(len(lib.tags(i)) == 1 for i in image_ids)

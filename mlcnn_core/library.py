@@ -548,6 +548,17 @@ class Library:
         )
         return counts
 
+    def tag_records_by_image(self) -> dict[int, list[TagRecord]]:
+        """Every image's tags (rejected ones included), in :meth:`tags` order."""
+        out: dict[int, list[TagRecord]] = {}
+        rows = self.conn.execute(
+            "SELECT image_id, tag, source, state, confidence FROM tags "
+            "ORDER BY image_id, source = 'machine', confidence IS NULL, -confidence, tag"
+        )
+        for image_id, *rest in rows:
+            out.setdefault(image_id, []).append(TagRecord(*rest))
+        return out
+
     def tags_by_image(self) -> dict[int, set[str]]:
         out: dict[int, set[str]] = {}
         for image_id, tag in self.conn.execute("SELECT image_id, tag FROM tags WHERE state != 'rejected'"):
@@ -604,8 +615,8 @@ class Library:
         scores: dict[str, float],
         model: ModelInfo | None = None,
     ) -> str:
-        """Record a model's prediction: replaces earlier machine tags; a person's decisions stay.
-        Returns the image's new status."""
+        """Record a model's prediction: replaces earlier machine tags; a person's decisions stay, and
+        a confirmed image gets no new proposals (only the scores are kept). Returns the new status."""
         model = model or ModelInfo()
         scores = {str(k): float(v) for k, v in scores.items()}
         now = time.time()
@@ -623,6 +634,9 @@ class Library:
                 ),
             )
             conn.execute("DELETE FROM tags WHERE image_id = ? AND source = 'machine'", (image_id,))
+            (status,) = conn.execute("SELECT status FROM images WHERE id = ?", (image_id,)).fetchone()
+            # a person has decided on a confirmed image: record the scores, propose nothing
+            proposals = [] if status == "confirmed" else list(labels)
             decided = {
                 r[0]
                 for r in conn.execute(
@@ -631,7 +645,7 @@ class Library:
             }
             conn.executemany(
                 "INSERT INTO tags VALUES (?, ?, 'machine', 'predicted', ?, ?)",
-                [(image_id, lab, scores.get(lab), now) for lab in labels if lab not in decided],
+                [(image_id, lab, scores.get(lab), now) for lab in proposals if lab not in decided],
             )
             conn.execute(
                 "UPDATE images SET uncertainty = ? WHERE id = ?", (uncertainty_of(scores, labels), image_id)

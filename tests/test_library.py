@@ -302,3 +302,13 @@ def test_one_connection_per_thread_and_concurrent_writes(lib):
     assert errors == []
     assert len(lib._connections) == 4
     assert all(len(lib.tags(i)) == 1 for i in image_ids)
+
+
+def test_prediction_does_not_reopen_a_confirmed_image(lib):
+    a = lib.image_id("a.jpg")
+    lib.store_prediction(a, ["cat"], {"cat": 0.9})
+    lib.confirm_all(a)
+    assert lib.store_prediction(a, ["dog"], {"dog": 0.9, "cat": 0.2}) == "confirmed"
+    assert [(t.tag, t.source) for t in lib.tags(a)] == [("cat", "human")]
+    assert lib.prediction(a).labels == ["dog"]
+    assert lib.tag_records_by_image()[a] == lib.tags(a)

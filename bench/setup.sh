@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what bench/emoji_scenes.py needs on a fresh Debian machine (run as root; idempotent).
+#   - Noto Color Emoji font, Unicode emoji-test.txt, libcairo (for cairosvg)
+#   - OpenMoji SVGs from npm, under bench/.npm/ (gitignored)
+#   - cairosvg, scikit-image, scikit-learn from PyPI
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+need_apt=0
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need_apt=1
+[ -f /usr/share/unicode/emoji/emoji-test.txt ] || need_apt=1
+ldconfig -p 2>/dev/null | grep -q 'libcairo\.so\.2' || need_apt=1
+if [ "$need_apt" = 1 ]; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
+        fonts-noto-color-emoji unicode-data libcairo2
+fi
+
+OPENMOJI_VERSION="${OPENMOJI_VERSION:-17}"
+if [ ! -d "$here/.npm/node_modules/openmoji/color/svg" ]; then
+    mkdir -p "$here/.npm"
+    npm install --no-audit --no-fund --prefix "$here/.npm" "openmoji@${OPENMOJI_VERSION}"
+fi
+
+if ! python3 -c 'import cairosvg, skimage, sklearn' 2>/dev/null; then
+    python3 -m pip install cairosvg scikit-image scikit-learn
+fi
+
+python3 - <<'PY'
+import cairosvg, skimage, sklearn  # noqa: F401
+print("bench setup ok: skimage", skimage.__version__, "sklearn", sklearn.__version__)
+PY

@@ -1,0 +1,194 @@
+"""The `mlcnn` command line: train, predict, evaluate, info.
+
+Other tools (the GUI's training panel, scripts) depend on these flags and on the JSON written;
+change them only compatibly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"mlcnn: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _model_path(arg: str | None) -> Path:
+    from .modelfile import ModelFileError, starter_model_path
+
+    if arg:
+        return Path(arg)
+    starter = starter_model_path()
+    if starter is None:
+        raise ModelFileError("no --model given and no starter model is installed "
+                             "(resources/models/starter.safetensors)")
+    return starter
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, arch=args.arch, init=args.init, recipe=args.recipe,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
+                      val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
+                      bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
+                      threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
+                      max_steps=args.max_steps)
+    train(cfg)
+    return 0
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    from .data import IMAGE_EXTENSIONS, find_images
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += find_images(p)
+        elif p.suffix.lower() in IMAGE_EXTENSIONS or p.exists():
+            out.append(p)
+        else:
+            out.append(p)  # reported as an error line, like any unreadable file
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .modelfile import load_model
+    from .predict import Predictor
+
+    model = load_model(_model_path(args.model))
+    predictor = Predictor(model, device=args.device, bf16=False if args.no_bf16 else None)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for path, result in predictor.predict_files(_expand(args.paths), batch_size=args.batch_size):
+            row = {"image": str(path), "error": str(result)} if isinstance(result, Exception) else result.to_json(path)
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_samples, split_samples
+    from .evaluate import evaluate
+    from .modelfile import load_model
+
+    model = load_model(_model_path(args.model))
+    samples = load_samples(args.data)
+    if args.split != "all":
+        train, held_out = split_samples(samples, args.val_fraction)
+        samples = held_out if args.split == "val" else train
+    result = evaluate(model, samples, device=args.device, bf16=False if args.no_bf16 else None,
+                      baseline=not args.no_baseline, per_label=args.per_label)
+    result["model"] = str(model.path)
+    result["data"] = args.data
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    rows = [("single pass", result["single_pass"])]
+    if "ten_crop" in result:
+        rows.append(("10-crop baseline", result["ten_crop"]))
+    print(f"{result['images']} images, {result['labels']} labels, device {result['device']}, bf16 {result['bf16']}")
+    print(f"{'method':<18}{'precision':>10}{'recall':>8}{'accuracy':>10}{'mAP':>7}{'GFLOPs':>9}{'ms/img':>8}")
+    for name, r in rows:
+        print(f"{name:<18}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['accuracy']:>10.3f}{r['mAP']:>7.3f}"
+              f"{r['cost']['gflops_per_image']:>9.2f}{r['cost']['ms_per_image']:>8.1f}")
+    if "cost_ratio" in result:
+        print(f"10-crop / single-pass cost: {result['cost_ratio']['flops']:.2f}× FLOPs, "
+              f"{result['cost_ratio']['time']:.2f}× time")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .modelfile import read_card
+
+    card = read_card(_model_path(args.model))
+    if not args.full:
+        card = {k: v for k, v in card.items() if k not in ("threshold", "baseline_threshold")}
+        if "provenance" in card:
+            card["provenance"] = {k: v for k, v in card["provenance"].items() if k != "history"}
+    print(json.dumps(card, indent=2, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlcnn", description="Multi-label CNN tagger (Vallet & Sakamoto 2015)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def device_flags(p):
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--no-bf16", action="store_true", help="run in float32 even where bf16 is supported")
+
+    t = sub.add_parser("train", help="train a model, or fine-tune one with --init")
+    t.add_argument("--data", action="append", required=True, metavar="PATH",
+                   help="folder of images with .txt sidecars, or a JSONL manifest; repeatable")
+    t.add_argument("--out", required=True, metavar="MODEL.safetensors")
+    t.add_argument("--arch", default="compact", choices=["compact", "paper", "nin", "tiny"])
+    t.add_argument("--init", metavar="MODEL", help="fine-tune from this model (new labels are added)")
+    t.add_argument("--recipe", default="default", choices=["default", "paper"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, metavar="A0", help="α0 (paper recipe) or peak rate (default recipe)")
+    t.add_argument("--lr-max", type=float, metavar="AMAX", help="α_max of the paper's optimiser")
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="held-out part of the data (deterministic by file name), never trained on")
+    t.add_argument("--val-data", action="append", metavar="PATH", help="separate validation data instead")
+    t.add_argument("--patience", type=int, help="early stopping after N epochs without improvement (0: off)")
+    t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"])
+    t.add_argument("--workers", type=int, help="data-loading processes")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    t.add_argument("--events", metavar="FILE|-", help="JSON lines of progress (- for stdout)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.safetensors")
+    device_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict tags of images (files or folders), one JSON line each")
+    p.add_argument("--model", help="model file (default: the starter model)")
+    p.add_argument("--output", metavar="FILE.jsonl")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    device_flags(p)
+    p.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="precision, recall, accuracy, mAP: single pass vs 10-crop baseline")
+    e.add_argument("--model")
+    e.add_argument("--data", action="append", required=True, metavar="PATH")
+    e.add_argument("--json", metavar="FILE")
+    e.add_argument("--split", default="all", choices=["all", "val", "train"],
+                   help="evaluate only the held-out (val) or training part of --data")
+    e.add_argument("--val-fraction", type=float, default=0.1)
+    e.add_argument("--no-baseline", action="store_true")
+    e.add_argument("--per-label", action="store_true")
+    device_flags(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="print a model's card")
+    i.add_argument("model", nargs="?")
+    i.add_argument("--full", action="store_true", help="include thresholds and the training history")
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetError
+    from .modelfile import ModelFileError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ModelFileError, DatasetError, FileNotFoundError, ValueError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Images in, tensors out: decoding, section 2.1's preprocessing, and labelled datasets.
+
+Preprocessing (2.1): "All images are resized to 256 pixels minimum dimension, using OpenCV's
+pixel area resizing method. Further, pixel values are converted [...] to the [0, 1] single
+precision floating point range by dividing them by 255"; the training set's mean pixel is
+subtracted; training takes "a random crop of the image of size 256 by 256 pixels" flipped
+horizontally "with probability 0.5"; prediction takes the whole image at any aspect ratio.
+
+INTER_AREA is the right filter for shrinking; for the rare image smaller than 256 we enlarge
+with INTER_LINEAR (area resampling degenerates to nearest-neighbour when enlarging).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+SHORT_SIDE = 256
+CROP = 256
+# Refuse decompression bombs with our own message; Pillow's own limit would only warn first.
+MAX_PIXELS = 120_000_000
+
+cv2.setNumThreads(1)
+
+
+class ImageError(Exception):
+    """An image that cannot be used: unreadable, truncated, not an image, or too large."""
+
+
+class DatasetError(Exception):
+    """A dataset path or manifest that cannot be read."""
+
+
+def read_image(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> np.ndarray:
+    """Decode ``path`` to an RGB uint8 array [H, W, 3] with its EXIF orientation applied.
+
+    With ``min_side``, a JPEG much larger than needed is decoded at a reduced scale (libjpeg's
+    DCT scaling through Pillow's ``draft``) whose short side is still ≥ ``min_side``; the exact
+    resize happens in :func:`resize_short_side`. GIFs give their first frame."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"{path}: {w}×{h} pixels is more than the {MAX_PIXELS:,} this program decodes")
+            if min_side and im.format == "JPEG" and min(w, h) >= 2 * min_side:
+                scale = min(8, min(w, h) // min_side)
+                im.draft("RGB", (w // scale, h // scale))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.seek(0)
+                im = ImageOps.exif_transpose(im)
+                rgb = im.convert("RGB")
+                rgb.load()
+    except ImageError:
+        raise
+    except FileNotFoundError as e:
+        raise ImageError(f"{path}: no such file") from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: cannot decode image ({e})") from e
+    return np.asarray(rgb)
+
+
+def resize_short_side(rgb: np.ndarray, short: int = SHORT_SIDE) -> np.ndarray:
+    """Resize so the shorter side is ``short`` pixels, keeping the aspect ratio."""
+    h, w = rgb.shape[:2]
+    scale = short / min(h, w)
+    if scale == 1.0:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def random_crop_flip(rgb: np.ndarray, rng: np.random.Generator, crop: int = CROP) -> np.ndarray:
+    """Section 2.1.3–2.1.4: a random ``crop``×``crop`` window, flipped horizontally with p = 0.5."""
+    h, w = rgb.shape[:2]
+    y = int(rng.integers(0, h - crop + 1))
+    x = int(rng.integers(0, w - crop + 1))
+    out = rgb[y:y + crop, x:x + crop]
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def to_tensor(batch_uint8, mean: Sequence[float]):
+    """uint8 [N, H, W, 3] (numpy or torch) → float [N, 3, H, W] in [0, 1] minus the mean pixel,
+    channels_last in memory."""
+    import torch
+
+    x = torch.as_tensor(batch_uint8)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x -= torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+# --- labelled samples --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    image: str
+    labels: tuple[str, ...]
+
+
+def parse_tag_text(text: str) -> list[str]:
+    """Tags of a kohya/taggui ``.txt`` sidecar: comma (or newline) separated, trimmed, unique."""
+    tags: list[str] = []
+    for part in text.replace("\ufeff", "").replace("\n", ",").split(","):
+        tag = part.strip()
+        if tag and tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted), skipping hidden folders."""
+    root = Path(root)
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def sidecar_for(image: Path) -> Path | None:
+    """The ``.txt`` sidecar of an image: ``image.ext.txt`` when present (the collision-free
+    naming), else ``image.txt`` (the kohya/taggui convention); None when neither exists."""
+    for candidate in (image.with_name(image.name + ".txt"), image.with_suffix(".txt")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def samples_from_folder(folder: Path) -> list[Sample]:
+    """Images with a ``.txt`` sidecar; images without one are not labelled and not returned."""
+    samples = []
+    for image in find_images(folder):
+        sidecar = sidecar_for(image)
+        if sidecar is None:
+            continue
+        try:
+            labels = parse_tag_text(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{sidecar}: cannot read sidecar ({e})") from e
+        samples.append(Sample(str(image), tuple(labels)))
+    return samples
+
+
+def samples_from_manifest(manifest: Path) -> list[Sample]:
+    """JSON lines ``{"image": path, "labels": [...]}``; relative paths are relative to the manifest."""
+    samples = []
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{manifest}: cannot read manifest ({e})") from e
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            image, labels = row["image"], row["labels"]
+            if not isinstance(image, str) or not isinstance(labels, list):
+                raise TypeError("image must be a string and labels a list")
+        except (ValueError, KeyError, TypeError) as e:
+            raise DatasetError(f"{manifest}:{n}: not a {{\"image\", \"labels\"}} object ({e})") from e
+        path = Path(image)
+        if not path.is_absolute():
+            path = manifest.parent / path
+        samples.append(Sample(str(path), tuple(dict.fromkeys(str(lab).strip() for lab in labels if str(lab).strip()))))
+    return samples
+
+
+def load_samples(paths: Iterable[str | os.PathLike]) -> list[Sample]:
+    """Samples from folders of images with ``.txt`` sidecars and/or JSONL manifests."""
+    samples: list[Sample] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            samples += samples_from_folder(p)
+        elif p.is_file():
+            samples += samples_from_manifest(p)
+        else:
+            raise DatasetError(f"{p}: no such folder or manifest")
+    return samples
+
+
+def is_held_out(image: str, fraction: float) -> bool:
+    """Deterministic split: an image is held out for validation when a hash of its file name
+    (not its folder, so a copied folder splits the same way) falls below ``fraction``."""
+    digest = hashlib.sha1(Path(image).name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_samples(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) by :func:`is_held_out`."""
+    train = [s for s in samples if not is_held_out(s.image, fraction)]
+    val = [s for s in samples if is_held_out(s.image, fraction)]
+    return train, val
+
+
+def label_vocabulary(samples: Iterable[Sample]) -> list[str]:
+    """Sorted set of all labels in ``samples``."""
+    return sorted({lab for s in samples for lab in s.labels})
+
+
+def multi_hot(labels: Iterable[str], index: dict[str, int]) -> np.ndarray:
+    row = np.zeros(len(index), dtype=np.float32)
+    for lab in labels:
+        if lab in index:
+            row[index[lab]] = 1.0
+    return row
+
+
+class TrainingSet:
+    """Map-style dataset for a DataLoader: decode → resize short side → random crop + flip.
+
+    Returns (uint8 [CROP, CROP, 3], multi-hot targets). Mean subtraction and the float
+    conversion happen on the batch in the training process (cheaper to send uint8 between
+    processes). An unreadable image is replaced by a random other one, and counted."""
+
+    def __init__(self, samples: list[Sample], labels: list[str], seed: int = 0, crop: int = CROP):
+        self.samples = samples
+        self.index = {lab: i for i, lab in enumerate(labels)}
+        self.seed = seed
+        self.crop = crop
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        for _ in range(10):
+            sample = self.samples[i]
+            try:
+                rgb = resize_short_side(read_image(sample.image, self.crop), self.crop)
+                return random_crop_flip(rgb, rng, self.crop), multi_hot(sample.labels, self.index)
+            except ImageError as e:
+                warnings.warn(str(e), stacklevel=1)
+                i = int(rng.integers(0, len(self.samples)))
+        raise ImageError("ten unreadable images in a row; is the dataset readable?")
+
+
+def compute_mean_pixel(samples: list[Sample], limit: int = 2000, seed: int = 0) -> list[float]:
+    """Mean RGB in [0, 1] over (up to ``limit`` randomly chosen) training images, after the
+    short-side resize. Section 2.1.2 uses all images; a sample of 2000 estimates the same value
+    to about three decimals."""
+    rng = np.random.default_rng(seed)
+    chosen = samples if len(samples) <= limit else [samples[i] for i in rng.choice(len(samples), limit, replace=False)]
+    total = np.zeros(3)
+    count = 0
+    for s in chosen:
+        try:
+            rgb = resize_short_side(read_image(s.image))
+        except ImageError:
+            continue
+        total += rgb.reshape(-1, 3).sum(axis=0) / 255.0
+        count += rgb.shape[0] * rgb.shape[1]
+    if count == 0:
+        raise DatasetError("no readable training image to compute the mean pixel from")
+    return [float(v) for v in total / count]

@@ -1,0 +1,88 @@
+"""Section 4's comparison: single-pass prediction (2.6) against the 10-crop baseline (4.2).
+
+Both are scored with the thresholds stored in the model card, which training fitted on
+validation data (never on the data evaluated here). Each method's forward cost is reported
+twice: multiply-accumulates counted by torch's FLOP counter, and wall time on this machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import ImageError, Sample, multi_hot, read_image, resize_short_side, to_tensor
+from .metrics import mean_average_precision, per_label_metrics, set_metrics
+from .modelfile import TaggerModel
+from .predict import Predictor
+from .threshold import Threshold
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf16: bool | None = None,
+             baseline: bool = True, seed: int = 0, per_label: bool = False) -> dict:
+    predictor = Predictor(model, device=device, bf16=bf16)
+    labels = model.labels
+    index = {lab: i for i, lab in enumerate(labels)}
+    rng = np.random.default_rng(seed)
+    single, crops, truth = [], [], []
+    t_single = t_crops = 0.0
+    flops_single = 0
+    flop_cache: dict[tuple, int] = {}
+    unreadable = 0
+    for s in samples:
+        try:
+            rgb = read_image(s.image)
+        except ImageError:
+            unreadable += 1
+            continue
+        truth.append(multi_hot(s.labels, index) > 0)
+        t0 = time.perf_counter()
+        single.append(predictor.predict_array(rgb).scores)
+        t_single += time.perf_counter() - t0
+        shape = resize_short_side(rgb).shape
+        if shape not in flop_cache:
+            dummy = np.zeros(shape, np.uint8)
+            flop_cache[shape] = _flops(lambda d=dummy: predictor.raw_maps(d))
+        flops_single += flop_cache[shape]
+        if baseline:
+            t0 = time.perf_counter()
+            crops.append(predictor.ten_crop_scores(rgb, rng))
+            t_crops += time.perf_counter() - t0
+    n = len(truth)
+    truth_arr = np.array(truth).reshape(n, len(labels))
+    result: dict = {"images": n, "unreadable": unreadable, "labels": len(labels), "device": str(predictor.device),
+                    "bf16": predictor.bf16}
+    single_arr = np.array(single).reshape(n, len(labels))
+    result["single_pass"] = _score(single_arr, truth_arr, predictor.threshold, labels, per_label)
+    result["single_pass"]["cost"] = {"gflops_per_image": flops_single / max(n, 1) / 1e9,
+                                     "ms_per_image": 1000 * t_single / max(n, 1)}
+    if baseline:
+        base_t = Threshold.from_dict(model.card.get("baseline_threshold", model.card["threshold"]), len(labels))
+        crop_arr = np.array(crops).reshape(n, len(labels))
+        result["ten_crop"] = _score(crop_arr, truth_arr, base_t, labels, per_label)
+        x = to_tensor(np.zeros((10, 224, 224, 3), np.uint8), model.mean).to(predictor.device)
+        gflops = _flops(lambda: predictor.head(predictor.trunk(x).mean(dim=(2, 3)))) / 1e9
+        result["ten_crop"]["cost"] = {"gflops_per_image": gflops, "ms_per_image": 1000 * t_crops / max(n, 1)}
+        result["cost_ratio"] = {
+            "flops": gflops / max(result["single_pass"]["cost"]["gflops_per_image"], 1e-12),
+            "time": t_crops / max(t_single, 1e-12),
+        }
+    return result
+
+
+@torch.inference_mode()
+def _score(scores: np.ndarray, truth: np.ndarray, threshold: Threshold, labels: list[str], per_label: bool) -> dict:
+    pred = threshold.select(scores) if len(scores) else np.zeros_like(truth)
+    out = set_metrics(pred, truth)
+    out["mAP"] = mean_average_precision(scores, truth) if len(scores) else float("nan")
+    if per_label:
+        out["per_label"] = per_label_metrics(pred, truth, labels)
+    return out

@@ -1,0 +1,257 @@
+"""The network of section 2.2, built from a small spec.
+
+A spec is a plain dict (it is stored in the model card as JSON)::
+
+    {"trunk": [["conv", out, kernel, stride, pad], ["maxpool", kernel, stride], ...],
+     "head": [4096, 4096], "dropout": 0.5, "norm": false}
+
+`trunk` is the convolutional part, `head` the hidden widths of the fully connected layers; the
+last layer (one output per label) is added from ``num_labels``. ``norm`` puts batch
+normalisation after every convolution (our default recipe; the paper has none).
+
+Training form (paper, Table 1): trunk → global average pooling → FC layers.
+Test form: "one simply need to remove the average pooling layer entirely, and apply the FC
+layers 'pixel-wise' on each output feature maps to get the final confidence maps. This
+'pixel-wise' operation is precisely a 1×1 convolution which shares the weights of the
+corresponding fully connected layer." :meth:`MLCNN.confidence_maps` does exactly that with
+views of the same weight tensors: no copy exists, so the two forms cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _paper_trunk() -> list[list]:
+    return (
+        [["conv", 64, 7, 2, 3], ["maxpool", 3, 2], ["conv", 128, 3, 2, 1]]
+        + [["conv", 128, 3, 1, 1]] * 4
+        + [["maxpool", 3, 2]]
+        + [["conv", 256, 3, 1, 1]] * 5
+        + [["maxpool", 3, 2]]
+        + [["conv", 512, 3, 1, 1]] * 5
+    )
+
+
+ARCHS: dict[str, dict] = {
+    # Table 1 exactly: 16 convolutions, GAP, FC 4096, FC 4096, FC l; dropout 0.5 after each hidden FC.
+    "paper": {"trunk": _paper_trunk(), "head": [4096, 4096], "dropout": 0.5},
+    # Table 2's shape (network in network): the last trunk layer is 1024 wide, one FC layer.
+    "nin": {
+        "trunk": [
+            ["conv", 96, 7, 4, 0], ["conv", 96, 1, 1, 0], ["conv", 96, 1, 1, 0], ["maxpool", 3, 2],
+            ["conv", 256, 5, 1, 2], ["conv", 256, 1, 1, 0], ["conv", 256, 1, 1, 0], ["maxpool", 3, 2],
+            ["conv", 384, 3, 1, 1], ["conv", 384, 1, 1, 0], ["conv", 384, 1, 1, 0], ["maxpool", 3, 2],
+            ["conv", 1024, 3, 1, 1],
+        ],
+        "head": [],
+        "dropout": 0.0,
+    },
+    # Table 1's layout at about a sixth of its cost, for CPUs: same strides and pooling, fewer and
+    # narrower layers, one 512-unit hidden FC layer.
+    "compact": {
+        "trunk": [
+            ["conv", 32, 7, 2, 3], ["maxpool", 3, 2], ["conv", 64, 3, 2, 1],
+            ["conv", 64, 3, 1, 1], ["conv", 64, 3, 1, 1], ["maxpool", 3, 2],
+            ["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1], ["maxpool", 3, 2],
+            ["conv", 256, 3, 1, 1], ["conv", 256, 3, 1, 1], ["conv", 256, 3, 1, 1],
+        ],
+        "head": [512],
+        "dropout": 0.5,
+    },
+    # For tests and demos only: trains in seconds.
+    "tiny": {
+        "trunk": [["conv", 8, 5, 2, 2], ["maxpool", 3, 2], ["conv", 16, 3, 2, 1], ["maxpool", 3, 2],
+                  ["conv", 32, 3, 1, 1]],
+        "head": [32],
+        "dropout": 0.0,
+    },
+}
+
+
+def arch_spec(name: str, norm: bool) -> dict:
+    """A copy of a named spec with the normalisation choice filled in."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHS)}")
+    spec = copy.deepcopy(ARCHS[name])
+    spec["name"] = name
+    spec["norm"] = norm
+    return spec
+
+
+def validate_spec(spec: dict) -> None:
+    """Raise ValueError when a spec (e.g. read from a model file) is not one we can build."""
+    if not isinstance(spec, dict):
+        raise ValueError("architecture spec is not an object")
+    trunk, head = spec.get("trunk"), spec.get("head")
+    if not isinstance(trunk, list) or not trunk:
+        raise ValueError("architecture spec has no trunk")
+    if not any(isinstance(layer, list) and layer and layer[0] == "conv" for layer in trunk):
+        raise ValueError("architecture trunk has no convolution")
+    for layer in trunk:
+        ok = isinstance(layer, list) and (
+            (len(layer) == 5 and layer[0] == "conv") or (len(layer) == 3 and layer[0] == "maxpool")
+        )
+        if not ok or not all(isinstance(v, int) and 0 <= v <= 8192 for v in layer[1:]):
+            raise ValueError(f"bad trunk layer {layer!r}")
+    if not isinstance(head, list) or not all(isinstance(w, int) and 0 < w <= 65536 for w in head):
+        raise ValueError(f"bad head widths {head!r}")
+    if not isinstance(spec.get("dropout", 0.0), (int, float)) or not 0 <= spec.get("dropout", 0.0) < 1:
+        raise ValueError("bad dropout")
+
+
+class Trunk(nn.Sequential):
+    """Convolutions (+ optional batch norm) with ReLU, and max pooling, as listed in the spec."""
+
+    def __init__(self, layers: list[list], norm: bool):
+        modules: list[nn.Module] = []
+        channels = 3
+        for layer in layers:
+            if layer[0] == "conv":
+                _, out, k, s, p = layer
+                modules.append(nn.Conv2d(channels, out, k, s, p, bias=not norm))
+                if norm:
+                    modules.append(nn.BatchNorm2d(out))
+                modules.append(nn.ReLU(inplace=True))
+                channels = out
+            else:
+                _, k, s = layer
+                modules.append(nn.MaxPool2d(k, s))
+        super().__init__(*modules)
+        self.out_channels = channels
+
+
+class Head(nn.Module):
+    """Fully connected layers that can also run as 1×1 convolutions on a feature map."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_labels: int, dropout: float):
+        super().__init__()
+        widths = [in_features, *hidden, num_labels]
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Training form: ``features`` is [N, C] (the trunk's map after global average pooling)."""
+        for i, fc in enumerate(self.fcs):
+            features = fc(features)
+            if i < len(self.fcs) - 1:
+                features = self.dropout(F.relu(features))
+        return features
+
+    def forward_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Test form: ``fmap`` is [N, C, h, w]; each FC layer is a 1×1 convolution whose kernel is a
+        view of the FC weight (``weight[:, :, None, None]`` shares its storage)."""
+        for i, fc in enumerate(self.fcs):
+            fmap = F.conv2d(fmap, fc.weight[:, :, None, None], fc.bias)
+            if i < len(self.fcs) - 1:
+                fmap = self.dropout(F.relu(fmap))
+        return fmap
+
+
+class MLCNN(nn.Module):
+    """Trunk + head. ``forward`` is the training form, ``confidence_maps`` the test form."""
+
+    def __init__(self, spec: dict, num_labels: int):
+        super().__init__()
+        validate_spec(spec)
+        self.spec = copy.deepcopy(spec)
+        self.trunk = Trunk(spec["trunk"], bool(spec.get("norm", False)))
+        self.head = Head(self.trunk.out_channels, spec["head"], num_labels, float(spec.get("dropout", 0.0)))
+
+    @property
+    def num_labels(self) -> int:
+        return self.head.fcs[-1].out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] → [N, l] confidences, through global average pooling."""
+        return self.head(self.trunk(x).mean(dim=(2, 3)))
+
+    def confidence_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] → [N, l, h, w]: one confidence map per label, in one forward pass."""
+        return self.head.forward_map(self.trunk(x))
+
+
+def init_paper(model: MLCNN) -> None:
+    """Section 2.4: Glorot (normalised, uniform) weights; "Biases were initialized to 0 for the
+    lowest and uppermost layers [...] we initialize the biases of all other layers to 1."
+    Batch-norm layers, when present, keep their identity initialisation."""
+    weighted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for i, m in enumerate(weighted):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0.0 if i in (0, len(weighted) - 1) else 1.0)
+
+
+def init_default(model: MLCNN) -> None:
+    """Our default: He (fan-out) init for ReLU convolutions, Glorot for the FC layers, biases 0.
+    With batch norm a bias of 1 is absorbed by the normalisation anyway."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def build_model(arch: str | dict = "compact", num_labels: int = 1, norm: bool = True,
+                init: str = "default") -> MLCNN:
+    """A freshly initialised network. ``arch`` is a name from ARCHS or a full spec."""
+    spec = arch if isinstance(arch, dict) else arch_spec(arch, norm)
+    model = MLCNN(spec, num_labels)
+    {"paper": init_paper, "default": init_default}[init](model)
+    return model
+
+
+def grow_labels(model: MLCNN, extra: int) -> None:
+    """Add ``extra`` output rows for new labels: old rows are kept, the new ones are appended
+    (Glorot-scaled weights, bias at the mean of the old biases so they start neither ahead nor
+    behind)."""
+    if extra <= 0:
+        return
+    last = model.head.fcs[-1]
+    old_w, old_b = last.weight.data, last.bias.data
+    bound = math.sqrt(6.0 / (last.in_features + last.out_features + extra))
+    new_w = torch.empty(extra, last.in_features, dtype=old_w.dtype).uniform_(-bound, bound)
+    new_b = torch.full((extra,), float(old_b.mean()) if old_b.numel() else 0.0, dtype=old_b.dtype)
+    grown = nn.Linear(last.in_features, last.out_features + extra)
+    grown.weight.data = torch.cat([old_w, new_w])
+    grown.bias.data = torch.cat([old_b, new_b])
+    model.head.fcs[-1] = grown
+
+
+def fold_batchnorm(trunk: Trunk) -> nn.Sequential:
+    """A copy of the trunk with every Conv→BatchNorm pair merged into one convolution (for
+    prediction: same outputs in eval mode, one layer less)."""
+    layers = list(trunk)
+    folded: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        m = layers[i]
+        if isinstance(m, nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
+            bn = layers[i + 1]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=True)
+            conv.weight.data = m.weight.data * scale[:, None, None, None]
+            bias = m.bias.data if m.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.bias.data = (bias - bn.running_mean) * scale + bn.bias
+            conv.weight.data, conv.bias.data = conv.weight.data.detach(), conv.bias.data.detach()
+            folded.append(conv)
+            i += 2
+        else:
+            folded.append(m)
+            i += 1
+    return nn.Sequential(*folded)
+
+
+def trunk_stride(spec: dict) -> int:
+    """Product of the strides of the trunk: how many input pixels one map position spans."""
+    stride = 1
+    for layer in spec["trunk"]:
+        stride *= layer[3] if layer[0] == "conv" else layer[2]
+    return stride

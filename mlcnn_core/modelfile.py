@@ -1,0 +1,229 @@
+"""One model = one ``.safetensors`` file: the weights, and a JSON card in the header's metadata.
+
+The card holds everything needed to use the weights: format version, architecture spec, the
+ordered label list, the training set's mean pixel, input size, prediction settings, the
+threshold coefficients, and provenance (data, recipe, time, metrics).
+
+Nothing here unpickles: a model file from a stranger can hold tensors and text, never code.
+Every check names the file and the problem. Reading a card (:func:`read_card`) parses only the
+header and does not import torch, so the GUI can show cards at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = "mlcnn-tagger-model"
+FORMAT_VERSION = 1
+CARD_KEY = "mlcnn_card"
+MAX_HEADER = 100 * 1024 * 1024
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be used; the message names the file and the problem."""
+
+
+def starter_model_path() -> Path | None:
+    """The starter model shipped in ``resources/models/`` (or ``$MLCNN_STARTER_MODEL``), if present."""
+    override = os.environ.get("MLCNN_STARTER_MODEL")
+    path = Path(override) if override else RESOURCES / "models" / "starter.safetensors"
+    return path if path.is_file() else None
+
+
+def _read_header(path: Path) -> tuple[dict, int, int]:
+    """The safetensors JSON header, its length and the file size, after checking the framing."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:2] == b"PK" or head[:1] == b"\x80":
+                raise ModelFileError(
+                    f"{path}: this is a pickle or a PyTorch zip checkpoint, not a .safetensors model file; "
+                    "it is refused because unpickling can run code")
+            if len(head) < 8:
+                raise ModelFileError(f"{path}: file is too short to be a .safetensors model ({size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER or n + 8 > size:
+                raise ModelFileError(f"{path}: not a .safetensors file, or truncated (header of {n} bytes "
+                                     f"in a file of {size})")
+            raw = f.read(n)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read model file ({e.strerror or e})") from e
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: not a .safetensors file (unreadable header: {e})") from e
+    return header, n, size
+
+
+def validate_card(card: object, where: str) -> dict:
+    """Check a card's structure; return it. ``where`` names the file in messages."""
+    from .threshold import Threshold  # numpy only
+
+    def fail(problem: str):
+        raise ModelFileError(f"{where}: {problem}")
+
+    if not isinstance(card, dict):
+        fail("model card is not a JSON object")
+    if card.get("format") != FORMAT:
+        fail(f"not an MLCNN Tagger model (card format is {card.get('format')!r}, expected {FORMAT!r})")
+    version = card.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        fail(f"model format version {version!r} is newer than this program reads ({FORMAT_VERSION}); update it")
+    labels = card.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        fail("card has no label list")
+    if len(set(labels)) != len(labels):
+        fail("card's label list has duplicates")
+    mean = card.get("mean")
+    if not (isinstance(mean, list) and len(mean) == 3 and all(isinstance(v, (int, float)) for v in mean)):
+        fail("card's mean pixel is not three numbers")
+    try:
+        from .model import validate_spec  # imports torch; only checks the dict
+        validate_spec(card.get("arch"))
+        Threshold.from_dict(card.get("threshold", {}), len(labels))
+        if "baseline_threshold" in card:
+            Threshold.from_dict(card["baseline_threshold"], len(labels))
+    except (ValueError, TypeError, AttributeError) as e:
+        fail(f"bad model card: {e}")
+    return card
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of a model file, checked, without loading weights."""
+    path = Path(path)
+    header, _, _ = _read_header(path)
+    meta = header.get("__metadata__") or {}
+    if CARD_KEY not in meta:
+        raise ModelFileError(f"{path}: a .safetensors file without an MLCNN Tagger card (no '{CARD_KEY}' metadata)")
+    try:
+        card = json.loads(meta[CARD_KEY])
+    except ValueError as e:
+        raise ModelFileError(f"{path}: model card is not valid JSON ({e})") from e
+    return validate_card(card, str(path))
+
+
+@dataclass
+class TaggerModel:
+    """A network with its card. ``path`` is where it was loaded from (None when built in memory)."""
+
+    net: object          # mlcnn_core.model.MLCNN
+    card: dict
+    path: Path | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.card["labels"]
+
+    @property
+    def mean(self) -> list[float]:
+        return self.card["mean"]
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name") or (self.path.stem if self.path else "unsaved model")
+
+
+def new_card(arch_spec: dict, labels: list[str], mean: list[float], **extra) -> dict:
+    """A card for a fresh model; prediction settings and threshold take their defaults."""
+    from .predict import PredictConfig
+    from .threshold import Threshold
+
+    card = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": extra.pop("name", ""),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "arch": arch_spec,
+        "labels": list(labels),
+        "mean": [float(v) for v in mean],
+        "input": {"short_side": 256, "crop": 256},
+        "prediction": PredictConfig().to_dict(),
+        "threshold": Threshold(kind="global", bias=0.0, at_least_one=True).to_dict(),
+    }
+    card.update(extra)
+    return card
+
+
+def new_model(arch: str = "compact", labels: list[str] | None = None, mean: list[float] | None = None,
+              norm: bool = True, init: str = "default", **card_extra) -> TaggerModel:
+    """A freshly initialised model with a valid card (e.g. for training from scratch, or tests)."""
+    from .model import arch_spec, build_model
+
+    labels = labels or ["label"]
+    spec = arch_spec(arch, norm)
+    net = build_model(spec, len(labels), init=init)
+    return TaggerModel(net, new_card(spec, labels, mean or [0.5, 0.5, 0.5], **card_extra))
+
+
+def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
+    """Write atomically (temporary file, fsync, rename): a killed process leaves the old file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    card = dict(model.card)
+    if len(card["labels"]) != model.net.num_labels:
+        raise ValueError(f"card has {len(card['labels'])} labels, network has {model.net.num_labels} outputs")
+    validate_card(card, str(path))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card)})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_model(path: str | os.PathLike) -> TaggerModel:
+    """Load and check a model file: framing, card, tensor names and shapes, then the weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import MLCNN
+
+    path = Path(path)
+    card = read_card(path)
+    header, n, size = _read_header(path)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    try:
+        end = max((int(v["data_offsets"][1]) for v in entries.values()), default=0)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ModelFileError(f"{path}: malformed tensor table in the header ({e})") from e
+    if 8 + n + end != size:
+        raise ModelFileError(f"{path}: truncated or padded model file (expected {8 + n + end} bytes, found {size})")
+    net = MLCNN(card["arch"], len(card["labels"]))
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    found = {k: tuple(v.get("shape", ())) for k, v in entries.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"tensor {k} has shape {list(found[k])}, the card's architecture needs {list(expected[k])}")
+        raise ModelFileError(f"{path}: weights do not match the card ({'; '.join(parts)})")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: cannot read weights ({e})") from e
+    net.load_state_dict(tensors, strict=True)
+    net.eval()
+    return TaggerModel(net, card, path)

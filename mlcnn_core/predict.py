@@ -1,0 +1,239 @@
+"""Single-pass multi-label prediction (section 2.6) and the 10-crop baseline (section 4.2).
+
+confidence maps (test form, one forward pass on the whole image)
+  → per-position softmax over labels                          [reading, flag ``scores``]
+  → average pooling with kernels 3, 5, 7, upsampled back      [reading, flag ``pool_stride``]
+  → averaged: multi-scale maps                                [flag ``multiscale``]
+  → at each position keep only the best label (prune), sum per label
+  → labels above a linear threshold of the summed vector (threshold.py)
+
+Readings of the ambiguous sentences, each with its alternative behind a flag:
+
+* "we apply average pooling to each individual confidence map with a pyramid of kernel sizes:
+  {3×3, 5×5, 7×7}. We then upsample the resulting confidence maps to the original resolution".
+  ``pool_stride="one"`` (default) pools with stride 1 and 'same' padding (padding not counted),
+  so the upsampling is the identity; ``pool_stride="kernel"`` pools with stride = kernel size
+  (ceil mode) and upsamples bilinearly back to the map's size.
+* "we only keep the highest confidence label for each spatial point [...] We then simply sum
+  up the remaining confidence values". The network is trained with a softmax-based loss that
+  is invariant to adding a constant to all of an image's outputs, so raw outputs have no fixed
+  zero: summed raw winners can be negative and rank labels backwards. ``scores="softmax"``
+  (default) turns each position's outputs into a distribution over labels before pooling;
+  ``scores="raw"`` sums the raw outputs as written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import ImageError, read_image, resize_short_side, to_tensor
+from .model import fold_batchnorm
+from .modelfile import TaggerModel
+from .runtime import autocast, configure_cpu, pick_device, use_bf16
+from .threshold import Threshold
+
+
+@dataclass
+class PredictConfig:
+    pool_kernels: tuple[int, ...] = (3, 5, 7)
+    pool_stride: str = "one"        # "one" | "kernel"
+    scores: str = "softmax"         # "softmax" | "raw"
+    multiscale: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pool_kernels"] = list(self.pool_kernels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> PredictConfig:
+        d = dict(d or {})
+        cfg = cls(pool_kernels=tuple(int(k) for k in d.get("pool_kernels", (3, 5, 7))),
+                  pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
+                  multiscale=bool(d.get("multiscale", True)))
+        if cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw"):
+            raise ValueError(f"bad prediction settings {d}")
+        return cfg
+
+
+def multiscale_maps(conf: torch.Tensor, cfg: PredictConfig) -> torch.Tensor:
+    """[N, l, h, w] → [N, l, h, w]: the mean over kernels of average-pooled, upsampled maps."""
+    if not cfg.multiscale:
+        return conf
+    h, w = conf.shape[-2:]
+    pooled = []
+    for k in cfg.pool_kernels:
+        if cfg.pool_stride == "one":
+            pooled.append(F.avg_pool2d(conf, k, stride=1, padding=k // 2, count_include_pad=False))
+        else:
+            small = F.avg_pool2d(conf, k, stride=k, ceil_mode=True, padding=0)
+            pooled.append(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False))
+    return torch.stack(pooled).mean(dim=0)
+
+
+def prune_and_sum(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """"we only keep the highest confidence label for each spatial point [...] We then simply sum
+    up the remaining confidence values from this confidence map for each label."
+    [N, l, h, w] → (scores [N, l], winner [N, h, w])."""
+    best, winner = maps.max(dim=1)
+    scores = torch.zeros(maps.shape[:2], dtype=maps.dtype, device=maps.device)
+    scores.scatter_add_(1, winner.flatten(1), best.flatten(1))
+    return scores, winner
+
+
+def map_peaks(maps: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """Per label, the original-image pixel (x, y) at the centre of its map's maximum cell."""
+    _, h, w = maps.shape
+    flat = maps.reshape(len(maps), -1).argmax(axis=1)
+    width, height = image_size
+    return [(int((f % w + 0.5) * width / w), int((f // w + 0.5) * height / h)) for f in flat]
+
+
+@dataclass
+class Prediction:
+    """What one image gets: chosen labels, final scores, peaks and the maps behind them."""
+
+    labels: list[str]
+    confidences: dict[str, float]
+    peaks: dict[str, tuple[int, int]]
+    label_names: list[str]
+    maps: np.ndarray                  # float32 [l, h, w], multi-scale (per-position softmax by default)
+    winner: np.ndarray                # int32 [h, w], index into label_names
+    scores: np.ndarray                # float32 [l], the summed vector the threshold saw
+    image_size: tuple[int, int]       # (width, height) of the original image, EXIF-oriented
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self, image_path: str | os.PathLike) -> dict:
+        return {"image": str(image_path), "labels": self.labels,
+                "confidences": {k: round(v, 5) for k, v in self.confidences.items()},
+                "peaks": {k: list(v) for k, v in self.peaks.items()}}
+
+
+class Predictor:
+    """Owns a model prepared for inference (eval mode, batch norm folded, channels_last, bf16
+    autocast where the hardware has it) and turns images into :class:`Prediction` s."""
+
+    def __init__(self, model: TaggerModel, device: str = "auto", bf16: bool | None = None,
+                 config: PredictConfig | None = None, threshold: Threshold | None = None):
+        self.model = model
+        self.labels = list(model.labels)
+        self.device = pick_device(device)
+        self.bf16 = use_bf16(self.device, bf16)
+        if self.device.type == "cpu":
+            configure_cpu()
+        self.config = config or PredictConfig.from_dict(model.card.get("prediction"))
+        self.threshold = threshold or Threshold.from_dict(model.card.get("threshold", {}), len(self.labels))
+        net = model.net.eval()
+        self.trunk = fold_batchnorm(net.trunk).eval().to(self.device, memory_format=torch.channels_last)
+        self.head = net.head.eval().to(self.device)
+        self.mean = list(model.mean)
+
+    # --- the forward pass -------------------------------------------------------------------
+    @torch.inference_mode()
+    def raw_maps(self, batch_resized: np.ndarray) -> torch.Tensor:
+        """Test-form output [n, l, h, w] (float32, on the device) for same-sized preprocessed images
+        ([n, H, W, 3] uint8, or one [H, W, 3] image)."""
+        if batch_resized.ndim == 3:
+            batch_resized = batch_resized[None]
+        x = to_tensor(batch_resized, self.mean).to(self.device)
+        with autocast(self.device, self.bf16):
+            maps = self.head.forward_map(self.trunk(x))
+        return maps.float()
+
+    @torch.inference_mode()
+    def predict_arrays(self, images: list[np.ndarray]) -> list[Prediction]:
+        """Predict RGB uint8 images of any sizes; images whose resized shapes match share a batch."""
+        resized = [resize_short_side(rgb) for rgb in images]
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(resized):
+            groups.setdefault(r.shape, []).append(i)
+        out: list[Prediction | None] = [None] * len(images)
+        for members in groups.values():
+            raw = self.raw_maps(np.stack([resized[i] for i in members]))
+            for i, maps in zip(members, raw, strict=True):
+                height, width = images[i].shape[:2]
+                out[i] = self._postprocess(maps, (width, height))
+        return out
+
+    def predict_array(self, rgb: np.ndarray) -> Prediction:
+        """Predict one RGB uint8 image of any size and aspect ratio."""
+        return self.predict_arrays([rgb])[0]
+
+    def _postprocess(self, raw: torch.Tensor, image_size: tuple[int, int]) -> Prediction:
+        conf = raw.softmax(dim=0) if self.config.scores == "softmax" else raw
+        maps = multiscale_maps(conf[None], self.config)
+        scores, winner = prune_and_sum(maps)
+        scores_np = scores[0].cpu().numpy().astype(np.float32)
+        maps_np = maps[0].cpu().numpy().astype(np.float32)
+        chosen = self.threshold.select(scores_np[None])[0]
+        nonzero = np.flatnonzero(scores_np != 0)
+        nonzero = nonzero[np.argsort(-scores_np[nonzero], kind="stable")]
+        peaks = map_peaks(maps_np[nonzero], image_size) if len(nonzero) else []
+        return Prediction(
+            labels=[self.labels[j] for j in nonzero if chosen[j]],
+            confidences={self.labels[j]: float(scores_np[j]) for j in nonzero},
+            peaks={self.labels[j]: p for j, p in zip(nonzero, peaks, strict=True)},
+            label_names=self.labels, maps=maps_np, winner=winner[0].cpu().numpy().astype(np.int32),
+            scores=scores_np, image_size=image_size)
+
+    def predict_file(self, path: str | os.PathLike) -> Prediction:
+        """Predict an image file; raises :class:`ImageError` when it cannot be read."""
+        return self.predict_array(read_image(path))
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 8, workers: int = 2
+                      ) -> Iterator[tuple[Path, Prediction | ImageError]]:
+        """Predict many files in batches, decoding the next batch in background threads while the
+        network runs. Yields (path, Prediction) or (path, ImageError) in input order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = [Path(p) for p in paths]
+        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), max(1, batch_size))]
+        ahead = max(1, workers)
+        with ThreadPoolExecutor(max_workers=ahead) as pool:
+            futures = [pool.submit(_decode_all, c) for c in chunks[:ahead]]
+            for n, chunk in enumerate(chunks):
+                if n + ahead < len(chunks):
+                    futures.append(pool.submit(_decode_all, chunks[n + ahead]))
+                decoded = futures[n].result()
+                futures[n] = None
+                good = [d for d in decoded if not isinstance(d, ImageError)]
+                predictions = iter(self.predict_arrays(good)) if good else iter(())
+                for p, d in zip(chunk, decoded, strict=True):
+                    yield p, d if isinstance(d, ImageError) else next(predictions)
+
+    # --- the baseline of section 4.2 --------------------------------------------------------
+    @torch.inference_mode()
+    def ten_crop_scores(self, rgb: np.ndarray, rng: np.random.Generator, crops: int = 10,
+                        size: int = 224) -> np.ndarray:
+        """"the baseline averages confidence values from 10 randomly chosen 224×224 crops" through
+        the training form. We average per-crop softmax distributions (the same scale as the
+        single-pass per-position softmax)."""
+        img = resize_short_side(rgb)
+        h, w = img.shape[:2]
+        batch = []
+        for _ in range(crops):
+            y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            batch.append(img[y:y + size, x:x + size])
+        x = to_tensor(np.stack(batch), self.mean).to(self.device)
+        with autocast(self.device, self.bf16):
+            logits = self.head(self.trunk(x).mean(dim=(2, 3)))
+        return logits.float().softmax(dim=1).mean(dim=0).cpu().numpy()
+
+
+def _decode_all(paths: list[Path]) -> list:
+    """Decoded images, or the ImageError of each one that cannot be read."""
+    out = []
+    for p in paths:
+        try:
+            out.append(read_image(p))
+        except ImageError as e:
+            out.append(e)
+    return out
+

@@ -1,0 +1,499 @@
+"""Training (sections 2.4, 2.5, 2.7): the loop, validation, thresholds, checkpoints, DDP, events.
+
+"We run the algorithm for a fixed number of epochs (i.e., passes over the entire training set),
+picking the mini-batches randomly without replacement for each epoch, so that each sample is
+picked exactly once per epoch." Data loading runs in DataLoader worker processes so decoding
+and augmentation of the next batches overlap the optimiser step ("pre-processing [...] to
+essentially happen 'for free'").
+
+Two recipes (``--recipe``):
+
+* ``paper``: Table 1 without normalisation, Glorot init with biases 1 (0 in the first and last
+  layers), the RMSprop variant with α0 = α_max = 0.01, constant rate, batches of 128.
+* ``default``: what trains best on our benchmark (numbers in BENCHMARKS.md): batch norm after
+  every convolution (folded into the convolution at prediction time), He init, AdamW with a
+  short linear warm-up and cosine decay, batches of 64.
+
+Under ``torchrun`` (WORLD_SIZE > 1) each process trains on its shard through
+DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 validates and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from .data import (
+    ImageError,
+    Sample,
+    TrainingSet,
+    compute_mean_pixel,
+    label_vocabulary,
+    load_samples,
+    multi_hot,
+    read_image,
+    split_samples,
+    to_tensor,
+)
+from .loss import multilabel_softmax_loss
+from .metrics import mean_average_precision, set_metrics
+from .model import arch_spec, build_model, grow_labels
+from .modelfile import TaggerModel, load_model, new_card, save_model
+from .optim import PaperRMSprop
+from .predict import PredictConfig, Predictor
+from .runtime import autocast, configure_cpu, pick_device, use_bf16
+from .threshold import fit_threshold
+
+
+@dataclass
+class Recipe:
+    name: str
+    norm: bool
+    init: str                 # "paper" | "default"
+    optimizer: str            # "paper-rmsprop" | "adamw"
+    lr: float                 # α0, or AdamW's peak rate
+    lr_max: float             # α_max (paper-rmsprop only)
+    schedule: str             # "constant" | "cosine"
+    warmup_fraction: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    patience: int             # epochs without a better validation score before stopping (0: never)
+
+
+RECIPES = {
+    "paper": Recipe("paper", norm=False, init="paper", optimizer="paper-rmsprop", lr=0.01, lr_max=0.01,
+                    schedule="constant", warmup_fraction=0.0, weight_decay=0.0, batch_size=128, epochs=50,
+                    patience=0),
+    "default": Recipe("default", norm=True, init="default", optimizer="adamw", lr=2e-3, lr_max=2e-3,
+                      schedule="cosine", warmup_fraction=0.03, weight_decay=0.05, batch_size=64, epochs=30,
+                      patience=8),
+}
+
+
+def finetune_recipe(base: Recipe, n_train: int) -> Recipe:
+    """Defaults for ``--init MODEL`` on a person's corrections (tens to hundreds of images):
+    about 400 optimiser steps whatever the size (so 25 images get more epochs than 200), a lower
+    rate than from scratch, no early stopping on the tiny held-out part."""
+    batch = min(base.batch_size, 32)
+    steps_per_epoch = max(1, math.ceil(n_train / batch))
+    epochs = int(min(200, max(8, math.ceil(400 / steps_per_epoch))))
+    return replace(base, lr=base.lr / 4, lr_max=base.lr_max / 4, batch_size=batch, epochs=epochs,
+                   warmup_fraction=0.1, patience=0)
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    arch: str = "compact"
+    init: str | None = None
+    recipe: str = "default"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_max: float | None = None
+    val_fraction: float = 0.1
+    val_data: list[str] | None = None # validation set of its own (then nothing is split off)
+    device: str = "auto"
+    bf16: bool | None = None
+    workers: int | None = None
+    patience: int | None = None
+    threshold: str = "auto"           # "linear" | "global" | "auto" (linear with ≥ 200 validation images)
+    seed: int = 0
+    resume: bool = False
+    events: str | None = None         # file path, "-" for stdout, None for a terminal progress bar
+    max_steps: int | None = None      # stop early (tests, quick benchmarks)
+    extra_card: dict = field(default_factory=dict)
+
+
+class Events:
+    """JSON-lines progress for the GUI (``--events``), or a one-line progress bar on a terminal."""
+
+    def __init__(self, target: str | None, enabled: bool = True):
+        self.enabled = enabled
+        self.file = None
+        if enabled and target == "-":
+            self.file = sys.stdout
+        elif enabled and target:
+            self.file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.bar = enabled and not target and sys.stderr.isatty()
+
+    def emit(self, event: str, **fields) -> None:
+        if not self.enabled:
+            return
+        if self.file:
+            self.file.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self.file.flush()
+        elif event == "step" and self.bar:
+            done = fields["step_in_epoch"] / max(1, fields["steps_per_epoch"])
+            sys.stderr.write(f"\repoch {fields['epoch']}/{fields['epochs']} [{'#' * int(30 * done):<30}] "
+                             f"loss {fields['loss']:.4f}  {fields['images_per_s']:.0f} img/s  "
+                             f"ETA {fields['eta_s'] / 60:.1f} min ")
+            sys.stderr.flush()
+        elif event != "step":
+            if self.bar:
+                sys.stderr.write("\n")
+            brief = {k: v for k, v in fields.items() if k not in ("per_label", "history")}
+            print(f"[{event}] {json.dumps(brief)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.file and self.file is not sys.stdout:
+            self.file.close()
+
+
+class CancelFlag:
+    """SIGINT / SIGTERM ask the loop to stop after the current step, keeping a checkpoint."""
+
+    def __init__(self):
+        self.set = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, *_):
+        self.set = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+# --- pieces of the loop -------------------------------------------------------------------------
+
+def make_optimizer(net: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "paper-rmsprop":
+        return PaperRMSprop(net.parameters(), lr=recipe.lr, lr_max=recipe.lr_max, weight_decay=recipe.weight_decay)
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+
+
+def schedule_factor(recipe: Recipe, step: int, total: int) -> float:
+    """Multiplier of the base rates at ``step`` of ``total``: constant, or warm-up then cosine."""
+    if recipe.schedule == "constant":
+        return 1.0
+    warm = max(1, int(recipe.warmup_fraction * total))
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_rates(optimizer: torch.optim.Optimizer, recipe: Recipe, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = recipe.lr * factor
+        if "lr_max" in group:
+            group["lr_max"] = recipe.lr_max * factor
+
+
+def validation_scores(model: TaggerModel, samples: list[Sample], device: str, bf16: bool | None,
+                      baseline: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+    """Final single-pass score vectors (and, with ``baseline``, 10-crop scores) of ``samples``."""
+    predictor = Predictor(model, device=device, bf16=bf16)
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    rng = np.random.default_rng(seed)
+    single, crops, truth = [], [], []
+    for s in samples:
+        try:
+            rgb = read_image(s.image)
+        except ImageError:
+            continue
+        single.append(predictor.predict_array(rgb).scores)
+        if baseline:
+            crops.append(predictor.ten_crop_scores(rgb, rng))
+        truth.append(multi_hot(s.labels, index) > 0)
+    out = {"single": np.array(single).reshape(-1, len(index)), "truth": np.array(truth).reshape(-1, len(index))}
+    if baseline:
+        out["baseline"] = np.array(crops).reshape(-1, len(index))
+    return out
+
+
+def evaluate_scores(scores: np.ndarray, truth: np.ndarray, kind: str) -> tuple[dict, object]:
+    """Fit a threshold of ``kind`` on (scores, truth) and report the metrics it gives there."""
+    threshold = fit_threshold(scores, truth, kind=kind, at_least_one=True)
+    metrics = set_metrics(threshold.select(scores), truth)
+    metrics["mAP"] = mean_average_precision(scores, truth)
+    return metrics, threshold
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def checkpoint_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def save_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Weights, optimiser state and loop state in one safetensors file (no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous().reshape(value.shape)
+            else:
+                tensors[f"optim.{pid}.{key}"] = torch.tensor(value)
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(state), "param_groups": json.dumps(groups)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[key] = v
+    optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
+    return json.loads(meta["state"])
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))) if world > 1 else (0, 1, 0)
+
+
+def _resolve_recipe(cfg: TrainConfig, n_train: int) -> Recipe:
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {cfg.recipe!r}; choose one of {sorted(RECIPES)}")
+    recipe = RECIPES[cfg.recipe]
+    if cfg.init:
+        recipe = finetune_recipe(recipe, n_train)
+    overrides = {k: v for k, v in {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                                   "lr_max": cfg.lr_max, "patience": cfg.patience}.items() if v is not None}
+    if "lr" in overrides and "lr_max" not in overrides and recipe.optimizer != "paper-rmsprop":
+        overrides["lr_max"] = overrides["lr"]
+    return replace(recipe, **overrides)
+
+
+def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events: Events) -> TaggerModel:
+    if cfg.init:
+        model = load_model(cfg.init)
+        new = [lab for lab in label_vocabulary(train) if lab not in model.labels]
+        if new:
+            grow_labels(model.net, len(new))
+            model.card = dict(model.card, labels=model.labels + new)
+            events.emit("labels_added", labels=new)
+        return model
+    labels = label_vocabulary(train)
+    if not labels:
+        raise ValueError("the training data has no labels (no .txt sidecars with tags, or an empty manifest)")
+    spec = arch_spec(cfg.arch, recipe.norm)
+    net = build_model(spec, len(labels), init=recipe.init)
+    return TaggerModel(net, new_card(spec, labels, compute_mean_pixel(train, seed=cfg.seed)))
+
+
+def train(cfg: TrainConfig, on_event: Callable[[str, dict], None] | None = None) -> TaggerModel | None:
+    """Train (or fine-tune) and write ``cfg.out``; returns the model on rank 0."""
+    rank, world, local_rank = _distributed()
+    events = Events(cfg.events, enabled=rank == 0)
+    try:
+        return _train(cfg, rank, world, local_rank, events)
+    except Exception as e:
+        events.emit("error", message=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        events.close()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Events) -> TaggerModel | None:
+    started = time.time()
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        configure_cpu()
+    bf16 = use_bf16(device, cfg.bf16)
+    torch.manual_seed(cfg.seed)
+
+    samples = load_samples(cfg.data)
+    if cfg.val_data:
+        train_samples, val_samples = samples, load_samples(cfg.val_data)
+    else:
+        train_samples, val_samples = split_samples(samples, cfg.val_fraction)
+    if not train_samples:
+        raise ValueError(f"no labelled images found in {cfg.data}")
+    recipe = _resolve_recipe(cfg, len(train_samples))
+    model = _initial_model(cfg, train_samples, recipe, events)
+    net = model.net.to(device, memory_format=torch.channels_last)
+    dataset = TrainingSet(train_samples, model.labels, seed=cfg.seed)
+    sampler = (torch.utils.data.distributed.DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
+               if world > 1 else None)
+    workers = cfg.workers if cfg.workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
+    per_rank_batch = max(1, recipe.batch_size // world)
+    loader = DataLoader(dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+                        num_workers=workers, persistent_workers=workers > 0, drop_last=len(dataset) > per_rank_batch,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = make_optimizer(net, recipe)
+    ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    steps_per_epoch = len(loader)
+    total_steps = recipe.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    state = {"epoch": 0, "step": 0, "best": None, "history": [], "skipped_unlabelled": 0}
+    ckpt = checkpoint_dir(out)
+    if cfg.resume:
+        last = ckpt / "last.safetensors"
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
+        state = load_checkpoint(last, net, optimizer)
+        if state.get("labels") != model.labels:
+            raise ValueError(f"--resume: {last} was trained on other labels than this data")
+        model.card["mean"] = state.get("mean", model.mean)
+        events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
+
+    events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
+                epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, batch_size=recipe.batch_size,
+                recipe=asdict(recipe), device=str(device), bf16=bf16, world_size=world,
+                init=cfg.init, out=str(out))
+    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    step = state["step"]
+    cancelled = False
+    with CancelFlag() as cancel:
+        for epoch in range(state["epoch"], recipe.epochs):
+            if step >= total_steps or cancelled:
+                break
+            dataset.epoch = epoch
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            ddp_net.train()
+            t_epoch, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+            t_report = time.time()
+            for i, (images, targets) in enumerate(loader):
+                x = to_tensor(images, model.mean).to(device, non_blocking=True)
+                targets = targets.to(device)
+                set_rates(optimizer, recipe, schedule_factor(recipe, step, total_steps))
+                with autocast(device, bf16):
+                    logits = ddp_net(x)
+                loss, skipped = multilabel_softmax_loss(logits, targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                seen += len(images)
+                state["skipped_unlabelled"] += skipped
+                loss_sum += loss.item() * len(images)
+                loss_n += len(images)
+                stop_now = cancel.set or step >= total_steps
+                if world > 1:
+                    flag = torch.tensor([int(stop_now)])
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop_now = bool(flag.item())
+                now = time.time()
+                if now - t_report > 1.0 or i + 1 == steps_per_epoch or stop_now:
+                    rate = seen * world / max(1e-6, now - t_epoch)
+                    remaining = (total_steps - step) * recipe.batch_size / max(rate, 1e-6)
+                    events.emit("step", epoch=epoch + 1, epochs=recipe.epochs, step=step, total_steps=total_steps,
+                                step_in_epoch=i + 1, steps_per_epoch=steps_per_epoch, loss=loss_sum / loss_n,
+                                images_per_s=round(rate, 1), eta_s=round(remaining, 1),
+                                lr=optimizer.param_groups[0]["lr"])
+                    t_report = now
+                if stop_now:
+                    cancelled = cancel.set
+                    break
+            epoch_done = not cancelled and (i + 1 == steps_per_epoch)
+            record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, loss_n),
+                      "images_per_s": round(seen * world / max(1e-6, time.time() - t_epoch), 1),
+                      "seconds": round(time.time() - t_epoch, 1)}
+            improved = True
+            if rank == 0 and val_samples:
+                scores = validation_scores(TaggerModel(net, model.card), val_samples, cfg.device, cfg.bf16)
+                metrics, _ = evaluate_scores(scores["single"], scores["truth"], "global")
+                record["val"] = metrics
+                key = (metrics["accuracy"], metrics["mAP"])
+                improved = state["best"] is None or key > tuple(state["best"])
+                if improved:
+                    state["best"] = list(key)
+                    state["best_epoch"] = epoch + 1
+            if rank == 0 and improved:
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            state["history"].append(record)
+            state.update(epoch=epoch + 1 if epoch_done else epoch, step=step, labels=model.labels, mean=model.mean)
+            if rank == 0:
+                save_checkpoint(ckpt / "last.safetensors", net, optimizer, state)
+            events.emit("epoch", **record, checkpoint=str(ckpt / "last.safetensors"), improved=improved,
+                        elapsed_s=round(time.time() - started, 1))
+            since_best = epoch + 1 - state.get("best_epoch", epoch + 1)
+            if recipe.patience and since_best >= recipe.patience:
+                events.emit("early_stop", epoch=epoch + 1, best_epoch=state.get("best_epoch"))
+                break
+            if world > 1:
+                dist.barrier()
+    if rank != 0:
+        return None
+    net.load_state_dict(best_state)
+    return _finish(cfg, model, net, recipe, state, val_samples, events, cancelled, started)
+
+
+def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: dict, val_samples: list[Sample],
+            events: Events, cancelled: bool, started: float) -> TaggerModel:
+    """Fit the thresholds on the validation part, fill the card, write the model file."""
+    net.eval()
+    model.net = net.cpu()
+    card = dict(model.card)
+    card.setdefault("prediction", PredictConfig().to_dict())
+    metrics: dict = {}
+    if val_samples:
+        scores = validation_scores(model, val_samples, cfg.device, cfg.bf16, baseline=not cancelled, seed=cfg.seed)
+        kind = cfg.threshold if cfg.threshold != "auto" else ("linear" if len(scores["truth"]) >= 200 else "global")
+        metrics["validation_single_pass"], threshold = evaluate_scores(scores["single"], scores["truth"], kind)
+        card["threshold"] = threshold.to_dict()
+        if "baseline" in scores:
+            metrics["validation_ten_crop"], base_t = evaluate_scores(scores["baseline"], scores["truth"], kind)
+            card["baseline_threshold"] = base_t.to_dict()
+    previous = card.get("provenance") if cfg.init else None
+    card["provenance"] = {
+        "data": [str(p) for p in cfg.data], "recipe": asdict(recipe), "arch": card["arch"].get("name"),
+        "init": cfg.init, "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
+        "val_fraction": cfg.val_fraction, "train_seconds": round(time.time() - started, 1),
+        "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled,
+        "history": state["history"], **({"parent": previous} if previous else {}),
+    }
+    card["metrics"] = metrics
+    card.update(cfg.extra_card)
+    model.card = card
+    save_model(model, cfg.out)
+    events.emit("cancelled" if cancelled else "done", model=str(cfg.out), metrics=metrics,
+                seconds=round(time.time() - started, 1),
+                checkpoint=str(checkpoint_dir(Path(cfg.out)) / "last.safetensors"))
+    return model
+

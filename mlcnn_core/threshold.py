@@ -74,8 +74,9 @@ def best_image_threshold(scores: np.ndarray, truth: np.ndarray) -> float | None:
         acc = (pred & truth).sum() / (pred | truth).sum()
         if acc > best_acc:
             best_acc, best_k = acc, k
-    upper = values[best_k - 1] if best_k > 0 else values[best_k] * 2
-    return float((values[best_k] + upper) / 2)
+    # Any t in [next lower score, values[best_k]) gives that set with ``scores > t``: take the middle.
+    lower = values[best_k + 1] if best_k + 1 < len(values) else 0.0
+    return float((values[best_k] + lower) / 2)
 
 
 def fit_linear(scores: np.ndarray, truth: np.ndarray, ridge: float = 1e-2) -> Threshold:

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlcnn_core import data
+from mlcnn_core.data import (
+    DatasetError,
+    ImageError,
+    Sample,
+    TrainingSet,
+    is_held_out,
+    load_samples,
+    parse_tag_text,
+    random_crop_flip,
+    read_image,
+    resize_short_side,
+    split_samples,
+)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((40, 100, 3), np.uint8)
+    pixels[:, :10] = 255  # white band on the left
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = tmp_path / "rot.jpg"
+    im.save(path, exif=exif.tobytes(), quality=95)
+    rgb = read_image(path)
+    assert rgb.shape == (100, 40, 3)
+    assert rgb[:10].mean() > 200 and rgb[-10:].mean() < 50  # the band is now at the top
+
+
+def test_large_jpeg_is_decoded_reduced_but_large_enough(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.full((2400, 3200, 3), 120, np.uint8)).save(path)
+    rgb = read_image(path)
+    assert min(rgb.shape[:2]) >= 256 and min(rgb.shape[:2]) < 1200
+    assert read_image(path, min_side=None).shape == (2400, 3200, 3)
+
+
+def test_unreadable_and_huge_images(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ImageError, match="bad.png"):
+        read_image(bad)
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "missing.jpg")
+    ok = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(ok)
+    monkeypatch.setattr(data, "MAX_PIXELS", 100)
+    with pytest.raises(ImageError, match="pixels"):
+        read_image(ok)
+
+
+def test_gif_first_frame_and_grey_png(tmp_path):
+    frames = [Image.new("P", (30, 20), i) for i in (3, 9)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    assert read_image(tmp_path / "a.gif").shape == (20, 30, 3)
+    Image.new("L", (10, 12), 7).save(tmp_path / "g.png")
+    assert read_image(tmp_path / "g.png").shape == (12, 10, 3)
+
+
+def test_resize_short_side_and_crop():
+    rgb = np.zeros((300, 600, 3), np.uint8)
+    assert resize_short_side(rgb).shape == (256, 512, 3)
+    assert resize_short_side(np.zeros((100, 50, 3), np.uint8)).shape == (512, 256, 3)
+    crop = random_crop_flip(resize_short_side(rgb), np.random.default_rng(0))
+    assert crop.shape == (256, 256, 3) and crop.flags["C_CONTIGUOUS"]
+
+
+def test_tag_text_parsing():
+    assert parse_tag_text("\ufeffcat,  dog ,cat,\nbird,, ") == ["cat", "dog", "bird"]
+
+
+def test_folder_and_manifest_samples(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    (tmp_path / "a.jpg.txt").write_text("x, y")
+    (tmp_path / "a.png.txt").write_text("z")
+    (tmp_path / "b.txt").write_text("y")
+    samples = {s.image.rsplit("/", 1)[1]: s.labels for s in load_samples([tmp_path])}
+    assert samples == {"a.jpg": ("x", "y"), "a.png": ("z",), "b.png": ("y",)}
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"image": "a.jpg", "labels": ["q"]}\n\n')
+    (s,) = load_samples([manifest])
+    assert s.image == str(tmp_path / "a.jpg") and s.labels == ("q",)
+    manifest.write_text('{"image": 3}\n')
+    with pytest.raises(DatasetError, match="m.jsonl:1"):
+        load_samples([manifest])
+    with pytest.raises(DatasetError, match="no such"):
+        load_samples([tmp_path / "nope"])
+
+
+def test_held_out_split_is_deterministic_and_by_file_name():
+    samples = [Sample(f"/x/{i}.jpg", ("a",)) for i in range(1000)]
+    train, val = split_samples(samples, 0.2)
+    assert 150 < len(val) < 250 and len(train) + len(val) == 1000
+    assert is_held_out("/elsewhere/7.jpg", 0.2) == is_held_out("/x/7.jpg", 0.2)
+    assert split_samples(samples, 0.2)[1] == val
+
+
+def test_training_set_skips_unreadable(tmp_path):
+    Image.fromarray(np.full((64, 80, 3), 200, np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    ds = TrainingSet([Sample(str(tmp_path / "bad.png"), ("a",)), Sample(str(tmp_path / "ok.png"), ("b",))],
+                     ["a", "b"])
+    with pytest.warns(UserWarning):
+        for i in range(2):
+            image, target = ds[i]
+            assert image.shape == (256, 256, 3)

@@ -1,0 +1,131 @@
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+
+from mlcnn_core.modelfile import CARD_KEY, ModelFileError, load_model, new_model, read_card, save_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = new_model("tiny", labels=["cat", "dog", "bird"], mean=[0.4, 0.5, 0.6], name="t")
+    path = save_model(model, tmp_path / "m.safetensors")
+    return model, path
+
+
+def rewrite_card(path, dest, edit):
+    """Copy a model file with its card changed by ``edit`` (header re-framed correctly)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    card = json.loads(header["__metadata__"][CARD_KEY])
+    edit(card, header)
+    header["__metadata__"][CARD_KEY] = json.dumps(card)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    dest.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    return dest
+
+
+def test_round_trip(saved, tmp_path):
+    model, path = saved
+    loaded = load_model(path)
+    assert loaded.labels == ["cat", "dog", "bird"] and loaded.mean == [0.4, 0.5, 0.6]
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, loaded.net.state_dict()[k])
+    assert read_card(path)["name"] == "t"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_pickle_is_refused_without_unpickling(tmp_path):
+    evil = tmp_path / "evil.safetensors"
+    torch.save({"x": torch.zeros(1)}, evil)
+    with pytest.raises(ModelFileError, match="refused because unpickling"):
+        load_model(evil)
+    raw = tmp_path / "raw.safetensors"
+    raw.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ModelFileError, match=str(raw)):
+        load_model(raw)
+
+
+def test_truncated_file(saved, tmp_path):
+    _, path = saved
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model(cut)
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(b"abc")
+    with pytest.raises(ModelFileError, match="too short"):
+        load_model(tiny)
+
+
+def test_foreign_safetensors_without_card(tmp_path):
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ModelFileError, match="without an MLCNN Tagger card"):
+        load_model(other)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c, h: c.update(format="something-else"), "not an MLCNN Tagger model"),
+    (lambda c, h: c.update(format_version=99), "newer than this program"),
+    (lambda c, h: c.update(labels=[]), "no label list"),
+    (lambda c, h: c.update(labels=["a", "a", "b"]), "duplicates"),
+    (lambda c, h: c.update(mean=[1, 2]), "mean pixel"),
+    (lambda c, h: c.update(threshold={"kind": "linear", "weights": [1.0], "bias": 0}), "threshold"),
+    (lambda c, h: c["arch"].update(trunk=[["conv", 8, 5, 2]]), "bad trunk layer"),
+    (lambda c, h: c.update(labels=["a", "b", "c", "d"]), "weights do not match the card"),
+])
+def test_wrong_card(saved, tmp_path, edit, message):
+    _, path = saved
+    bad = rewrite_card(path, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_wrong_tensor_shape(saved, tmp_path):
+    _, path = saved
+
+    def widen(card, header):
+        card["arch"]["trunk"][0][1] = 16
+    bad = rewrite_card(path, tmp_path / "shape.safetensors", widen)
+    with pytest.raises(ModelFileError, match="has shape"):
+        load_model(bad)
+
+
+def test_card_is_not_json(saved, tmp_path):
+    _, path = saved
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"][CARD_KEY] = "{not json"
+    new = json.dumps(header).encode()
+    bad = tmp_path / "nojson.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        read_card(bad)
+
+
+def test_killed_save_keeps_the_old_file(saved, monkeypatch):
+    model, path = saved
+    before = path.read_bytes()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, path)
+    assert path.read_bytes() == before
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ModelFileError, match="nothere.safetensors"):
+        load_model(tmp_path / "nothere.safetensors")

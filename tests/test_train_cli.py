@@ -1,0 +1,132 @@
+"""End to end through the `mlcnn` command line, on generated images (tiny network, CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlcnn_core.cli import main
+from mlcnn_core.modelfile import load_model, read_card
+from shapes import SHAPES, make_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    make_dataset(root / "train", 200, seed=1)
+    make_dataset(root / "val", 60, seed=2)
+    out = root / "model.safetensors"
+    events = root / "events.jsonl"
+    rc = main(["train", "--data", str(root / "train"), "--val-data", str(root / "val"), "--out", str(out),
+               "--arch", "tiny", "--epochs", "10", "--batch-size", "16", "--workers", "1",
+               "--events", str(events)])
+    assert rc == 0
+    return root, out, [json.loads(line) for line in events.read_text().splitlines()]
+
+
+def test_training_learns(trained):
+    root, out, events = trained
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 10
+    assert epochs[-1]["train_loss"] < 0.6 * epochs[0]["train_loss"]
+    # chance: always predicting the most common label scores about 0.3 accuracy here
+    assert max(e["val"]["accuracy"] for e in epochs) > 0.8
+    step = next(e for e in events if e["event"] == "step")
+    assert {"epoch", "step", "images_per_s", "loss", "eta_s"} <= set(step)
+    card = read_card(out)
+    assert sorted(card["labels"]) == sorted(SHAPES)
+    assert card["metrics"]["validation_single_pass"]["accuracy"] > 0.6
+    assert "baseline_threshold" in card and card["provenance"]["epochs_run"] == 10
+
+
+def test_predict_writes_jsonl(trained, tmp_path):
+    root, out, _ = trained
+    (root / "val" / "broken.jpg").write_bytes(b"not an image")
+    jsonl = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(out), "--output", str(jsonl), str(root / "val")]) == 0
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(rows) == 61
+    errors = [r for r in rows if "error" in r]
+    assert len(errors) == 1 and errors[0]["image"].endswith("broken.jpg")
+    good = [r for r in rows if "error" not in r]
+    assert all(set(r) == {"image", "labels", "confidences", "peaks"} for r in good)
+    assert all(set(r["peaks"]) == set(r["confidences"]) and set(r["labels"]) <= set(r["confidences"]) for r in good)
+    hits = sum(set(r["labels"]) == set(open(r["image"][:-4] + ".txt").read().split(", ")) for r in good)
+    assert hits > len(good) * 0.6
+    (root / "val" / "broken.jpg").unlink()
+
+
+def test_evaluate_and_info(trained, tmp_path, capsys):
+    root, out, _ = trained
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(out), "--data", str(root / "val"), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["images"] == 60
+    for method in ("single_pass", "ten_crop"):
+        assert 0 <= result[method]["accuracy"] <= 1 and result[method]["cost"]["gflops_per_image"] > 0
+    assert result["cost_ratio"]["flops"] > 3
+    assert "10-crop" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "mlcnn-tagger-model"
+
+
+def test_finetune_grows_labels_and_resume(trained, tmp_path):
+    root, out, _ = trained
+    data = tmp_path / "new"
+    items = make_dataset(data, 30, seed=5)
+    for i, (image, labels) in enumerate(items[:15]):
+        image.with_suffix(".txt").write_text(", ".join(labels + ["zz-new"]))
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "2",
+                 "--workers", "0", "--events", str(tmp_path / "ev.jsonl")]) == 0
+    old, new = load_model(out), load_model(tuned)
+    assert new.labels == old.labels + ["zz-new"]
+    assert read_card(tuned)["provenance"]["init"] == str(out)
+    # resume continues from the checkpoint's epoch
+    assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "3",
+                 "--workers", "0", "--resume", "--events", str(tmp_path / "ev2.jsonl")]) == 0
+    events = [json.loads(line) for line in (tmp_path / "ev2.jsonl").read_text().splitlines()]
+    assert events[1]["event"] == "resumed" and events[1]["epoch"] == 2
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3]
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, capsys):
+    assert main(["predict", "--model", str(tmp_path / "none.safetensors"), str(tmp_path)]) == 2
+    assert "none.safetensors" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--data", str(empty), "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "no labelled images" in capsys.readouterr().err
+
+
+def test_paper_recipe_runs(tmp_path):
+    make_dataset(tmp_path / "d", 40, seed=3)
+    out = tmp_path / "paper.safetensors"
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(out), "--arch", "tiny", "--recipe", "paper",
+                 "--epochs", "1", "--workers", "0", "--events", str(tmp_path / "e.jsonl")]) == 0
+    card = read_card(out)
+    assert card["provenance"]["recipe"]["optimizer"] == "paper-rmsprop"
+    assert card["arch"]["norm"] is False
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    make_dataset(tmp_path / "d", 64, seed=4)
+    out = tmp_path / "ddp.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "mlcnn_core.cli", "train", "--data", str(tmp_path / "d"), "--out", str(out), "--arch", "tiny",
+           "--epochs", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu",
+           "--events", str(tmp_path / "ddp.jsonl")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in (tmp_path / "ddp.jsonl").read_text().splitlines()]
+    start = events[0]
+    assert start["world_size"] == 2
+    assert len([e for e in events if e["event"] == "epoch"]) == 2
+    # each process sees half the data: 2 steps of 8 per process cover 32 images = half of the 90% kept
+    assert start["steps_per_epoch"] <= 4
+    assert load_model(out).labels

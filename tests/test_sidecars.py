@@ -120,8 +120,16 @@ def test_xmp_write_preserves_other_content(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith('<?xpacket begin="\ufeff"')
     assert text.rstrip().endswith('<?xpacket end="w"?>')
-    for kept in ['xmp:Rating="4"', "a comment to keep", "Sunset", "digiKam:TagsList", "Places|beach",
-                 'x:xmptk="XMP Core 4.4.0-Exiv2"', "<dc:subject>", "<rdf:Bag>"]:
+    for kept in [
+        'xmp:Rating="4"',
+        "a comment to keep",
+        "Sunset",
+        "digiKam:TagsList",
+        "Places|beach",
+        'x:xmptk="XMP Core 4.4.0-Exiv2"',
+        "<dc:subject>",
+        "<rdf:Bag>",
+    ]:
         assert kept in text, kept
     assert "ns0:" not in text
     assert read_xmp(path) == ["cat", "sky", "dog"]

@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from shapes import SHAPES, make_dataset
 
 from mlcnn_core.cli import main
 from mlcnn_core.modelfile import load_model, read_card
-from shapes import SHAPES, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_finetune_grows_labels_and_resume(trained, tmp_path):
     root, out, _ = trained
     data = tmp_path / "new"
     items = make_dataset(data, 30, seed=5)
-    for i, (image, labels) in enumerate(items[:15]):
+    for image, labels in items[:15]:
         image.with_suffix(".txt").write_text(", ".join(labels + ["zz-new"]))
     tuned = tmp_path / "tuned.safetensors"
     assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "2",

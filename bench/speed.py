@@ -1,0 +1,92 @@
+"""Training and prediction throughput of `compact` and `paper`, fp32 against bf16, on this machine.
+
+Synthetic inputs at the paper's sizes: training steps on 256×256 crops (forward, backward,
+optimiser step, channels_last), prediction through the test form on 256×341 images plus the
+multi-scale / prune / sum post-processing. fp32 and bf16 rounds alternate so that both see the
+same background load; the report gives medians and the bf16/fp32 ratio of each pair.
+
+    python bench/speed.py [--rounds 3] [--json speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from mlcnn_core.loss import multilabel_softmax_loss
+from mlcnn_core.modelfile import new_model
+from mlcnn_core.predict import Predictor
+from mlcnn_core.runtime import autocast, configure_cpu, cpu_supports_bf16
+from mlcnn_core.train import RECIPES, make_optimizer
+
+LABELS = [f"l{i}" for i in range(67)]
+
+
+def train_rate(net, optimizer, batch: int, steps: int, bf16: bool) -> float:
+    x = torch.randn(batch, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(batch, len(LABELS))
+    y[torch.arange(batch), torch.randint(0, len(LABELS), (batch,))] = 1
+    net.train()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        with autocast(torch.device("cpu"), bf16):
+            logits = net(x)
+        loss, _ = multilabel_softmax_loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def predict_rate(model, images: list[np.ndarray], bf16: bool) -> float:
+    predictor = Predictor(model, device="cpu", bf16=bf16)
+    t0 = time.perf_counter()
+    predictor.predict_arrays(images)
+    return len(images) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--archs", nargs="+", default=["compact", "paper"])
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    configure_cpu()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}")
+    rng = np.random.default_rng(0)
+    results = {}
+    for arch in args.archs:
+        batch, steps, n_pred = (32, 3, 16) if arch == "compact" else (16, 2, 8)
+        model = new_model(arch, labels=LABELS)
+        net = model.net.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(net, RECIPES["default"])
+        images = [rng.integers(0, 255, (256, 341, 3), dtype=np.uint8) for _ in range(n_pred)]
+        for bf16 in (False, True):  # warm-up
+            train_rate(net, optimizer, batch, 1, bf16)
+            predict_rate(model, images[:2], bf16)
+        rates = {k: [] for k in ("train_fp32", "train_bf16", "predict_fp32", "predict_bf16")}
+        for _ in range(args.rounds):
+            for bf16 in (False, True):
+                tag = "bf16" if bf16 else "fp32"
+                rates[f"train_{tag}"].append(train_rate(net, optimizer, batch, steps, bf16))
+                rates[f"predict_{tag}"].append(predict_rate(model, images, bf16))
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        med["train_bf16_over_fp32"] = med["train_bf16"] / med["train_fp32"]
+        med["predict_bf16_over_fp32"] = med["predict_bf16"] / med["predict_fp32"]
+        results[arch] = med
+        print(f"{arch:8s} train img/s fp32 {med['train_fp32']:7.1f}  bf16 {med['train_bf16']:7.1f}  "
+              f"(×{med['train_bf16_over_fp32']:.2f})   predict img/s fp32 {med['predict_fp32']:7.1f}  "
+              f"bf16 {med['predict_bf16']:7.1f}  (×{med['predict_bf16_over_fp32']:.2f})", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

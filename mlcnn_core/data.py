@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from .sidecars import SidecarError, existing_txt_sidecar, find_stem_collisions, normalize_tags, read_txt
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 SHORT_SIDE = 256
 CROP = 256
@@ -89,7 +91,7 @@ def random_crop_flip(rgb: np.ndarray, rng: np.random.Generator, crop: int = CROP
     out = rgb[y:y + crop, x:x + crop]
     if rng.random() < 0.5:
         out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+    return np.array(out, copy=True)  # writable and contiguous, for torch.as_tensor
 
 
 def to_tensor(batch_uint8, mean: Sequence[float]):
@@ -111,16 +113,6 @@ class Sample:
     labels: tuple[str, ...]
 
 
-def parse_tag_text(text: str) -> list[str]:
-    """Tags of a kohya/taggui ``.txt`` sidecar: comma (or newline) separated, trimmed, unique."""
-    tags: list[str] = []
-    for part in text.replace("\ufeff", "").replace("\n", ",").split(","):
-        tag = part.strip()
-        if tag and tag not in tags:
-            tags.append(tag)
-    return tags
-
-
 def find_images(root: str | os.PathLike) -> list[Path]:
     """Image files under ``root`` (recursive, sorted), skipping hidden folders."""
     root = Path(root)
@@ -133,26 +125,20 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return found
 
 
-def sidecar_for(image: Path) -> Path | None:
-    """The ``.txt`` sidecar of an image: ``image.ext.txt`` when present (the collision-free
-    naming), else ``image.txt`` (the kohya/taggui convention); None when neither exists."""
-    for candidate in (image.with_name(image.name + ".txt"), image.with_suffix(".txt")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def samples_from_folder(folder: Path) -> list[Sample]:
-    """Images with a ``.txt`` sidecar; images without one are not labelled and not returned."""
+    """Images with a ``.txt`` sidecar, read the way the app writes them: ``image.ext.txt`` first,
+    ``image.txt`` only when no other image shares the stem. Images without one are not returned."""
+    images = find_images(folder)
+    collided = {p for group in find_stem_collisions(images) for p in group}
     samples = []
-    for image in find_images(folder):
-        sidecar = sidecar_for(image)
+    for image in images:
+        sidecar = existing_txt_sidecar(image, image in collided)
         if sidecar is None:
             continue
         try:
-            labels = parse_tag_text(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{sidecar}: cannot read sidecar ({e})") from e
+            labels = read_txt(sidecar)
+        except SidecarError as e:
+            raise DatasetError(str(e)) from e
         samples.append(Sample(str(image), tuple(labels)))
     return samples
 
@@ -177,7 +163,7 @@ def samples_from_manifest(manifest: Path) -> list[Sample]:
         path = Path(image)
         if not path.is_absolute():
             path = manifest.parent / path
-        samples.append(Sample(str(path), tuple(dict.fromkeys(str(lab).strip() for lab in labels if str(lab).strip()))))
+        samples.append(Sample(str(path), tuple(normalize_tags(labels))))
     return samples
 
 

@@ -10,7 +10,6 @@ from mlcnn_core.data import (
     TrainingSet,
     is_held_out,
     load_samples,
-    parse_tag_text,
     random_crop_flip,
     read_image,
     resize_short_side,
@@ -67,10 +66,6 @@ def test_resize_short_side_and_crop():
     assert resize_short_side(np.zeros((100, 50, 3), np.uint8)).shape == (512, 256, 3)
     crop = random_crop_flip(resize_short_side(rgb), np.random.default_rng(0))
     assert crop.shape == (256, 256, 3) and crop.flags["C_CONTIGUOUS"]
-
-
-def test_tag_text_parsing():
-    assert parse_tag_text("\ufeffcat,  dog ,cat,\nbird,, ") == ["cat", "dog", "bird"]
 
 
 def test_folder_and_manifest_samples(tmp_path):

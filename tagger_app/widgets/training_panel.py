@@ -1,0 +1,1011 @@
+"""The training panel: fine-tune the model on the person's confirmed images, compare, switch.
+
+The panel shows what training would use (confirmed images, label counts, labels with too few
+examples, labels the current model lacks), runs ``mlcnn train`` as a subprocess (the same command a
+person would type; the panel only sets options on it), draws its progress, then compares the new
+model with the current one on the held-out confirmed images (``mlcnn evaluate``) and offers to make
+it the active model. Kept models live in the user data folder; any of them can be made active again.
+
+It never imports torch and never blocks: every subprocess reports by signal. Intents go out as
+signals (``activateModelRequested``); the main window does the loading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPointF,
+    QRectF,
+    QSize,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mlcnn_core.data import is_held_out
+from mlcnn_core.library import LIBRARY_DIRNAME, LIBRARY_FILENAME, Library, LibraryError, fallback_library_path
+from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry, read_card_header
+from tagger_app.workers.trainer_process import EvaluationProcess, RecipeDefaultsProcess, TrainerProcess, TrainRequest
+
+MIN_EXAMPLES = 5
+ARCHITECTURES = ("compact", "tiny", "nin", "paper")
+BETTER = QColor(30, 130, 60)
+WORSE = QColor(190, 40, 40)
+NEW = QColor(40, 90, 190)
+
+
+def training_runs_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False)) / "training-runs"
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class TrainingSource:
+    """Confirmed images of one library: (absolute path, the person's tags)."""
+
+    folder: Path
+    images: list[tuple[Path, list[str]]]
+
+
+def existing_library(folder: str | Path) -> Library | None:
+    """The library of a folder the person opened before, or None (never creates one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if not (folder / LIBRARY_DIRNAME / LIBRARY_FILENAME).is_file() and not fallback_library_path(folder).is_file():
+        return None
+    try:
+        return Library.open(folder)
+    except LibraryError:
+        return None
+
+
+def write_manifest(path: Path, images: list[tuple[Path, list[str]]]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(json.dumps({"image": str(p), "labels": list(tags)}, ensure_ascii=False) + "\n" for p, tags in images),
+        encoding="utf-8",
+    )
+
+
+class LabelCountsModel(QAbstractTableModel):
+    """Per label: training images, held-out images, and whether it is new or has too few examples."""
+
+    COLUMNS = ("Label", "Training", "Held out", "Note")
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.rows: list[tuple[str, int, int, str]] = []
+
+    def set_counts(self, train: dict[str, int], held: dict[str, int], known: set[str] | None) -> None:
+        self.beginResetModel()
+        self.rows = []
+        for label in sorted(set(train) | set(held), key=lambda lab: (-train.get(lab, 0), lab)):
+            notes = []
+            if known is not None and label not in known:
+                notes.append("new: will be added")
+            if train.get(label, 0) < MIN_EXAMPLES:
+                notes.append(f"too few (< {MIN_EXAMPLES})")
+            self.rows.append((label, train.get(label, 0), held.get(label, 0), ", ".join(notes)))
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
+            return row[index.column()]
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 3 and row[3]:
+            return NEW if row[3].startswith("new") else WORSE
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() in (1, 2):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class ComparisonModel(QAbstractTableModel):
+    """The current and the new model on the held-out images: overall rows first, then one row per label.
+
+    A label the current model lacks shows "new" on its side; Δ is the new model's F1 minus the current one's."""
+
+    COLUMNS = (
+        "Label",
+        "Held-out images",
+        "Precision (current)",
+        "Precision (new)",
+        "Recall (current)",
+        "Recall (new)",
+        "F1 (current)",
+        "F1 (new)",
+        "Δ F1",
+    )
+    SortRole = Qt.ItemDataRole.UserRole + 1
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.rows: list[dict] = []
+        self.overall: list[dict] = []
+
+    def set_results(self, current: dict | None, new: dict) -> None:
+        self.beginResetModel()
+        new_single = new["single_pass"]
+        old_single = current["single_pass"] if current else None
+        self.overall = []
+        for metric in ("precision", "recall", "accuracy", "mAP"):
+            old_value = old_single.get(metric) if old_single else None
+            self.overall.append({"metric": metric, "current": old_value, "new": new_single.get(metric)})
+        old_labels = (old_single or {}).get("per_label", {})
+        self.rows = []
+        for label, m in new_single.get("per_label", {}).items():
+            old = old_labels.get(label)
+            self.rows.append(
+                {
+                    "label": label,
+                    "support": m["support"],
+                    "p_old": old["precision"] if old else None,
+                    "p_new": m["precision"],
+                    "r_old": old["recall"] if old else None,
+                    "r_new": m["recall"],
+                    "f1_old": old["f1"] if old else None,
+                    "f1_new": m["f1"],
+                    "delta": (m["f1"] - old["f1"]) if old else None,
+                    "is_new": current is not None and old is None,
+                }
+            )
+        self.rows = [r for r in self.rows if r["support"] > 0 or (r["delta"] or 0) != 0]
+        self.endResetModel()
+
+    def label_row(self, label: str) -> dict | None:
+        return next((r for r in self.rows if r["label"] == label), None)
+
+    def changed(self) -> tuple[list[str], list[str]]:
+        """Labels whose F1 went up, and down, on the held-out images."""
+        better = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] > 1e-9]
+        worse = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] < -1e-9]
+        return better, worse
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    _KEYS = ("label", "support", "p_old", "p_new", "r_old", "r_new", "f1_old", "f1_new", "delta")
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        key = self._KEYS[index.column()]
+        value = row[key]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if key in ("label", "support"):
+                return value
+            if value is None:
+                return "new" if row["is_new"] and key != "delta" else "—"
+            return f"{value:+.3f}" if key == "delta" else f"{value:.3f}"
+        if role == self.SortRole:
+            return value if value is not None else -math.inf
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if row["is_new"]:
+                return NEW
+            if key == "delta" and value is not None and abs(value) > 1e-9:
+                return BETTER if value > 0 else WORSE
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() > 0:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+# ------------------------------------------------------------------------------------------ curves
+
+
+class TrainingCurves(QWidget):
+    """Training loss (left axis) and held-out accuracy (right axis, 0–1) against epochs."""
+
+    LOSS = QColor(40, 90, 190)
+    ACCURACY = QColor(220, 110, 20)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.loss: list[tuple[float, float]] = []
+        self.accuracy: list[tuple[float, float]] = []
+        self.epochs = 1
+        self.setMinimumSize(260, 160)
+
+    def sizeHint(self) -> QSize:
+        return QSize(480, 220)
+
+    def clear(self, epochs: int = 1) -> None:
+        self.loss, self.accuracy, self.epochs = [], [], max(1, epochs)
+        self.update()
+
+    def add_step(self, event: dict) -> None:
+        x = event["epoch"] - 1 + event["step_in_epoch"] / max(1, event["steps_per_epoch"])
+        loss = float(event.get("loss", float("nan")))
+        if math.isfinite(loss):
+            self.loss.append((x, loss))
+            self.update()
+
+    def add_epoch(self, event: dict) -> None:
+        val = event.get("val") or {}
+        if "accuracy" in val and math.isfinite(float(val["accuracy"])):
+            self.accuracy.append((float(event["epoch"]), float(val["accuracy"])))
+            self.update()
+
+    def paintEvent(self, _event) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.fillRect(self.rect(), self.palette().base())
+        metrics = painter.fontMetrics()
+        left, right, top, bottom = (
+            metrics.horizontalAdvance("0.000") + 10,
+            metrics.horizontalAdvance("1.00") + 12,
+            metrics.height() + 6,
+            metrics.height() + 8,
+        )
+        plot = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
+        text_pen = QPen(self.palette().text().color())
+        painter.setPen(QPen(QColor(180, 180, 180)))
+        painter.drawRect(plot)
+
+        x_max = max([self.epochs] + [x for x, _ in self.loss] + [x for x, _ in self.accuracy])
+        losses = [y for _, y in self.loss]
+        y_max = max(losses) * 1.05 if losses else 1.0
+        y_min = min(0.0, min(losses)) if losses else 0.0
+        y_span = max(1e-9, y_max - y_min)
+
+        def point(x: float, y: float, lo: float, span: float) -> QPointF:
+            return QPointF(
+                plot.left() + plot.width() * x / max(1e-9, x_max), plot.bottom() - plot.height() * (y - lo) / span
+            )
+
+        painter.setPen(text_pen)
+        for i in range(5):
+            frac = i / 4
+            y = plot.bottom() - plot.height() * frac
+            painter.setPen(QPen(QColor(225, 225, 225)))
+            painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
+            painter.setPen(text_pen)
+            align_right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+            align_left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+            painter.drawText(QRectF(0, y - 8, left - 4, 16), align_right, f"{y_min + frac * y_span:.3g}")
+            painter.drawText(QRectF(plot.right() + 4, y - 8, right, 16), align_left, f"{frac:.2f}")
+        ticks = max(1, min(int(math.ceil(x_max)), 10))
+        for i in range(ticks + 1):
+            epoch = x_max * i / ticks
+            x = plot.left() + plot.width() * i / ticks
+            painter.drawText(
+                QRectF(x - 30, plot.bottom() + 2, 60, bottom),
+                Qt.AlignmentFlag.AlignHCenter,
+                f"{epoch:.0f}" if abs(epoch - round(epoch)) < 1e-6 else f"{epoch:.1f}",
+            )
+
+        series = ((self.loss, self.LOSS, y_min, y_span), (self.accuracy, self.ACCURACY, 0.0, 1.0))
+        for points, color, lo, span in series:
+            if not points:
+                continue
+            painter.setPen(QPen(color, 2))
+            path = QPainterPath(point(*points[0], lo, span))
+            for p in points[1:]:
+                path.lineTo(point(*p, lo, span))
+            painter.drawPath(path)
+            if color == self.ACCURACY:
+                painter.setBrush(color)
+                for p in points:
+                    painter.drawEllipse(point(*p, lo, span), 3, 3)
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+
+        painter.setPen(QPen(self.LOSS))
+        painter.drawText(
+            QRectF(plot.left(), 0, plot.width() / 2, top),
+            Qt.AlignmentFlag.AlignLeft,
+            "— training loss" + (f" {self.loss[-1][1]:.3f}" if self.loss else ""),
+        )
+        painter.setPen(QPen(self.ACCURACY))
+        painter.drawText(
+            QRectF(plot.center().x(), 0, plot.width() / 2, top),
+            Qt.AlignmentFlag.AlignRight,
+            "● held-out accuracy" + (f" {self.accuracy[-1][1]:.3f}" if self.accuracy else ""),
+        )
+        painter.setPen(text_pen)
+        painter.drawText(
+            QRectF(plot.left(), self.height() - bottom + 2 + metrics.height() * 0, plot.width(), bottom),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
+            "epoch",
+        )
+        painter.end()
+
+
+# ------------------------------------------------------------------------------------------ the panel
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+class TrainingPanel(QWidget):
+    """Shows the training data, runs and watches the trainer, compares and offers the new model.
+
+    The main window calls :meth:`set_library`, :meth:`set_current_model` and :meth:`shutdown`, and
+    loads the model of ``activateModelRequested``."""
+
+    activateModelRequested = Signal(str)  # path of the model to make active
+    trainingStarted = Signal()
+    trainingEnded = Signal(str)  # "done" | "cancelled" | "failed"
+    comparisonReady = Signal()
+
+    def __init__(
+        self, parent: QWidget | None = None, registry: ModelRegistry | None = None, runs_dir: str | Path | None = None
+    ):
+        super().__init__(parent)
+        self.registry = registry or ModelRegistry()
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else training_runs_dir()
+        self.library: Library | None = None
+        self.other_folders: list[str] = []
+        self.current_model: str | None = None
+        self.current_labels: set[str] | None = None
+        self.sources: list[TrainingSource] = []
+        self.n_train = 0
+        self.n_held_out = 0
+        self.new_model: str | None = None
+        self.last_error = ""
+        self.last_stderr = ""
+        self._run_dir: Path | None = None
+        self._train_request: TrainRequest | None = None
+        self._compared_current: str | None = None
+        self._start_event: dict = {}
+        self._val_fraction = 0.1
+
+        self.trainer = TrainerProcess(self)
+        self.evaluator = EvaluationProcess(self)
+        self.recipe_defaults = RecipeDefaultsProcess(self)
+        self.label_counts = LabelCountsModel(self)
+        self.comparison = ComparisonModel(self)
+        self.kept_models = KeptModelsModel(self.registry, self)
+
+        self._build()
+        self._connect()
+        self._update_mode()
+        self._set_running(False)
+
+    # ------------------------------------------------------------------ building
+
+    def _build(self) -> None:
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self._build_data_column())
+        splitter.addWidget(self._build_run_column())
+        splitter.addWidget(self._build_result_column())
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        splitter.setStretchFactor(2, 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(splitter)
+
+    def _build_data_column(self) -> QWidget:
+        tabs = QTabWidget()
+        data = QWidget()
+        layout = QVBoxLayout(data)
+        self.data_summary = QLabel("Open a folder and confirm some images to train on them.")
+        self.data_summary.setWordWrap(True)
+        layout.addWidget(self.data_summary)
+        self.counts_view = QTableView()
+        self.counts_view.setModel(self.label_counts)
+        self.counts_view.verticalHeader().hide()
+        self.counts_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.counts_view.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        layout.addWidget(self.counts_view, 1)
+        layout.addWidget(QLabel("Also train on confirmed images of:"))
+        self.other_list = QListWidget()
+        self.other_list.setMaximumHeight(80)
+        layout.addWidget(self.other_list)
+        self.refresh_button = QPushButton("Refresh")
+        layout.addWidget(self.refresh_button)
+        tabs.addTab(data, "Data")
+
+        options = QWidget()
+        form = QFormLayout(options)
+        self.finetune_radio = QRadioButton("Fine-tune the current model")
+        self.scratch_radio = QRadioButton("Train a new model from scratch")
+        self.finetune_radio.setChecked(True)
+        self.mode_group = QButtonGroup(self)
+        self.mode_group.addButton(self.finetune_radio)
+        self.mode_group.addButton(self.scratch_radio)
+        form.addRow(self.finetune_radio)
+        form.addRow(self.scratch_radio)
+        self.arch_combo = QComboBox()
+        self.arch_combo.addItems(ARCHITECTURES)
+        form.addRow("Architecture", self.arch_combo)
+        self.recipe_combo = QComboBox()
+        self.recipe_combo.addItems(["default", "paper"])
+        self.recipe_combo.setToolTip("default: batch norm, AdamW, cosine schedule; paper: the paper's exact recipe")
+        form.addRow("Recipe", self.recipe_combo)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(0, 1000)
+        form.addRow("Epochs", self.epochs_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(0, 1024)
+        form.addRow("Batch size", self.batch_spin)
+        self.lr_spin = self._rate_spin()
+        form.addRow("Learning rate α₀", self.lr_spin)
+        self.lr_max_spin = self._rate_spin()
+        self.lr_max_spin.setToolTip("α_max of the paper's optimiser (paper recipe)")
+        form.addRow("α_max", self.lr_max_spin)
+        self.val_spin = QDoubleSpinBox()
+        self.val_spin.setRange(0.0, 0.5)
+        self.val_spin.setSingleStep(0.05)
+        self.val_spin.setDecimals(2)
+        self.val_spin.setValue(0.1)
+        self.val_spin.setToolTip("Part of the confirmed images held out (chosen by file name), never trained on")
+        form.addRow("Held out", self.val_spin)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        form.addRow("Device", self.device_combo)
+        self.defaults_note = QLabel("“auto” leaves the choice to the recipe.")
+        self.defaults_note.setWordWrap(True)
+        form.addRow(self.defaults_note)
+        for spin in (self.epochs_spin, self.batch_spin):
+            spin.setSpecialValueText("auto")
+        tabs.addTab(options, "Options")
+        self.tabs_left = tabs
+        return tabs
+
+    @staticmethod
+    def _rate_spin() -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setDecimals(6)
+        spin.setRange(0.0, 1.0)
+        spin.setSingleStep(0.0001)
+        spin.setSpecialValueText("auto")
+        return spin
+
+    def _build_run_column(self) -> QWidget:
+        box = QGroupBox("Training")
+        layout = QVBoxLayout(box)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Fine-tune")
+        self.cancel_button = QPushButton("Cancel")
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+        self.command_label = QLabel()
+        self.command_label.setWordWrap(True)
+        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.command_label.setStyleSheet("color: gray; font-family: monospace;")
+        layout.addWidget(self.command_label)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.status_label = QLabel("Idle")
+        layout.addWidget(self.status_label)
+        self.curves = TrainingCurves()
+        layout.addWidget(self.curves, 2)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.log.setMinimumHeight(60)
+        layout.addWidget(self.log, 1)
+        return box
+
+    def _build_result_column(self) -> QWidget:
+        tabs = QTabWidget()
+        result = QWidget()
+        layout = QVBoxLayout(result)
+        self.result_summary = QLabel(
+            "When a run ends, the new model is compared with the current one here, on the held-out confirmed images."
+        )
+        self.result_summary.setWordWrap(True)
+        layout.addWidget(self.result_summary)
+        self.overall_label = QLabel()
+        self.overall_label.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.overall_label)
+        self.comparison_proxy = QSortFilterProxyModel(self)
+        self.comparison_proxy.setSourceModel(self.comparison)
+        self.comparison_proxy.setSortRole(ComparisonModel.SortRole)
+        self.comparison_view = QTableView()
+        self.comparison_view.setModel(self.comparison_proxy)
+        self.comparison_view.setSortingEnabled(True)
+        self.comparison_view.verticalHeader().hide()
+        self.comparison_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        layout.addWidget(self.comparison_view, 1)
+        self.activate_button = QPushButton("Use the new model")
+        self.activate_button.setEnabled(False)
+        layout.addWidget(self.activate_button)
+        tabs.addTab(result, "Comparison")
+
+        kept = QWidget()
+        kept_layout = QVBoxLayout(kept)
+        self.kept_note = QLabel(f"Kept models ({self.registry.root}); ● marks the active one.")
+        self.kept_note.setWordWrap(True)
+        kept_layout.addWidget(self.kept_note)
+        self.kept_view = QTableView()
+        self.kept_view.setModel(self.kept_models)
+        self.kept_view.verticalHeader().hide()
+        self.kept_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.kept_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.kept_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.kept_view.horizontalHeader().setStretchLastSection(True)
+        kept_layout.addWidget(self.kept_view, 1)
+        self.use_kept_button = QPushButton("Use the selected model")
+        kept_layout.addWidget(self.use_kept_button)
+        tabs.addTab(kept, "Kept models")
+        self.tabs_right = tabs
+        return tabs
+
+    def _connect(self) -> None:
+        self.start_button.clicked.connect(self.start_training)
+        self.cancel_button.clicked.connect(self.cancel_training)
+        self.activate_button.clicked.connect(self.activate_new_model)
+        self.use_kept_button.clicked.connect(self._use_selected_kept_model)
+        self.kept_view.doubleClicked.connect(lambda _i: self._use_selected_kept_model())
+        self.refresh_button.clicked.connect(self.refresh_data)
+        self.other_list.itemChanged.connect(lambda _item: self.refresh_data())
+        self.mode_group.buttonToggled.connect(lambda *_: self._update_mode())
+        self.recipe_combo.currentTextChanged.connect(lambda _t: self._update_mode())
+        self.val_spin.valueChanged.connect(lambda _v: self._recount())
+        for widget in (self.epochs_spin, self.batch_spin, self.lr_spin, self.lr_max_spin):
+            widget.valueChanged.connect(lambda _v: self._show_command())
+        self.arch_combo.currentTextChanged.connect(lambda _t: self._show_command())
+        self.device_combo.currentTextChanged.connect(lambda _t: self._show_command())
+
+        self.trainer.started.connect(self._on_started)
+        self.trainer.progress.connect(self._on_progress)
+        self.trainer.epochEnded.connect(self._on_epoch)
+        self.trainer.logLine.connect(self.log.appendPlainText)
+        self.trainer.finished.connect(self._on_done)
+        self.trainer.cancelled.connect(self._on_cancelled)
+        self.trainer.failed.connect(self._on_failed)
+        self.evaluator.finished.connect(self._on_compared)
+        self.evaluator.failed.connect(self._on_compare_failed)
+        self.recipe_defaults.ready.connect(self._on_recipe_defaults)
+
+    # ------------------------------------------------------------------ state from the main window
+
+    def set_library(self, library: Library | None, recent_folders: list[str] | None = None) -> None:
+        """The open folder's library, and the folders opened before (offered as extra training data)."""
+        self.library = library
+        root = str(library.root) if library is not None else None
+        self.other_folders = [f for f in (recent_folders or []) if f != root]
+        self.other_list.blockSignals(True)
+        checked = {
+            self.other_list.item(i).text()
+            for i in range(self.other_list.count())
+            if self.other_list.item(i).checkState() == Qt.CheckState.Checked
+        }
+        self.other_list.clear()
+        for folder in self.other_folders:
+            item = QListWidgetItem(folder)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if folder in checked else Qt.CheckState.Unchecked)
+            self.other_list.addItem(item)
+        self.other_list.blockSignals(False)
+        self.refresh_data()
+
+    def set_current_model(self, path: str | Path | None) -> None:
+        self.current_model = str(path) if path else None
+        self.current_labels = None
+        if self.current_model:
+            try:
+                self.current_labels = set(read_card_header(self.current_model)["labels"])
+            except ValueError as e:
+                self.log.appendPlainText(str(e))
+        self.kept_models.refresh()
+        self.kept_models.set_active(self.current_model)
+        self._update_mode()
+        self._recount()
+
+    def shutdown(self) -> None:
+        """Stop any subprocess (the trainer keeps its checkpoint)."""
+        if self.trainer.process is not None:
+            self.trainer.process.terminate()
+            self.trainer.process.waitForFinished(10_000)
+        self.evaluator.cancel()
+        self.recipe_defaults.stop()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self.trainer.is_running():
+            self.refresh_data()
+        self.kept_models.refresh()
+        self.kept_models.set_active(self.current_model)
+
+    # ------------------------------------------------------------------ what training would use
+
+    def refresh_data(self) -> None:
+        sources = []
+        if self.library is not None:
+            sources.append(TrainingSource(self.library.root, self.library.confirmed_images()))
+        for i in range(self.other_list.count()):
+            item = self.other_list.item(i)
+            if item.checkState() != Qt.CheckState.Checked:
+                continue
+            library = existing_library(item.text())
+            if library is None:
+                item.setToolTip("No confirmed images here (or the folder is gone)")
+                continue
+            try:
+                sources.append(TrainingSource(library.root, library.confirmed_images()))
+            finally:
+                library.close()
+        self.sources = sources
+        self._recount()
+
+    def _recount(self) -> None:
+        fraction = self.val_spin.value()
+        train: dict[str, int] = {}
+        held: dict[str, int] = {}
+        self.n_train = self.n_held_out = 0
+        for source in self.sources:
+            for image, tags in source.images:
+                counts = held if is_held_out(str(image), fraction) else train
+                if counts is held:
+                    self.n_held_out += 1
+                else:
+                    self.n_train += 1
+                for tag in tags:
+                    counts[tag] = counts.get(tag, 0) + 1
+        known = self.current_labels if self.finetune_radio.isChecked() else None
+        self.label_counts.set_counts(train, held, known)
+        total = self.n_train + self.n_held_out
+        if not self.sources:
+            text = "Open a folder and confirm some images to train on them."
+        elif total == 0:
+            text = "No confirmed images yet: confirm the tags of some images (Edit ▸ Confirm all tags) first."
+        else:
+            folders = len(self.sources)
+            text = (
+                f"<b>{total}</b> confirmed images in {folders} folder{'s' if folders > 1 else ''}: "
+                f"{self.n_train} to train on, {self.n_held_out} held out (chosen by file name, never trained "
+                f"on; the comparison uses them)."
+            )
+            new = [r[0] for r in self.label_counts.rows if r[3].startswith("new")]
+            few = [r[0] for r in self.label_counts.rows if "too few" in r[3]]
+            if new:
+                text += f"<br><span style='color:{NEW.name()}'>New labels (will be added): {', '.join(new)}</span>"
+            if few:
+                text += (
+                    f"<br><span style='color:{WORSE.name()}'>Fewer than {MIN_EXAMPLES} training images: "
+                    f"{', '.join(few[:12])}{'…' if len(few) > 12 else ''}</span>"
+                )
+        self.data_summary.setText(text)
+        self._request_defaults()
+        self._set_running(self.trainer.is_running())
+
+    # ------------------------------------------------------------------ options
+
+    def _update_mode(self) -> None:
+        finetune = self.finetune_radio.isChecked()
+        self.arch_combo.setEnabled(not finetune and not self.trainer.is_running())
+        self.start_button.setText("Fine-tune" if finetune else "Train from scratch")
+        self.lr_max_spin.setEnabled(self.recipe_combo.currentText() == "paper")
+        if self.current_model is None and self.finetune_radio.isChecked():
+            self.finetune_radio.setToolTip("No model is loaded: load one (Model menu) or train from scratch")
+        self._recount_known_only()
+        self._request_defaults()
+        self._set_running(self.trainer.is_running())
+
+    def _recount_known_only(self) -> None:
+        if self.label_counts.rows or self.sources:
+            train = {r[0]: r[1] for r in self.label_counts.rows}
+            held = {r[0]: r[2] for r in self.label_counts.rows}
+            self.label_counts.set_counts(train, held, self.current_labels if self.finetune_radio.isChecked() else None)
+
+    def _request_defaults(self) -> None:
+        if self.n_train > 0:
+            self.recipe_defaults.request(self.recipe_combo.currentText(), self.n_train, self.finetune_radio.isChecked())
+        self._show_command()
+
+    def _on_recipe_defaults(self, recipe: dict) -> None:
+        key = (self.recipe_combo.currentText(), self.n_train, self.finetune_radio.isChecked())
+        if tuple(recipe.get("key", ())) != key:
+            return
+        self.epochs_spin.setSpecialValueText(f"auto ({recipe['epochs']})")
+        self.batch_spin.setSpecialValueText(f"auto ({recipe['batch_size']})")
+        self.lr_spin.setSpecialValueText(f"auto ({recipe['lr']:.2g})")
+        self.lr_max_spin.setSpecialValueText(f"auto ({recipe['lr_max']:.2g})")
+        steps = recipe["epochs"] * max(1, math.ceil(self.n_train / max(1, recipe["batch_size"])))
+        self.defaults_note.setText(
+            f"“auto” is what <tt>mlcnn train</tt> picks for {self.n_train} training images: "
+            f"{recipe['name']} recipe, {recipe['optimizer']}, {recipe['schedule']} schedule, "
+            f"about {steps} steps."
+        )
+
+    def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainRequest:
+        """The ``mlcnn train`` options the panel's controls describe (``data``: the manifests)."""
+        run_dir = run_dir or self.runs_dir / "<run>"
+        finetune = self.finetune_radio.isChecked()
+        paper = self.recipe_combo.currentText() == "paper"
+        return TrainRequest(
+            data=data or [str(run_dir / f"confirmed-{i}.jsonl") for i in range(max(1, len(self.sources)))],
+            out=str(run_dir / "model.safetensors"),
+            init=self.current_model if finetune else None,
+            arch=self.arch_combo.currentText(),
+            recipe=self.recipe_combo.currentText(),
+            epochs=self.epochs_spin.value() or None,
+            batch_size=self.batch_spin.value() or None,
+            lr=self.lr_spin.value() or None,
+            lr_max=(self.lr_max_spin.value() or None) if paper else None,
+            val_fraction=round(self.val_spin.value(), 4),
+            device=self.device_combo.currentText(),
+        )
+
+    def _show_command(self) -> None:
+        if not self.trainer.is_running():
+            self.command_label.setText(self.request().command_line())
+
+    # ------------------------------------------------------------------ running
+
+    def _set_running(self, running: bool) -> None:
+        can_start = (
+            not running
+            and not self.evaluator.is_running()
+            and self.n_train > 0
+            and (self.scratch_radio.isChecked() or self.current_model is not None)
+        )
+        self.start_button.setEnabled(can_start)
+        self.cancel_button.setEnabled(running)
+        for widget in (
+            self.finetune_radio,
+            self.scratch_radio,
+            self.recipe_combo,
+            self.epochs_spin,
+            self.batch_spin,
+            self.lr_spin,
+            self.val_spin,
+            self.device_combo,
+            self.refresh_button,
+            self.other_list,
+        ):
+            widget.setEnabled(not running)
+        self.arch_combo.setEnabled(not running and self.scratch_radio.isChecked())
+        self.lr_max_spin.setEnabled(not running and self.recipe_combo.currentText() == "paper")
+
+    def start_training(self) -> bool:
+        """Write the confirmed images as manifests in a new run folder and start ``mlcnn train``."""
+        if self.trainer.is_running() or self.evaluator.is_running():
+            return False
+        self.refresh_data()
+        if self.n_train == 0:
+            self._fail_message("Nothing to train on: no confirmed images outside the held-out part.")
+            return False
+        if self.finetune_radio.isChecked() and not self.current_model:
+            self._fail_message("No current model to fine-tune: load one, or train from scratch.")
+            return False
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
+        self._run_dir = self.runs_dir / stamp
+        manifests = []
+        for i, source in enumerate(self.sources):
+            if source.images:
+                path = self._run_dir / f"confirmed-{i}.jsonl"
+                write_manifest(path, source.images)
+                manifests.append(str(path))
+        req = self.request(manifests, self._run_dir)
+        self._val_fraction = req.val_fraction
+        self._train_request = req
+        self.new_model = None
+        self.last_error = self.last_stderr = ""
+        self._start_event = {}
+        self.activate_button.setEnabled(False)
+        self.comparison.set_results(None, {"single_pass": {}})
+        self.overall_label.clear()
+        self.result_summary.setText("Training…")
+        self.curves.clear(req.epochs or 1)
+        self.progress_bar.setRange(0, 0)
+        self.status_label.setText("Starting the trainer…")
+        self.command_label.setText(req.command_line())
+        self.log.clear()
+        self.trainer.start(req)
+        self._set_running(True)
+        self.trainingStarted.emit()
+        return True
+
+    def cancel_training(self) -> None:
+        if self.trainer.is_running():
+            self.status_label.setText("Cancelling after the current step…")
+            self.trainer.cancel()
+
+    def _on_started(self, event: dict) -> None:
+        self._start_event = event
+        self.curves.clear(int(event.get("epochs", 1)))
+        self.progress_bar.setRange(0, max(1, int(event.get("epochs", 1)) * int(event.get("steps_per_epoch", 1))))
+        self.status_label.setText(
+            f"Training on {event.get('train_images')} images, {event.get('epochs')} epochs, "
+            f"device {event.get('device')}"
+        )
+
+    def _on_progress(self, event: dict) -> None:
+        self.progress_bar.setRange(0, max(1, int(event.get("total_steps", 1))))
+        self.progress_bar.setValue(int(event.get("step", 0)))
+        self.status_label.setText(
+            f"Epoch {event.get('epoch')}/{event.get('epochs')} · step {event.get('step')}/{event.get('total_steps')} · "
+            f"{event.get('images_per_s', 0):.1f} images/s · loss {event.get('loss', float('nan')):.4f} · "
+            f"ETA {_format_duration(float(event.get('eta_s', 0)))}"
+        )
+        self.curves.add_step(event)
+
+    def _on_epoch(self, event: dict) -> None:
+        self.curves.add_epoch(event)
+
+    def _on_done(self, event: dict) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        try:
+            kept = self.registry.keep(event["model"], stem="fine-tuned" if self._train_request.init else "trained")
+        except (OSError, ValueError) as e:
+            self._on_failed(f"The trained model could not be kept: {e}", "")
+            return
+        self.new_model = str(kept.path)
+        self.kept_models.refresh()
+        self.kept_models.set_active(self.current_model)
+        self.status_label.setText(f"Done in {_format_duration(float(event.get('seconds', 0)))}: {kept.path.name}")
+        self.log.appendPlainText(f"Model kept as {kept.path}")
+        self.activate_button.setEnabled(True)
+        self._set_running(False)
+        self.trainingEnded.emit("done")
+        self._compare()
+
+    def _on_cancelled(self, event: dict) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        model, checkpoint = event.get("model"), event.get("checkpoint")
+        text = "Cancelled."
+        if model:
+            text += f" The model so far is in {model}"
+        if checkpoint:
+            text += f"; checkpoint {checkpoint} (mlcnn train … --resume continues it)."
+        self.status_label.setText("Cancelled")
+        self.result_summary.setText(text)
+        self.log.appendPlainText(text)
+        self._set_running(False)
+        self.trainingEnded.emit("cancelled")
+
+    def _on_failed(self, message: str, stderr_tail: str) -> None:
+        self.last_error, self.last_stderr = message, stderr_tail
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status_label.setText("Training failed")
+        self.result_summary.setText(f"<span style='color:{WORSE.name()}'>Training failed: {message}</span>")
+        if stderr_tail:
+            self.log.appendPlainText("--- trainer error output ---\n" + stderr_tail)
+        self._set_running(False)
+        self.trainingEnded.emit("failed")
+
+    def _fail_message(self, message: str) -> None:
+        self.last_error = message
+        self.result_summary.setText(message)
+        self.status_label.setText(message)
+
+    # ------------------------------------------------------------------ comparison and switching
+
+    def _compare(self) -> None:
+        if self.new_model is None or self._run_dir is None:
+            return
+        held_out = int(self._start_event.get("val_images", self.n_held_out))
+        if held_out == 0:
+            self.result_summary.setText(
+                "No held-out images to compare on: confirm more images or hold out a larger "
+                "part. The new model is kept and can be used."
+            )
+            self.comparisonReady.emit()
+            return
+        models = ([self.current_model] if self.current_model else []) + [self.new_model]
+        self._compared_current = self.current_model
+        self.result_summary.setText(f"Comparing on {held_out} held-out images…")
+        self.evaluator.start(
+            models, self._train_request.data, self._val_fraction, self._run_dir, device=self._train_request.device
+        )
+        self._set_running(False)
+
+    def _on_compared(self, results: dict) -> None:
+        new = results.get(self.new_model)
+        current = results.get(self._compared_current) if self._compared_current else None
+        self._set_running(False)
+        if new is None:
+            return
+        self.comparison.set_results(current, new)
+        self.comparison_proxy.sort(8, Qt.SortOrder.DescendingOrder)
+        self.tabs_right.setCurrentIndex(0)
+        rows = []
+        for r in self.comparison.overall:
+            old, value = r["current"], r["new"]
+            delta = ""
+            if old is not None and value is not None and math.isfinite(old) and math.isfinite(value):
+                color = BETTER if value > old + 1e-9 else WORSE if value < old - 1e-9 else QColor(90, 90, 90)
+                delta = f" <span style='color:{color.name()}'>({value - old:+.3f})</span>"
+            old_text = f"{old:.3f}" if old is not None and math.isfinite(old) else "—"
+            new_text = f"{value:.3f}" if value is not None and math.isfinite(value) else "—"
+            rows.append(
+                f"<tr><td>{r['metric']}</td><td align=right>{old_text}</td>"
+                f"<td align=right><b>{new_text}</b>{delta}</td></tr>"
+            )
+        self.overall_label.setText(
+            "<table cellspacing=6><tr><th></th><th>current</th><th>new</th></tr>" + "".join(rows) + "</table>"
+        )
+        better, worse = self.comparison.changed()
+        added = [r["label"] for r in self.comparison.rows if r["is_new"]]
+        summary = f"On {new.get('images', 0)} held-out images: {len(better)} labels better, {len(worse)} worse"
+        if added:
+            summary += f", new: {', '.join(added)}"
+        if current is None:
+            summary = f"On {new.get('images', 0)} held-out images (no current model to compare with)"
+        elif added:
+            summary += " (the current model's overall numbers count only the labels it knows)"
+        self.result_summary.setText(summary + ".")
+        self.comparisonReady.emit()
+
+    def _on_compare_failed(self, message: str, stderr_tail: str) -> None:
+        self.last_error, self.last_stderr = message, stderr_tail
+        self.result_summary.setText(f"<span style='color:{WORSE.name()}'>{message}</span>")
+        if stderr_tail:
+            self.log.appendPlainText(stderr_tail)
+        self._set_running(False)
+        self.comparisonReady.emit()
+
+    def activate_new_model(self) -> None:
+        if self.new_model:
+            self.activateModelRequested.emit(self.new_model)
+
+    def _use_selected_kept_model(self) -> None:
+        rows = self.kept_view.selectionModel().selectedRows()
+        model = self.kept_models.model_at(rows[0].row()) if rows else None
+        if model is not None:
+            self.activateModelRequested.emit(str(model.path))

@@ -1,0 +1,423 @@
+"""The trainer and the evaluator as subprocesses (``mlcnn train`` / ``mlcnn evaluate``), wrapped in QProcess.
+
+The GUI never trains in its own process and never waits on these: QProcess reports by signal. The
+trainer's ``--events -`` JSON lines become Qt signals; stderr is kept as a tail for error reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+STDERR_TAIL_LINES = 40
+KILL_AFTER_CANCEL_MS = 60_000
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def cli_command(*args: str) -> tuple[str, list[str]]:
+    """(program, arguments) running the ``mlcnn`` CLI with this interpreter."""
+    return sys.executable, ["-m", "mlcnn_core.cli", *args]
+
+
+def _environment() -> QProcessEnvironment:
+    env = QProcessEnvironment.systemEnvironment()
+    path = env.value("PYTHONPATH", "")
+    env.insert("PYTHONPATH", str(REPO_ROOT) + (os.pathsep + path if path else ""))
+    env.insert("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@dataclass
+class TrainRequest:
+    """Options of one ``mlcnn train`` run; ``None`` leaves the CLI's default (for a fine-tune:
+    ``finetune_recipe()``)."""
+
+    data: list[str]
+    out: str
+    init: str | None = None  # fine-tune from this model; None trains from scratch
+    arch: str = "compact"  # from scratch only
+    recipe: str = "default"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_max: float | None = None
+    val_fraction: float = 0.1
+    device: str = "auto"
+    extra: list[str] = field(default_factory=list)
+
+    def arguments(self) -> list[str]:
+        args = ["train"]
+        for path in self.data:
+            args += ["--data", str(path)]
+        args += ["--out", str(self.out), "--events", "-"]
+        if self.init:
+            args += ["--init", str(self.init)]
+        else:
+            args += ["--arch", self.arch]
+        if self.recipe != "default":
+            args += ["--recipe", self.recipe]
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--lr", self.lr),
+            ("--lr-max", self.lr_max),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        if self.val_fraction != 0.1:
+            args += ["--val-fraction", str(self.val_fraction)]
+        if self.device != "auto":
+            args += ["--device", self.device]
+        return args + list(self.extra)
+
+    def command_line(self) -> str:
+        """The equivalent shell command, shown to the person (the panel and the CLI are one path)."""
+        return "mlcnn " + " ".join(_quote(a) for a in self.arguments())
+
+
+def _quote(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_./=:+," for c in arg) else "'" + arg.replace("'", "'\\''") + "'"
+
+
+class TrainerProcess(QObject):
+    """Runs one ``mlcnn train`` at a time and turns its events into signals.
+
+    Exactly one of ``finished``, ``cancelled`` or ``failed`` follows every ``start()``."""
+
+    started = Signal(dict)  # the "start" event: train/val images, epochs, recipe, device...
+    progress = Signal(dict)  # "step" events: epoch, step, total_steps, loss, images_per_s, eta_s
+    epochEnded = Signal(dict)  # "epoch" events: train_loss, val{precision, recall, accuracy, mAP}
+    labelsAdded = Signal(list)
+    logLine = Signal(str)
+    finished = Signal(dict)  # "done": model, metrics, seconds, checkpoint
+    cancelled = Signal(dict)  # "cancelled": the model and checkpoint are still written
+    failed = Signal(str, str)  # message, stderr tail
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.process: QProcess | None = None
+        self.request: TrainRequest | None = None
+        self._stdout_buffer = b""
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._final: dict | None = None
+        self._error_event: str | None = None
+        self._cancel_requested = False
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill)
+
+    def is_running(self) -> bool:
+        return self.process is not None
+
+    def start(self, request: TrainRequest) -> None:
+        if self.process is not None:
+            raise RuntimeError("a training run is already in progress")
+        self.request = request
+        self._stdout_buffer = b""
+        self._stderr_tail.clear()
+        self._final = None
+        self._error_event = None
+        self._cancel_requested = False
+        process = QProcess(self)
+        process.setProcessEnvironment(_environment())
+        process.setWorkingDirectory(str(Path(request.out).parent))
+        process.readyReadStandardOutput.connect(self._read_stdout)
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        self.process = process
+        Path(request.out).parent.mkdir(parents=True, exist_ok=True)
+        self.logLine.emit("$ " + request.command_line())
+        program, args = cli_command(*request.arguments())
+        process.start(program, args)
+
+    def cancel(self) -> None:
+        """SIGTERM: the trainer stops after the current step and still writes the model and checkpoint."""
+        if self.process is None or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        self.logLine.emit("Cancelling after the current step…")
+        self.process.terminate()
+        self._kill_timer.start(KILL_AFTER_CANCEL_MS)
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            self.logLine.emit("The trainer did not stop in time; killing it.")
+            self.process.kill()
+
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._stdout_buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._stdout_buffer = self._stdout_buffer.split(b"\n")
+        for raw in lines:
+            self._handle_line(raw.decode("utf-8", "replace").strip())
+
+    def _read_stderr(self) -> None:
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.strip():
+                self._stderr_tail.append(line)
+                self.logLine.emit(line)
+
+    def _handle_line(self, line: str) -> None:
+        if not line:
+            return
+        try:
+            event = json.loads(line)
+            kind = event["event"]
+        except (ValueError, KeyError, TypeError):
+            self.logLine.emit(line)
+            return
+        if kind == "step":
+            self.progress.emit(event)
+        elif kind == "epoch":
+            self.epochEnded.emit(event)
+            self.logLine.emit(_describe_epoch(event))
+        elif kind == "start":
+            self.started.emit(event)
+            self.logLine.emit(
+                f"Training on {event.get('train_images')} images ({event.get('val_images')} held out), "
+                f"{event.get('epochs')} epochs, device {event.get('device')}"
+            )
+        elif kind == "labels_added":
+            self.labelsAdded.emit(list(event.get("labels", [])))
+            self.logLine.emit("New labels added to the model: " + ", ".join(event.get("labels", [])))
+        elif kind in ("done", "cancelled"):
+            self._final = event
+        elif kind == "error":
+            self._error_event = str(event.get("message", "unknown error"))
+            self.logLine.emit("Error: " + self._error_event)
+        else:
+            self.logLine.emit(f"[{kind}] " + json.dumps({k: v for k, v in event.items() if k != "event"}))
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart and self.process is not None:
+            message = f"The trainer could not start: {self.process.errorString()}"
+            self._cleanup()
+            self.failed.emit(message, "")
+
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        if self.process is None:
+            return
+        self._read_stdout()
+        self._read_stderr()
+        if self._stdout_buffer.strip():
+            self._handle_line(self._stdout_buffer.decode("utf-8", "replace").strip())
+        final, error, tail = self._final, self._error_event, "\n".join(self._stderr_tail)
+        self._cleanup()
+        if final is not None and final.get("event") == "done" and exit_code == 0:
+            self.finished.emit(final)
+        elif final is not None and final.get("event") == "cancelled":
+            self.cancelled.emit(final)
+        elif self._cancel_requested:
+            self.cancelled.emit({"model": None, "checkpoint": None, "killed": True})
+        else:
+            if error is None:
+                crashed = exit_status == QProcess.ExitStatus.CrashExit
+                error = f"The trainer {'crashed' if crashed else 'stopped'} with exit code {exit_code}" + (
+                    f": {self._stderr_tail_last(tail)}" if tail else ""
+                )
+            self.failed.emit(error, tail)
+
+    @staticmethod
+    def _stderr_tail_last(tail: str) -> str:
+        return tail.strip().splitlines()[-1] if tail.strip() else ""
+
+    def _cleanup(self) -> None:
+        self._kill_timer.stop()
+        if self.process is not None:
+            self.process.deleteLater()
+        self.process = None
+
+
+def _describe_epoch(event: dict) -> str:
+    text = f"Epoch {event.get('epoch')}: loss {event.get('train_loss', float('nan')):.4f}"
+    val = event.get("val")
+    if val:
+        text += (
+            f", held-out precision {val.get('precision', 0):.3f} recall {val.get('recall', 0):.3f} "
+            f"accuracy {val.get('accuracy', 0):.3f}"
+        )
+    return text + f" ({event.get('seconds', 0):.1f} s)"
+
+
+class EvaluationProcess(QObject):
+    """Evaluates several models, one after another, on the held-out part of the same data with
+    ``mlcnn evaluate --split val --per-label --no-baseline --json``; reports all results at once."""
+
+    finished = Signal(dict)  # {model path: evaluate JSON}
+    failed = Signal(str, str)  # message, stderr tail
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.process: QProcess | None = None
+        self._queue: list[tuple[str, str]] = []
+        self._results: dict[str, dict] = {}
+        self._data: list[str] = []
+        self._val_fraction = 0.1
+        self._device = "auto"
+        self._stderr = b""
+
+    def is_running(self) -> bool:
+        return self.process is not None
+
+    def start(
+        self, models: list[str], data: list[str], val_fraction: float, work_dir: str | Path, device: str = "auto"
+    ) -> None:
+        if self.process is not None:
+            raise RuntimeError("an evaluation is already in progress")
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._queue = [(m, str(work_dir / f"evaluation-{i}.json")) for i, m in enumerate(models)]
+        self._results = {}
+        self._data = list(data)
+        self._val_fraction = val_fraction
+        self._device = device
+        self._next()
+
+    def cancel(self) -> None:
+        self._queue = []
+        if self.process is not None:
+            self.process.kill()
+
+    def _next(self) -> None:
+        if not self._queue:
+            self.process = None
+            self.finished.emit(self._results)
+            return
+        model, json_path = self._queue[0]
+        args = [
+            "evaluate",
+            "--model",
+            model,
+            "--split",
+            "val",
+            "--val-fraction",
+            str(self._val_fraction),
+            "--per-label",
+            "--no-baseline",
+            "--json",
+            json_path,
+            "--device",
+            self._device,
+        ]
+        for path in self._data:
+            args += ["--data", path]
+        process = QProcess(self)
+        process.setProcessEnvironment(_environment())
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        self._stderr = b""
+        process.readyReadStandardError.connect(lambda: self._collect_stderr(process))
+        self.process = process
+        program, arguments = cli_command(*args)
+        process.start(program, arguments)
+
+    def _collect_stderr(self, process: QProcess) -> None:
+        self._stderr = (self._stderr + bytes(process.readAllStandardError()))[-8000:]
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart and self.process is not None:
+            message = self.process.errorString()
+            self.process.deleteLater()
+            self.process = None
+            self._queue = []
+            self.failed.emit(f"The evaluation could not start: {message}", "")
+
+    def _on_finished(self, exit_code: int, _status: QProcess.ExitStatus) -> None:
+        if self.process is None:
+            return
+        self._collect_stderr(self.process)
+        self.process.deleteLater()
+        self.process = None
+        if not self._queue:
+            return  # cancelled
+        model, json_path = self._queue.pop(0)
+        tail = self._stderr.decode("utf-8", "replace").strip()
+        try:
+            if exit_code != 0:
+                raise ValueError(tail.splitlines()[-1] if tail else f"exit code {exit_code}")
+            self._results[model] = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            self._queue = []
+            self.failed.emit(f"Evaluating {Path(model).name} failed: {e}", tail)
+            return
+        self._next()
+
+
+_RECIPE_SNIPPET = """
+import json, sys
+from dataclasses import asdict
+from mlcnn_core.train import RECIPES, finetune_recipe
+recipe = RECIPES[sys.argv[1]]
+if sys.argv[3] == "1":
+    recipe = finetune_recipe(recipe, int(sys.argv[2]))
+print(json.dumps(asdict(recipe)))
+"""
+
+
+class RecipeDefaultsProcess(QObject):
+    """Asks the core (in a subprocess: it imports torch) which epochs, batch size and rates
+    ``mlcnn train`` will pick for a recipe, a fine-tune or not, and a number of training images."""
+
+    ready = Signal(dict)  # the Recipe as a dict, plus "key": the request it answers
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.process: QProcess | None = None
+        self._pending: tuple | None = None
+        self._running: tuple | None = None
+        self._cache: dict[tuple, dict] = {}
+
+    def request(self, recipe: str, n_train: int, finetune: bool) -> None:
+        key = (recipe, int(n_train), bool(finetune))
+        if key in self._cache:
+            self.ready.emit(self._cache[key])
+            return
+        self._pending = key
+        if self.process is None:
+            self._start_next()
+
+    def _start_next(self) -> None:
+        if self._pending is None:
+            return
+        self._running, self._pending = self._pending, None
+        recipe, n_train, finetune = self._running
+        process = QProcess(self)
+        process.setProcessEnvironment(_environment())
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(lambda _e: None)
+        self.process = process
+        process.start(sys.executable, ["-c", _RECIPE_SNIPPET, recipe, str(n_train), "1" if finetune else "0"])
+
+    def _on_finished(self, exit_code: int, _status) -> None:
+        process, key = self.process, self._running
+        self.process = None
+        if process is not None:
+            out = bytes(process.readAllStandardOutput()).decode("utf-8", "replace")
+            process.deleteLater()
+            if exit_code == 0 and key is not None:
+                try:
+                    recipe = json.loads(out.strip().splitlines()[-1]) | {"key": list(key)}
+                except (ValueError, IndexError):
+                    recipe = None
+                if recipe is not None:
+                    self._cache[key] = recipe
+                    if self._pending is None:
+                        self.ready.emit(recipe)
+        self._start_next()
+
+    def stop(self) -> None:
+        self._pending = None
+        if self.process is not None:
+            self.process.kill()
+            self.process.waitForFinished(2000)

@@ -1,0 +1,224 @@
+"""The training panel with the real trainer subprocess: a tiny model fine-tuned for a few steps on a
+dozen 64 px images, curves, comparison on the held-out part, a new label, cancel, a crashing trainer,
+switching between kept models."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import LABELS, make_images
+from PySide6.QtCore import Qt
+
+from mlcnn_core.data import is_held_out
+from mlcnn_core.library import Library
+from tagger_app.models.model_registry import ModelRegistry, read_card_header
+from tagger_app.widgets.training_panel import TrainingPanel
+
+VAL_FRACTION = 0.3
+TIMEOUT = 180_000  # the trainer imports torch in a subprocess; slow on a busy 2-core box
+
+
+def confirmed_library(folder: Path, count: int = 12, new_tag: str | None = "sunset") -> Library:
+    """A folder whose images a person has confirmed: a colour and a pattern each, a new tag on some."""
+    make_images(folder, count)
+    library = Library.open(folder)
+    library.scan()
+    for n, record in enumerate(sorted(library.images(), key=lambda r: r.path)):
+        tags = [LABELS[n % 3], "stripes" if n % 2 else "dots"]
+        if new_tag and n % 3 == 0:
+            tags.append(new_tag)
+        for tag in tags:
+            library.set_tag(record.id, tag, "added")
+        library.confirm_all(record.id)
+    return library
+
+
+def held_out_count(library: Library, fraction: float = VAL_FRACTION) -> int:
+    return sum(is_held_out(str(p), fraction) for p, _ in library.confirmed_images())
+
+
+@pytest.fixture
+def panel(qtbot, tmp_path, tiny_model_path):
+    registry = ModelRegistry(tmp_path / "models")
+    widget = TrainingPanel(registry=registry, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(widget)
+    widget.resize(1300, 500)
+    widget.show()
+    yield widget
+    widget.shutdown()
+
+
+def set_quick_options(panel: TrainingPanel, epochs: int = 2) -> None:
+    panel.epochs_spin.setValue(epochs)
+    panel.batch_spin.setValue(4)
+    panel.val_spin.setValue(VAL_FRACTION)
+    panel.device_combo.setCurrentText("cpu")
+
+
+def test_panel_does_not_import_torch():
+    import subprocess
+
+    code = (
+        "import os, sys; os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from PySide6.QtWidgets import QApplication; app = QApplication([])\n"
+        "from tagger_app.widgets.training_panel import TrainingPanel\n"
+        "from tagger_app.models.model_registry import ModelRegistry\n"
+        "import tempfile; d = tempfile.mkdtemp()\n"
+        "p = TrainingPanel(registry=ModelRegistry(d), runs_dir=d); p.show(); app.processEvents()\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
+    library = confirmed_library(tmp_path / "images")
+    panel.set_current_model(tiny_model_path)
+    panel.set_library(library)
+    panel.val_spin.setValue(VAL_FRACTION)
+    rows = {r[0]: r for r in panel.label_counts.rows}
+    assert set(rows) == {"red", "green", "blue", "stripes", "dots", "sunset"}
+    assert "new" in rows["sunset"][3]
+    assert "new" not in rows["red"][3]
+    assert panel.n_train + panel.n_held_out == 12
+    assert panel.n_held_out == held_out_count(library)
+    assert sum(r[2] for r in panel.label_counts.rows if r[0] in ("stripes", "dots")) == panel.n_held_out
+    assert "too few" in rows["sunset"][3]  # 4 images, fewer than 5
+    assert "sunset" in panel.data_summary.text()
+    # the panel's options are the CLI's flags
+    set_quick_options(panel)
+    command = panel.request().command_line()
+    assert command.startswith("mlcnn train --data ")
+    assert f"--init {tiny_model_path}" in command and "--epochs 2" in command and "--val-fraction 0.3" in command
+    assert "--lr" not in command  # "auto": the recipe decides
+    # the recipe's defaults for this many images come from the core (a subprocess)
+    qtbot.waitUntil(lambda: panel.epochs_spin.specialValueText().startswith("auto ("), timeout=60_000)
+    library.close()
+
+
+def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_model_path):
+    library = confirmed_library(tmp_path / "images")
+    panel.set_current_model(tiny_model_path)
+    panel.set_library(library)
+    set_quick_options(panel, epochs=3)
+    activated = []
+    panel.activateModelRequested.connect(activated.append)
+    epochs, steps = [], []
+    panel.trainer.epochEnded.connect(epochs.append)
+    panel.trainer.progress.connect(steps.append)
+
+    with qtbot.waitSignal(panel.comparisonReady, timeout=TIMEOUT):
+        assert panel.start_training()
+        assert not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
+    assert panel.last_error == "", panel.last_stderr
+    manifest = [json.loads(line) for line in (panel._run_dir / "confirmed-0.jsonl").read_text().splitlines()]
+    assert len(manifest) == 12 and all(Path(r["image"]).is_absolute() for r in manifest)
+    # progress and curves
+    assert len(epochs) == 3 and steps
+    assert len(panel.curves.loss) == len(steps)
+    assert len(panel.curves.accuracy) == 3  # held-out accuracy per epoch
+    assert panel.progress_bar.value() == panel.progress_bar.maximum()
+    # the new model is kept, with a card, and has the new label
+    assert panel.new_model and Path(panel.new_model).parent == tmp_path / "models"
+    card = read_card_header(panel.new_model)
+    assert card["labels"][: len(LABELS)] == LABELS and card["labels"][-1] == "sunset"
+    assert card["provenance"]["init"] == str(tiny_model_path)
+    # compared on the held-out images: both models, per label, "sunset" new
+    n_held = held_out_count(library)
+    assert n_held > 0
+    assert f"On {n_held} held-out images" in panel.result_summary.text()
+    assert [r["metric"] for r in panel.comparison.overall] == ["precision", "recall", "accuracy", "mAP"]
+    assert all(r["current"] is not None and r["new"] is not None for r in panel.comparison.overall)
+    rows = {r["label"]: r for r in panel.comparison.rows}
+    assert sum(r["support"] for lab, r in rows.items() if lab in ("stripes", "dots")) == n_held
+    if "sunset" in rows:
+        assert rows["sunset"]["is_new"] and rows["sunset"]["f1_old"] is None
+    assert panel.comparison_view.model().rowCount() == len(panel.comparison.rows)
+    # make it active; the main window would load it and tell the panel
+    assert panel.activate_button.isEnabled()
+    panel.activate_button.click()
+    assert activated == [panel.new_model]
+    panel.set_current_model(panel.new_model)
+    assert panel.kept_models.rowCount() == 1
+    assert panel.kept_models.data(panel.kept_models.index(0, 0)).startswith("●")
+    # switch back to an earlier model from the kept list
+    older = ModelRegistry(tmp_path / "models").new_model_path("older")
+    older.write_bytes(Path(tiny_model_path).read_bytes())
+    panel.kept_models.refresh()
+    row = next(i for i in range(panel.kept_models.rowCount()) if panel.kept_models.model_at(i).path == older)
+    panel.kept_view.selectRow(row)
+    panel.use_kept_button.click()
+    assert activated[-1] == str(older)
+    library.close()
+
+
+def test_cancel_keeps_checkpoint(qtbot, panel, tmp_path, tiny_model_path):
+    library = confirmed_library(tmp_path / "images", new_tag=None)
+    panel.set_current_model(tiny_model_path)
+    panel.set_library(library)
+    set_quick_options(panel, epochs=200)
+    ended = []
+    panel.trainingEnded.connect(ended.append)
+    assert panel.start_training()
+    qtbot.waitUntil(lambda: len(panel.curves.accuracy) >= 1, timeout=TIMEOUT)
+    with qtbot.waitSignal(panel.trainingEnded, timeout=TIMEOUT):
+        panel.cancel_button.click()
+    assert ended == ["cancelled"]
+    assert "Cancelled" in panel.result_summary.text()
+    run_dir = panel._run_dir
+    assert (run_dir / "model.safetensors.ckpt" / "last.safetensors").is_file()
+    assert (run_dir / "model.safetensors").is_file()
+    assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.new_model is None and not panel.activate_button.isEnabled()
+    library.close()
+
+
+def test_crashing_trainer_is_reported(qtbot, panel, tmp_path, tiny_model_path):
+    library = confirmed_library(tmp_path / "images", new_tag=None)
+    broken = tmp_path / "broken.safetensors"
+    data = bytearray(Path(tiny_model_path).read_bytes())
+    broken.write_bytes(bytes(data[: len(data) // 2]))  # a truncated model: the card reads, the weights don't
+    panel.set_current_model(broken)
+    panel.set_library(library)
+    set_quick_options(panel)
+    with qtbot.waitSignal(panel.trainingEnded, timeout=TIMEOUT) as ended:
+        assert panel.start_training()
+    assert ended.args == ["failed"]
+    assert "truncated" in panel.last_error or "broken.safetensors" in panel.last_error
+    assert "Training failed" in panel.result_summary.text()
+    assert panel.start_button.isEnabled()
+    library.close()
+
+
+def test_trainer_process_reports_a_crash_with_its_stderr(qtbot, tmp_path):
+    """A trainer that dies without an "error" event (here: a Python exception) reports stderr's tail."""
+    from tagger_app.workers.trainer_process import TrainerProcess, TrainRequest
+
+    trainer = TrainerProcess()
+    request = TrainRequest(
+        data=[str(tmp_path / "nothing-here")], out=str(tmp_path / "m.safetensors"), extra=["--bogus-flag"]
+    )
+    with qtbot.waitSignal(trainer.failed, timeout=60_000) as failed:
+        trainer.start(request)
+    message, tail = failed.args
+    assert "bogus-flag" in tail and "exit code 2" in message
+    assert not trainer.is_running()
+
+
+def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_path):
+    here = confirmed_library(tmp_path / "here", count=6, new_tag=None)
+    there = confirmed_library(tmp_path / "there", count=6, new_tag="extra")
+    there.close()
+    never_opened = tmp_path / "never"
+    never_opened.mkdir()
+    panel.set_current_model(tiny_model_path)
+    panel.set_library(here, [str(here.root), str(tmp_path / "there"), str(never_opened)])
+    assert panel.other_list.count() == 2
+    assert panel.n_train + panel.n_held_out == 6
+    panel.other_list.item(0).setCheckState(Qt.CheckState.Checked)
+    assert panel.n_train + panel.n_held_out == 12
+    assert "extra" in {r[0] for r in panel.label_counts.rows}
+    panel.other_list.item(1).setCheckState(Qt.CheckState.Checked)
+    assert not (never_opened / ".mlcnn-tagger").exists()  # the panel never creates a library
+    here.close()

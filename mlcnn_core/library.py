@@ -141,6 +141,12 @@ class ModelInfo:
     name: str | None = None
     hash: str | None = None
 
+    @classmethod
+    def for_model(cls, model) -> ModelInfo:
+        """Which model made a prediction: a loaded :class:`mlcnn_core.modelfile.TaggerModel`."""
+        digest = hashlib.sha256(Path(model.path).read_bytes()).hexdigest()[:16] if model.path else None
+        return cls(id=model.card.get("created") or digest, name=model.name, hash=digest)
+
 
 @dataclass(frozen=True)
 class ScanResult:

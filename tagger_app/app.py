@@ -1,0 +1,76 @@
+"""Start the application: ``tagger-app [FOLDER] [--demo] [--model FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+DEMO_SOURCE = Path(__file__).resolve().parent.parent / "resources" / "demo"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tagger-app", description="Tag artwork with a multi-label CNN.")
+    parser.add_argument("folder", nargs="?", help="a folder of images to open")
+    parser.add_argument("--demo", action="store_true", help="copy the demo folder to your data folder and open it")
+    parser.add_argument("--model", help="a .safetensors model to use instead of the starter model")
+    parser.add_argument("--settings", help="an INI file for the settings (default: the platform's location)")
+    return parser.parse_args(argv)
+
+
+def user_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False))
+
+
+def prepare_demo(source: Path = DEMO_SOURCE, data_dir: Path | None = None) -> Path:
+    """Copy ``resources/demo`` to ``<user data>/demo`` (once) and return the copy.
+
+    Raises FileNotFoundError with a clear message when the demo folder is not installed.
+    """
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"The demo folder is not installed ({source} does not exist); open a folder of your own instead."
+        )
+    target = (data_dir or user_data_dir()) / "demo"
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(".demo-copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns(".mlcnn-tagger"))
+        partial.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from tagger_app.main_window import MainWindow
+    from tagger_app.settings import APPLICATION, ORGANIZATION, AppSettings
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    settings = AppSettings(args.settings)
+    window = MainWindow(settings, load_default_model=args.model is None)
+    if args.model:
+        window.load_model(args.model)
+    window.show()
+
+    folder = args.folder
+    if args.demo:
+        try:
+            folder = str(prepare_demo())
+        except (FileNotFoundError, OSError) as exc:
+            print(f"tagger-app: {exc}", file=sys.stderr)
+            QMessageBox.warning(window, "Demo folder", str(exc))
+    if folder:
+        window.open_folder(folder)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,750 @@
+"""The main window: builds the parts and wires their signals. It computes nothing itself.
+
+Threads: the GUI thread shows and edits (tiny SQLite transactions for a person's edits); the library
+thread opens folders and writes sidecars; the predictor thread owns the model (torch is imported
+there, never here); thread pools decode thumbnails and the viewed image.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QImage, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QWidget,
+)
+
+from mlcnn_core.library import Library
+from tagger_app.edit_commands import FolderTagCommand, ImageTagsCommand
+from tagger_app.models.image_list_model import ImageListModel
+from tagger_app.settings import AppSettings
+from tagger_app.widgets.gallery import GalleryPanel
+from tagger_app.widgets.info_dialogs import ShortcutsDialog, TextDialog, format_model_card
+from tagger_app.widgets.settings_dialog import SidecarSettingsDialog
+from tagger_app.widgets.tag_panel import FolderTagsPanel, TagPanel
+from tagger_app.widgets.viewer import ViewerPanel
+from tagger_app.workers.image_loader import FullImageLoader, ThumbnailLoader
+from tagger_app.workers.library_worker import LibraryThread, OpenedFolder, OpenRequest, SidecarReport, SidecarRequest
+from tagger_app.workers.predictor_worker import ModelSummary, PredictionJob, PredictionResult, PredictorThread
+
+MAPS_CACHE_SIZE = 64
+NO_MODEL_TEXT = "No model loaded (Model ▸ Open model…)"
+
+
+class MainWindow(QMainWindow):
+    folderOpened = Signal(str)  # root
+    folderFailed = Signal(str)  # message
+    modelReady = Signal(object)  # ModelSummary
+    modelFailed = Signal(str)
+    predictionShown = Signal(int)  # image id whose result arrived
+    batchFinished = Signal(int, int, bool)  # done, total, cancelled
+    sidecarsWritten = Signal(object)  # SidecarReport
+    imageShown = Signal(int)  # image id now in the viewer
+
+    def __init__(self, settings: AppSettings | None = None, load_default_model: bool = True):
+        super().__init__()
+        self.settings = settings or AppSettings()
+        self.setWindowTitle("MLCNN Tagger")
+        self.setAcceptDrops(True)
+        self.resize(1400, 900)
+
+        self.library: Library | None = None
+        self.model: ModelSummary | None = None
+        self.current_id = -1
+        self.failed_sidecars: dict[int, str] = {}
+        self.last_error = ""
+        self.error_dialogs = True
+        self._maps: OrderedDict[int, PredictionResult] = OrderedDict()
+        self._opening: str | None = None
+
+        self.thumbnails = ThumbnailLoader(parent=self)
+        self.image_loader = FullImageLoader(parent=self)
+        self.images = ImageListModel(self.thumbnails, self)
+        self.gallery = GalleryPanel(self.images)
+        self.viewer = ViewerPanel()
+        self.viewer.opacity.setValue(self.settings.overlay_opacity)
+        self.tag_panel = TagPanel()
+        self.folder_tags = FolderTagsPanel()
+        self.undo_stack = QUndoStack(self)
+        self.predictor = PredictorThread(self)
+        self.library_thread = LibraryThread(self)
+
+        self._build_layout()
+        self._build_status_bar()
+        self._build_menus()
+        self._connect()
+
+        self._folder_tags_timer = QTimer(self)
+        self._folder_tags_timer.setSingleShot(True)
+        self._folder_tags_timer.setInterval(600)
+        self._folder_tags_timer.timeout.connect(self.refresh_folder_tags)
+
+        if load_default_model:
+            self.load_default_model()
+
+    # ------------------------------------------------------------------------------- building
+
+    def _build_layout(self) -> None:
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.gallery)
+        splitter.addWidget(self.viewer)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([520, 880])
+        self.setCentralWidget(splitter)
+
+        self.tags_dock = self._dock("Tags", self.tag_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.folder_tags_dock = self._dock("Folder tags", self.folder_tags, Qt.DockWidgetArea.RightDockWidgetArea)
+        # The training panel (widgets/training_panel.py, with its trainer process in workers/) is built
+        # the first time its dock is shown, so start-up never pays for it.
+        self.training_panel = None
+        self.training_dock = self._dock("Training", QWidget(), Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.training_dock.hide()
+        self.training_dock.visibilityChanged.connect(lambda visible: visible and self.ensure_training_panel())
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.replace(" ", "_").lower() + "_dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def ensure_training_panel(self):
+        """Create the training panel (once) and give it the folder and the model."""
+        if self.training_panel is None:
+            from tagger_app.widgets.training_panel import TrainingPanel
+
+            self.training_panel = TrainingPanel(self)
+            self.training_panel.activateModelRequested.connect(self.load_model)
+            self.training_dock.setWidget(self.training_panel)
+            self._update_training_panel()
+        return self.training_panel
+
+    def _update_training_panel(self) -> None:
+        if self.training_panel is not None:
+            self.training_panel.set_library(self.library, self.settings.recent_folders)
+            self.training_panel.set_current_model(self.model.path if self.model else None)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.counts_label = QLabel()
+        self.model_label = QLabel(NO_MODEL_TEXT)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.eta_label = QLabel()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop tagging (Esc)")
+        for widget in (self.progress, self.eta_label, self.cancel_button):
+            widget.setVisible(False)
+        bar.addPermanentWidget(self.counts_label)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.eta_label)
+        bar.addPermanentWidget(self.cancel_button)
+        bar.addPermanentWidget(self.model_label)
+
+    def _action(self, menu, text: str, slot: Callable, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(k) for k in keys])
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work whichever panel has focus
+        self.shortcut_actions.append(action)
+        return action
+
+    def _build_menus(self) -> None:
+        self.shortcut_actions: list[QAction] = []
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "&Open folder…", self.choose_folder, QKeySequence.StandardKey.Open)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self._rebuild_recent_menu()
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        edit_menu = menu.addMenu("&Edit")
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcuts(QKeySequence.StandardKey.Undo)
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for action in (undo, redo):
+            edit_menu.addAction(action)
+            self.shortcut_actions.append(action)
+        edit_menu.addSeparator()
+        self._action(edit_menu, "&Confirm selected tag", self._confirm_selected_tag, "C")
+        self._action(edit_menu, "Re&ject selected tag", self._reject_selected_tag, ["X", "Delete"])
+        self._action(edit_menu, "Confirm &all tags of this image", self.confirm_all, ["Ctrl+Return", "Y"])
+        self._action(edit_menu, "Add a &tag…", self.tag_panel.focus_add_field, "T")
+        edit_menu.addSeparator()
+        self._action(edit_menu, "Re&name a tag across the folder…", self._rename_selected_folder_tag)
+        self._action(edit_menu, "&Delete a tag from the folder…", self._delete_selected_folder_tag)
+
+        view_menu = menu.addMenu("&View")
+        self._action(view_menu, "&Next image", lambda: self.gallery.step(1), ["J", "Ctrl+Right"])
+        self._action(view_menu, "&Previous image", lambda: self.gallery.step(-1), ["K", "Ctrl+Left"])
+        self._action(view_menu, "Next &unreviewed image", self.gallery.next_unreviewed, "N")
+        view_menu.addSeparator()
+        self._action(view_menu, "&Winner map overlay", self.viewer.show_winner_map, "W")
+        self._action(view_menu, "Next &label's map", lambda: self.viewer.cycle_label(1), "L")
+        self._action(view_menu, "Previous label's map", lambda: self.viewer.cycle_label(-1), "Shift+L")
+        self._action(view_menu, "Overlay &off", self.viewer.hide_overlay, "O")
+        self._action(view_menu, "&Fit image", self.viewer.view.fit, "F")
+        self._action(view_menu, "Zoom &in", lambda: self.viewer.view.zoom(1.25), QKeySequence.StandardKey.ZoomIn)
+        self._action(view_menu, "Zoom ou&t", lambda: self.viewer.view.zoom(0.8), QKeySequence.StandardKey.ZoomOut)
+        self._action(view_menu, "Filter &tags", self.gallery.tag_filter.setFocus, "Ctrl+F")
+        view_menu.addSeparator()
+        for dock in (self.tags_dock, self.folder_tags_dock, self.training_dock):
+            view_menu.addAction(dock.toggleViewAction())
+
+        tag_menu = menu.addMenu("&Tag")
+        self._action(tag_menu, "Tag &selected images", self.tag_selected, "Ctrl+P")
+        self._action(tag_menu, "Tag &untagged images", self.tag_untagged, "Ctrl+Shift+P")
+        self._action(tag_menu, "Tag &all images", self.tag_all, "Ctrl+Alt+P")
+        self._action(tag_menu, "&Cancel tagging", self.cancel_tagging, "Esc")
+
+        model_menu = menu.addMenu("&Model")
+        self._action(model_menu, "&Open model…", self.choose_model, "Ctrl+M")
+        self._action(model_menu, "Model &card…", self.show_model_card)
+        self._action(model_menu, "&Unload model", self.unload_model)
+        self._action(model_menu, "Use the &starter model", self.load_starter_model)
+
+        sidecar_menu = menu.addMenu("&Sidecars")
+        self._action(sidecar_menu, "&Settings…", self.edit_sidecar_settings)
+        self._action(sidecar_menu, "Write sidecars for this &image", self.write_current_sidecar, "Ctrl+S")
+        self._action(
+            sidecar_menu, "Write &predicted tags for all predicted images…", self._confirm_write_predicted_sidecars
+        )
+        self.retry_action = self._action(sidecar_menu, "&Retry failed writes", self.retry_failed_sidecars)
+        self.retry_action.setEnabled(False)
+
+        training_menu = menu.addMenu("T&raining")
+        self._action(training_menu, "Show &training panel", self._show_training)
+
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, QKeySequence.StandardKey.HelpContents)
+        self._action(help_menu, "&About", self._about)
+
+    def _connect(self) -> None:
+        worker = self.predictor.worker
+        worker.modelLoaded.connect(self._on_model_loaded)
+        worker.modelFailed.connect(self._on_model_failed)
+        worker.modelUnloaded.connect(self._on_model_unloaded)
+        worker.predicted.connect(self._on_predicted)
+        worker.imageFailed.connect(self._on_image_failed)
+        worker.progress.connect(self._on_progress)
+        worker.batchFinished.connect(self._on_batch_finished)
+        lib_worker = self.library_thread.worker
+        lib_worker.opened.connect(self._on_folder_opened)
+        lib_worker.openFailed.connect(self._on_folder_failed)
+        lib_worker.sidecarsDone.connect(self._on_sidecars_done)
+        self.gallery.currentImageChanged.connect(self.show_image)
+        self.image_loader.loaded.connect(self._on_image_decoded)
+        self.tag_panel.confirmRequested.connect(self.confirm_tag)
+        self.tag_panel.rejectRequested.connect(self.reject_tag)
+        self.tag_panel.removeRequested.connect(self.remove_tag)
+        self.tag_panel.addRequested.connect(self.add_tag)
+        self.tag_panel.confirmAllRequested.connect(self.confirm_all)
+        self.tag_panel.tagChosen.connect(self.viewer.show_label)
+        self.folder_tags.filterRequested.connect(self.gallery.set_tag_filter)
+        self.folder_tags.renameRequested.connect(self.rename_tag)
+        self.folder_tags.deleteRequested.connect(self.delete_tag)
+        self.cancel_button.clicked.connect(self.cancel_tagging)
+        self.viewer.opacity.valueChanged.connect(lambda v: setattr(self.settings, "overlay_opacity", v))
+
+    # ------------------------------------------------------------------------------- folders
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images")
+        if folder:
+            self.open_folder(folder)
+
+    def open_folder(self, folder: str | Path) -> None:
+        folder = str(folder)
+        if not Path(folder).is_dir():
+            self._report(f"{folder} is not a folder", error=True)
+            self.folderFailed.emit(f"{folder} is not a folder")
+            return
+        self.cancel_tagging()
+        self.predictor.worker.set_library(None)
+        self.undo_stack.clear()
+        self.thumbnails.reset()
+        self._maps.clear()
+        self.current_id = -1
+        self.images.clear()
+        self.viewer.clear()
+        self.tag_panel.clear()
+        self._opening = folder
+        self.statusBar().showMessage(f"Opening {folder}…")
+        self.library_thread.openRequested.emit(
+            OpenRequest(folder, self.settings.import_sidecars, self.settings.import_as_confirmed)
+        )
+
+    def _on_folder_opened(self, opened: OpenedFolder) -> None:
+        if self._opening is None or Path(self._opening).resolve() != opened.library.root:
+            opened.library.close()  # a later open superseded this one
+            return
+        self._opening = None
+        old, self.library = self.library, opened.library
+        self.predictor.worker.set_library(self.library)
+        if old is not None:
+            old.close()
+        self.images.set_records(self.library.root, opened.records)
+        self.images.sort_by(self.gallery.sort_key())
+        self.gallery.proxy.set_tag_sets(
+            {i: {t.tag for t in records if t.is_positive} for i, records in opened.tags.items()}
+        )
+        self.gallery.apply_tag_filter()
+        self.refresh_folder_tags()
+        self.settings.add_recent_folder(self.library.root)
+        self._rebuild_recent_menu()
+        self.setWindowTitle(f"{self.library.root.name} — MLCNN Tagger")
+        message = f"Opened {self.library.root}: {len(opened.records)} images in {opened.seconds:.2f} s"
+        if opened.import_errors:
+            message += f"; {len(opened.import_errors)} sidecars could not be read ({opened.import_errors[0]})"
+        self.statusBar().showMessage(message, 15000)
+        if opened.fallback_reason:
+            self._report(opened.fallback_reason, error=False)
+        if not opened.records:
+            self._report(f"No images (JPEG, PNG, WebP, BMP, TIFF, GIF) in {self.library.root}", error=False)
+        self.gallery.select_row(0)
+        self._update_training_panel()
+        self.folderOpened.emit(str(self.library.root))
+
+    def _on_folder_failed(self, folder: str, message: str) -> None:
+        self._opening = None
+        self._report(f"Cannot open {folder}: {message}", error=True)
+        self.folderFailed.emit(message)
+
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.settings.recent_folders:
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: self.open_folder(f))
+        self.recent_menu.setEnabled(bool(self.settings.recent_folders))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile() and Path(urls[0].toLocalFile()).is_dir():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile():
+            self.open_folder(urls[0].toLocalFile())
+            event.acceptProposedAction()
+
+    # ------------------------------------------------------------------------------- the current image
+
+    def show_image(self, image_id: int) -> None:
+        self.current_id = image_id
+        if image_id < 0 or self.library is None:
+            self.viewer.clear()
+            self.tag_panel.clear()
+            return
+        record = self.images.record_by_id(image_id)
+        if record is None:
+            return
+        path = self.library.abspath(record.path)
+        self.image_loader.load(image_id, path)
+        self._refresh_tag_panel()
+        cached = self._maps.get(image_id)
+        if cached is not None:
+            self._maps.move_to_end(image_id)
+            self.viewer.set_maps(cached.maps, cached.winner, cached.label_names)
+        else:
+            self.viewer.set_maps(None, None)
+            if self.model is not None:
+                # the selected image jumps the queue; an unreviewed one gets its proposals stored
+                store = record.status == "untagged"
+                self.predictor.worker.enqueue([PredictionJob(image_id, path, store=store)], first=True)
+        self.imageShown.emit(image_id)
+
+    def _on_image_decoded(self, image_id, image: QImage) -> None:
+        if image_id != self.current_id:
+            return
+        self.viewer.set_image(image)
+        if image.isNull():
+            self.viewer.hover_label.setText("This file cannot be read as an image")
+
+    def _refresh_tag_panel(self) -> None:
+        if self.library is None or self.current_id < 0:
+            return
+        record = self.library.image(self.current_id)
+        prediction = self.library.prediction(self.current_id)
+        cached = self._maps.get(self.current_id)
+        scores = cached.confidences if cached is not None else (prediction.scores if prediction else {})
+        self.tag_panel.set_image(record.path, record.status, self.library.tags(self.current_id), scores)
+
+    # ------------------------------------------------------------------------------- prediction
+
+    def _on_predicted(self, result: PredictionResult) -> None:
+        self._maps[result.image_id] = result
+        self._maps.move_to_end(result.image_id)
+        while len(self._maps) > MAPS_CACHE_SIZE:
+            self._maps.popitem(last=False)
+        if result.record is not None:
+            self.images.update_record(result.record)
+            self.gallery.proxy.update_tags(result.image_id, {t.tag for t in result.tags if t.is_positive})
+            self._folder_tags_timer.start()
+        if result.image_id == self.current_id:
+            self.viewer.set_maps(result.maps, result.winner, result.label_names)
+            if result.record is not None:
+                self.tag_panel.set_image(result.record.path, result.record.status, result.tags, result.confidences)
+            else:
+                self._refresh_tag_panel()
+        self.predictionShown.emit(result.image_id)
+
+    def _on_image_failed(self, image_id: int, message: str) -> None:
+        self.statusBar().showMessage(f"Cannot predict image {image_id}: {message}", 10000)
+
+    def _tag(self, image_ids: list[int]) -> int:
+        if self.library is None or not image_ids:
+            return 0
+        if self.model is None:
+            self._report("No model loaded: open one from the Model menu first.", error=True)
+            return 0
+        jobs = []
+        for image_id in image_ids:
+            record = self.images.record_by_id(image_id)
+            if record is not None:
+                jobs.append(PredictionJob(image_id, self.library.abspath(record.path), store=True, batch=True))
+        self.progress.setRange(0, 0)
+        for widget in (self.progress, self.eta_label, self.cancel_button):
+            widget.setVisible(True)
+        self.eta_label.setText(f"0 / {len(jobs)}")
+        self.predictor.worker.enqueue(jobs)
+        return len(jobs)
+
+    def tag_selected(self) -> int:
+        ids = self.gallery.selected_image_ids() or ([self.current_id] if self.current_id >= 0 else [])
+        return self._tag(ids)
+
+    def tag_untagged(self) -> int:
+        return self._tag([r.id for r in self.images.records() if r.status == "untagged"])
+
+    def tag_all(self) -> int:
+        return self._tag([r.id for r in self.images.records()])
+
+    def cancel_tagging(self) -> None:
+        self.predictor.worker.cancel_batch()
+
+    def _on_progress(self, done: int, total: int, elapsed: float) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        remaining = elapsed / done * (total - done) if done else 0.0
+        self.eta_label.setText(f"{done} / {total} · ETA {_duration(remaining)}")
+
+    def _on_batch_finished(self, done: int, total: int, cancelled: bool) -> None:
+        for widget in (self.progress, self.eta_label, self.cancel_button):
+            widget.setVisible(False)
+        verb = "Cancelled after" if cancelled else "Tagged"
+        self.statusBar().showMessage(f"{verb} {done} of {total} images", 10000)
+        self.refresh_folder_tags()
+        self.batchFinished.emit(done, total, cancelled)
+
+    # ------------------------------------------------------------------------------- models
+
+    def load_default_model(self) -> None:
+        saved = self.settings.model_path
+        if saved and Path(saved).is_file():
+            self.load_model(saved)
+        else:
+            self.load_starter_model(quiet=True)
+
+    def load_starter_model(self, quiet: bool = False) -> None:
+        from mlcnn_core.modelfile import starter_model_path
+
+        path = starter_model_path()
+        if path is None:
+            self.model_label.setText(NO_MODEL_TEXT)
+            if not quiet:
+                self._report("No starter model is installed (resources/models/starter.safetensors).", error=True)
+            return
+        self.load_model(path)
+
+    def choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a model", "", "Models (*.safetensors)")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path: str | Path) -> None:
+        self.model_label.setText(f"Loading model {Path(path).name}…")
+        self.predictor.loadRequested.emit(str(path))
+
+    def unload_model(self) -> None:
+        self.predictor.unloadRequested.emit()
+
+    def _on_model_loaded(self, summary: ModelSummary) -> None:
+        self.model = summary
+        self.settings.model_path = summary.path
+        self._maps.clear()
+        self.model_label.setText(f"Model: {summary.name} · {len(summary.labels)} labels · {summary.device}")
+        self.viewer.set_labels(summary.labels)
+        self._update_completions()
+        if self.current_id >= 0:
+            self.show_image(self.current_id)
+        self._update_training_panel()
+        self.modelReady.emit(summary)
+
+    def _on_model_failed(self, message: str) -> None:
+        self.model_label.setText(NO_MODEL_TEXT if self.model is None else self.model_label.text())
+        self._report(f"Cannot load the model: {message}", error=True)
+        self.modelFailed.emit(message)
+
+    def _on_model_unloaded(self) -> None:
+        self.model = None
+        self.model_label.setText(NO_MODEL_TEXT)
+        self.settings.model_path = ""
+        self._update_training_panel()
+
+    def show_model_card(self) -> None:
+        if self.model is None:
+            self._report("No model loaded.", error=False)
+            return
+        TextDialog("Model card", format_model_card(self.model.card, self.model.path, self.model.device), self).open()
+
+    # ------------------------------------------------------------------------------- edits
+
+    def _edit_current(self, text: str, apply: Callable[[Library], object]) -> bool:
+        if self.library is None or self.current_id < 0:
+            return False
+        self.undo_stack.push(ImageTagsCommand(text, self.library, self.current_id, apply, self._after_edit))
+        return True
+
+    def confirm_tag(self, tag: str) -> bool:
+        image_id = self.current_id
+        return self._edit_current(f"Confirm “{tag}”", lambda lib: lib.set_tag(image_id, tag, "confirmed"))
+
+    def reject_tag(self, tag: str) -> bool:
+        image_id = self.current_id
+        return self._edit_current(f"Reject “{tag}”", lambda lib: lib.set_tag(image_id, tag, "rejected"))
+
+    def remove_tag(self, tag: str) -> bool:
+        image_id = self.current_id
+        return self._edit_current(f"Remove “{tag}”", lambda lib: lib.remove_tag(image_id, tag))
+
+    def add_tag(self, tag: str) -> bool:
+        if self.library is None or self.current_id < 0:
+            return False
+        image_id = self.current_id
+        existing = self.library.tag_record(image_id, tag)
+        state = "confirmed" if existing is not None and existing.source != "human" else "added"
+        return self._edit_current(f"Add “{tag}”", lambda lib: lib.set_tag(image_id, tag, state))
+
+    def confirm_all(self) -> bool:
+        image_id = self.current_id
+        return self._edit_current("Confirm all tags", lambda lib: lib.confirm_all(image_id))
+
+    def _confirm_selected_tag(self) -> None:
+        tag = self.tag_panel.selected_tag()
+        if tag:
+            self.confirm_tag(tag)
+
+    def _reject_selected_tag(self) -> None:
+        self.tag_panel._reject_selected()
+
+    def rename_tag(self, old: str, new: str | None = None) -> bool:
+        if self.library is None:
+            return False
+        if new is None:
+            new, ok = QInputDialog.getText(self, "Rename a tag", f"Rename “{old}” on every image to:", text=old)
+            if not ok:
+                return False
+        new = " ".join(new.split())
+        if not new or new == old:
+            return False
+        self.undo_stack.push(
+            FolderTagCommand(
+                f"Rename “{old}” to “{new}”", self.library, old, lambda lib: lib.rename_tag(old, new), self._after_edit
+            )
+        )
+        return True
+
+    def delete_tag(self, tag: str, confirm: bool = True) -> bool:
+        if self.library is None:
+            return False
+        if confirm:
+            answer = QMessageBox.question(self, "Delete a tag", f"Remove “{tag}” from every image in this folder?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        self.undo_stack.push(
+            FolderTagCommand(f"Delete “{tag}”", self.library, tag, lambda lib: lib.delete_tag(tag), self._after_edit)
+        )
+        return True
+
+    def _rename_selected_folder_tag(self) -> None:
+        tag = self.folder_tags.selected_tag() or self.tag_panel.selected_tag()
+        if tag:
+            self.rename_tag(tag)
+
+    def _delete_selected_folder_tag(self) -> None:
+        tag = self.folder_tags.selected_tag() or self.tag_panel.selected_tag()
+        if tag:
+            self.delete_tag(tag)
+
+    def _after_edit(self, image_ids: list[int]) -> None:
+        if self.library is None:
+            return
+        confirmed = []
+        for image_id in image_ids:
+            record = self.library.image(image_id)
+            self.images.update_record(record)
+            self.gallery.proxy.update_tags(image_id, set(self.library.positive_tags(image_id)))
+            if record.status == "confirmed":
+                confirmed.append(image_id)
+        if self.current_id in image_ids:
+            self._refresh_tag_panel()
+        self._folder_tags_timer.start()
+        if confirmed and self.settings.write_on_confirm:
+            self.write_sidecars(confirmed, "human")
+
+    # ------------------------------------------------------------------------------- sidecars
+
+    def write_sidecars(self, image_ids: list[int], content: str = "human") -> bool:
+        formats = self.settings.sidecar_formats
+        if self.library is None or not image_ids or not formats:
+            return False
+        self.library_thread.sidecarsRequested.emit(
+            SidecarRequest(list(image_ids), formats, self.settings.naming, self.settings.write_policy, content)
+        )
+        return True
+
+    def write_current_sidecar(self) -> bool:
+        return self.current_id >= 0 and self.write_sidecars([self.current_id], "human")
+
+    def write_predicted_sidecars(self) -> int:
+        """A batch of predictions to sidecars, as machine tags (recorded so in the library)."""
+        ids = [r.id for r in self.images.records() if r.status == "predicted"]
+        self.write_sidecars(ids, "machine")
+        return len(ids)
+
+    def _confirm_write_predicted_sidecars(self) -> None:
+        count = sum(r.status == "predicted" for r in self.images.records())
+        answer = QMessageBox.question(
+            self,
+            "Write predicted tags",
+            f"Write the model's proposals for {count} unreviewed images to sidecars "
+            f"({', '.join(self.settings.sidecar_formats) or 'no format chosen'}, policy "
+            f"{self.settings.write_policy})?",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.write_predicted_sidecars()
+
+    def retry_failed_sidecars(self) -> int:
+        if self.library is None:
+            return 0
+        failed = [i for i, _ in self.library.failed_sidecars()]
+        human = [i for i in failed if self.library.image(i).status == "confirmed"]
+        machine = [i for i in failed if i not in set(human)]
+        self.write_sidecars(human, "human")
+        self.write_sidecars(machine, "machine")
+        return len(failed)
+
+    def _on_sidecars_done(self, report: SidecarReport) -> None:
+        for image_id in report.written:
+            self.failed_sidecars.pop(image_id, None)
+        self.failed_sidecars.update(report.failed)
+        self.retry_action.setEnabled(bool(self.failed_sidecars))
+        if report.failed:
+            first = next(iter(report.failed.values()))
+            self._report(
+                f"{len(report.failed)} sidecar(s) could not be written — the tags are kept in the library; "
+                f"Sidecars ▸ Retry failed writes. First error: {first}",
+                error=True,
+            )
+        elif report.written:
+            paths = [p.name for paths in report.written.values() for p in paths]
+            shown = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
+            self.statusBar().showMessage(f"Wrote {len(paths)} sidecar file(s): {shown}", 8000)
+        self.sidecarsWritten.emit(report)
+
+    def edit_sidecar_settings(self) -> None:
+        dialog = SidecarSettingsDialog(self.settings, self)
+        dialog.accepted.connect(dialog.apply)
+        dialog.open()
+
+    # ------------------------------------------------------------------------------- misc
+
+    def refresh_folder_tags(self) -> None:
+        if self.library is None:
+            self.folder_tags.model.set_counts([])
+            return
+        self.folder_tags.model.set_counts(self.library.all_tags())
+        counts = self.library.status_counts()
+        self.counts_label.setText(" · ".join(f"{v} {k}" for k, v in counts.items()))
+        self._update_completions()
+
+    def _update_completions(self) -> None:
+        labels = self.model.labels if self.model else []
+        self.tag_panel.set_completions(list(labels) + self.folder_tags.model.tags())
+
+    def _report(self, message: str, error: bool) -> None:
+        """Status bar for everything; errors also in a non-blocking message box (``error_dialogs``)."""
+        self.last_error = message if error else self.last_error
+        self.statusBar().showMessage(message, 20000)
+        if error and self.isVisible() and self.error_dialogs:
+            box = QMessageBox(QMessageBox.Icon.Warning, "MLCNN Tagger", message, QMessageBox.StandardButton.Ok, self)
+            box.open()
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        dialog = ShortcutsDialog(self.shortcut_actions, self)
+        dialog.open()
+        return dialog
+
+    def _show_training(self) -> None:
+        self.ensure_training_panel()
+        self.training_dock.show()
+        self.training_dock.raise_()
+
+    def _about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About MLCNN Tagger",
+            "Tags artwork with the multi-label CNN of Vallet & Sakamoto (2015): per-label confidence maps, "
+            "sidecars, fine-tuning from corrections.",
+        )
+
+    def sizeHint(self) -> QSize:
+        return QSize(1400, 900)
+
+    def shutdown(self) -> None:
+        """Stop the workers and close the library (also done on close)."""
+        if self.training_panel is not None:
+            self.training_panel.shutdown()
+        self.predictor.stop()
+        self.library_thread.stop()
+        self.thumbnails.reset()
+        self.thumbnails.wait(5000)
+        self.image_loader.wait(5000)
+        if self.library is not None:
+            self.library.close()
+            self.library = None
+        self.settings.sync()
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

@@ -1,0 +1,135 @@
+"""Tag models: the current image's tags (with origin and confidence) and the folder's tags with counts."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+
+from mlcnn_core.library import TagRecord
+
+Index = QModelIndex | QPersistentModelIndex
+NO_PARENT = QModelIndex()
+TagRole = Qt.ItemDataRole.UserRole + 1
+ConfidenceRole = Qt.ItemDataRole.UserRole + 2
+TagRecordRole = Qt.ItemDataRole.UserRole + 3
+
+# How a tag's origin looks: a person's tags are bold and solid, the machine's italic and blue.
+ORIGIN_STYLE = {
+    ("machine", "predicted"): ("proposed", QColor(40, 100, 200), False, True),
+    ("human", "confirmed"): ("confirmed", QColor(20, 130, 60), True, False),
+    ("human", "added"): ("added", QColor(20, 130, 60), True, False),
+    ("human", "rejected"): ("rejected", QColor(190, 50, 50), False, False),
+    ("sidecar", "imported"): ("from sidecar", QColor(120, 90, 160), False, False),
+}
+
+
+def origin_text(record: TagRecord) -> str:
+    return ORIGIN_STYLE.get((record.source, record.state), (record.state,))[0]
+
+
+class ImageTagModel(QAbstractTableModel):
+    """Columns: tag, confidence (drawn as a bar), origin."""
+
+    COLUMNS = ("Tag", "Confidence", "Origin")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._records: list[TagRecord] = []
+        self._scores: dict[str, float] = {}
+
+    def set_tags(self, records: list[TagRecord], scores: dict[str, float] | None = None) -> None:
+        self.beginResetModel()
+        self._records = list(records)
+        self._scores = dict(scores or {})
+        self.endResetModel()
+
+    def records(self) -> list[TagRecord]:
+        return self._records
+
+    def record(self, row: int) -> TagRecord:
+        return self._records[row]
+
+    def row_of(self, tag: str) -> int | None:
+        for row, record in enumerate(self._records):
+            if record.tag == tag:
+                return row
+        return None
+
+    def confidence(self, record: TagRecord) -> float | None:
+        if record.confidence is not None:
+            return record.confidence
+        return self._scores.get(record.tag)
+
+    def rowCount(self, parent: Index = NO_PARENT) -> int:
+        return 0 if parent.isValid() else len(self._records)
+
+    def columnCount(self, parent: Index = NO_PARENT) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        record = self._records[index.row()]
+        label, color, bold, italic = ORIGIN_STYLE.get(
+            (record.source, record.state), (record.state, QColor(80, 80, 80), False, False)
+        )
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if column == 0:
+                return record.tag
+            if column == 1:
+                value = self.confidence(record)
+                return "" if value is None else f"{value:.2f}"
+            return label
+        if role == Qt.ItemDataRole.ForegroundRole and column != 1:
+            return QBrush(color)
+        if role == Qt.ItemDataRole.FontRole and column == 0:
+            font = QFont()
+            font.setBold(bold)
+            font.setItalic(italic)
+            font.setStrikeOut(record.state == "rejected")
+            return font
+        if role == TagRole:
+            return record.tag
+        if role == ConfidenceRole:
+            return self.confidence(record)
+        if role == TagRecordRole:
+            return record
+        if role == Qt.ItemDataRole.ToolTipRole:
+            who = "a person" if record.source == "human" else record.source
+            return f"{record.tag}: {label} (by {who})"
+        return None
+
+
+class FolderTagModel(QAbstractListModel):
+    """Every tag in the folder with the number of images it applies to."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._rows: list[tuple[str, int]] = []
+
+    def set_counts(self, rows: list[tuple[str, int]]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self.endResetModel()
+
+    def tags(self) -> list[str]:
+        return [t for t, _ in self._rows]
+
+    def rowCount(self, parent: Index = NO_PARENT) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        tag, count = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{tag}  ({count})"
+        if role == TagRole:
+            return tag
+        return None

@@ -1,0 +1,1 @@
+"""Widgets: gallery, viewer with overlays, tag panel, (later) training panel."""

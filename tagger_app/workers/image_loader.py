@@ -1,0 +1,150 @@
+"""Decoding off the GUI thread: thumbnails (scaled decode, LRU cache) and full images for the viewer."""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
+from PySide6.QtGui import QImage, QImageReader, QPixmap
+
+THUMBNAIL_SIZE = 128
+VIEWER_MAX_SIDE = 4096
+
+
+def decode_image(path: Path, max_side: int | None) -> QImage:
+    """Decode ``path`` (first frame, EXIF-oriented), shrunk while decoding so that its longer side
+    is at most ``max_side``. Returns a null QImage when the file cannot be read. Thread-safe."""
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if max_side and size.isValid() and max(size.width(), size.height()) > max_side:
+        reader.setScaledSize(size.scaled(QSize(max_side, max_side), Qt.AspectRatioMode.KeepAspectRatio))
+    image = reader.read()
+    if image.isNull():
+        image = _decode_with_pillow(path, max_side)
+    return image
+
+
+def _decode_with_pillow(path: Path, max_side: int | None) -> QImage:
+    try:
+        from PIL import Image, ImageOps
+
+        with Image.open(path) as im:
+            if max_side:
+                im.draft("RGB", (max_side, max_side))
+            im = ImageOps.exif_transpose(im).convert("RGBA")
+            if max_side:
+                im.thumbnail((max_side, max_side))
+            data = im.tobytes()
+            return QImage(data, im.width, im.height, 4 * im.width, QImage.Format.Format_RGBA8888).copy()
+    except Exception:  # noqa: BLE001 - any decoder failure means "unreadable" here
+        return QImage()
+
+
+class _DecodeSignals(QObject):
+    decoded = Signal(int, object, QImage)  # generation, key, image
+
+
+class _DecodeJob(QRunnable):
+    def __init__(self, signals: _DecodeSignals, generation: int, key, path: Path, max_side: int | None):
+        super().__init__()
+        self.signals, self.generation, self.key, self.path, self.max_side = (
+            signals,
+            generation,
+            key,
+            path,
+            max_side,
+        )
+
+    def run(self) -> None:
+        self.signals.decoded.emit(self.generation, self.key, decode_image(self.path, self.max_side))
+
+
+class ThumbnailLoader(QObject):
+    """Thumbnails by key, decoded on a thread pool, newest request first; bounded LRU cache of pixmaps."""
+
+    ready = Signal(object)  # key
+    failed = Signal(object)
+
+    def __init__(self, size: int = THUMBNAIL_SIZE, cache_limit: int = 3000, threads: int = 2, parent=None):
+        super().__init__(parent)
+        self.size = size
+        self.cache_limit = cache_limit
+        self._cache: OrderedDict[object, QPixmap] = OrderedDict()
+        self._pending: set = set()
+        self._failed: set = set()
+        self._generation = 0
+        self._priority = itertools.count()
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(threads)
+        self._signals = _DecodeSignals()
+        self._signals.decoded.connect(self._on_decoded)
+
+    def thumbnail(self, key, path: Path) -> QPixmap | None:
+        """The cached thumbnail, or None after queueing a decode (``ready`` follows)."""
+        pixmap = self._cache.get(key)
+        if pixmap is not None:
+            self._cache.move_to_end(key)
+            return pixmap
+        if key not in self._pending and key not in self._failed:
+            self._pending.add(key)
+            job = _DecodeJob(self._signals, self._generation, key, path, self.size)
+            # QThreadPool runs higher priorities first: the latest request is what is on screen now
+            self._pool.start(job, min(next(self._priority), 2**31 - 1))
+        return None
+
+    def has_failed(self, key) -> bool:
+        return key in self._failed
+
+    def reset(self) -> None:
+        """Forget everything (a new folder): queued decodes are dropped, late results ignored."""
+        self._generation += 1
+        self._pool.clear()
+        self._pending.clear()
+        self._failed.clear()
+        self._cache.clear()
+
+    def wait(self, msecs: int = 5000) -> bool:
+        return self._pool.waitForDone(msecs)
+
+    def _on_decoded(self, generation: int, key, image: QImage) -> None:
+        if generation != self._generation:
+            return
+        self._pending.discard(key)
+        if image.isNull():
+            self._failed.add(key)
+            self.failed.emit(key)
+            return
+        self._cache[key] = QPixmap.fromImage(image)
+        while len(self._cache) > self.cache_limit:
+            self._cache.popitem(last=False)
+        self.ready.emit(key)
+
+
+class FullImageLoader(QObject):
+    """Decodes the image the viewer shows; only the latest request's result is delivered."""
+
+    loaded = Signal(object, QImage)  # key, image (null when unreadable)
+
+    def __init__(self, max_side: int = VIEWER_MAX_SIDE, parent=None):
+        super().__init__(parent)
+        self.max_side = max_side
+        self._generation = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _DecodeSignals()
+        self._signals.decoded.connect(self._on_decoded)
+
+    def load(self, key, path: Path) -> None:
+        self._generation += 1
+        self._pool.clear()
+        self._pool.start(_DecodeJob(self._signals, self._generation, key, path, self.max_side))
+
+    def wait(self, msecs: int = 5000) -> bool:
+        return self._pool.waitForDone(msecs)
+
+    def _on_decoded(self, generation: int, key, image: QImage) -> None:
+        if generation == self._generation:
+            self.loaded.emit(key, image)

@@ -1,0 +1,243 @@
+"""The prediction worker: a QObject living in its own QThread that owns the model.
+
+torch is imported here, inside the worker's slots, never when the GUI starts. Jobs sit in a queue
+shared with the GUI thread under a lock: the selected image jumps the queue, batches append, cancel
+empties it. Every result is stored in the library by the worker (its own SQLite connection) the
+moment it arrives, then handed to the GUI by signal.
+
+Scores: the core's per-label scores are sums of pruned confidences over the map's positions; the
+worker divides them by the number of positions, giving each label's mean share of the image in
+[0, 1]. That is what the library stores and the tag panel draws as a confidence bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from mlcnn_core.library import ImageRecord, Library, ModelInfo, TagRecord
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    path: str
+    labels: list[str]
+    card: dict
+    device: str
+    hash: str
+
+
+@dataclass
+class PredictionJob:
+    image_id: int
+    path: Path
+    store: bool = True  # False: only the maps are wanted (e.g. viewing an already reviewed image)
+    batch: bool = False
+
+
+@dataclass
+class PredictionResult:
+    image_id: int
+    labels: list[str]
+    confidences: dict[str, float]  # normalised to [0, 1]
+    label_names: list[str]
+    maps: np.ndarray  # float32 [L, h, w]
+    winner: np.ndarray  # int32 [h, w]
+    image_size: tuple[int, int]
+    seconds: float
+    record: ImageRecord | None = None  # the image after the result was stored
+    tags: list[TagRecord] = field(default_factory=list)
+
+
+class PredictorWorker(QObject):
+    modelLoaded = Signal(object)  # ModelSummary
+    modelFailed = Signal(str)
+    modelUnloaded = Signal()
+    predicted = Signal(object)  # PredictionResult
+    imageFailed = Signal(int, str)
+    progress = Signal(int, int, float)  # done, total, seconds since the batch started
+    batchFinished = Signal(int, int, bool)  # done, total, cancelled
+
+    _wake = Signal()
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+        self._queue: deque[PredictionJob] = deque()
+        self._library: Library | None = None
+        self._predictor = None
+        self._model_info = ModelInfo()
+        self._batch_total = 0
+        self._batch_done = 0
+        self._batch_start = 0.0
+        self._scheduled = False
+        self._wake.connect(self._schedule)
+
+    # ---- called from the GUI thread (thread-safe)
+
+    def set_library(self, library: Library | None) -> None:
+        with self._lock:
+            self._library = library
+            self._queue.clear()
+            self._batch_total = self._batch_done = 0
+
+    def enqueue(self, jobs: list[PredictionJob], first: bool = False) -> None:
+        with self._lock:
+            if first:
+                known = {j.image_id for j in jobs}
+                self._queue = deque(j for j in self._queue if j.image_id not in known or j.batch)
+                self._queue.extendleft(reversed(jobs))
+            else:
+                self._queue.extend(jobs)
+            added = sum(j.batch for j in jobs)
+            if added:
+                if self._batch_total == self._batch_done:
+                    self._batch_total = self._batch_done = 0
+                    self._batch_start = time.perf_counter()
+                self._batch_total += added
+        self._wake.emit()
+
+    def cancel_batch(self) -> None:
+        with self._lock:
+            self._queue = deque(j for j in self._queue if not j.batch)
+            done, total = self._batch_done, self._batch_total
+            self._batch_total = self._batch_done = 0
+        if total:
+            self.batchFinished.emit(done, total, True)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    # ---- slots run in the worker thread
+
+    @Slot(str)
+    def load_model(self, path: str) -> None:
+        try:
+            from mlcnn_core.modelfile import ModelFileError, load_model
+            from mlcnn_core.predict import Predictor
+
+            model = load_model(path)
+            predictor = Predictor(model)
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        except (ModelFileError, OSError, ValueError, RuntimeError) as exc:
+            self.modelFailed.emit(str(exc))
+            return
+        self._predictor = predictor
+        self._model_info = ModelInfo(id=model.card.get("created") or digest, name=model.name, hash=digest)
+        device = str(predictor.device) + (" (bf16)" if predictor.bf16 else "")
+        self.modelLoaded.emit(ModelSummary(model.name, str(path), list(model.labels), dict(model.card), device, digest))
+        self._schedule()
+
+    @Slot()
+    def unload_model(self) -> None:
+        self._predictor = None
+        self.cancel_batch()
+        with self._lock:
+            self._queue.clear()
+        self.modelUnloaded.emit()
+
+    @Slot()
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            QTimer.singleShot(0, self._process_one)
+
+    @Slot()
+    def _process_one(self) -> None:
+        # One job per event-loop turn, so load/unload/cancel requests are seen between images.
+        self._scheduled = False
+        if self._predictor is None:
+            return
+        with self._lock:
+            if not self._queue:
+                return
+            job = self._queue.popleft()
+            library = self._library
+        self._run(job, library)
+        with self._lock:
+            more = bool(self._queue)
+        if more:
+            self._schedule()
+
+    def _run(self, job: PredictionJob, library: Library | None) -> None:
+        from mlcnn_core.data import ImageError
+
+        start = time.perf_counter()
+        try:
+            prediction = self._predictor.predict_file(job.path)
+        except (ImageError, OSError, ValueError) as exc:
+            self.imageFailed.emit(job.image_id, str(exc))
+            self._count(job)
+            return
+        positions = max(1, int(np.prod(prediction.maps.shape[1:])))
+        confidences = {k: float(v) / positions for k, v in prediction.confidences.items()}
+        result = PredictionResult(
+            job.image_id,
+            list(prediction.labels),
+            confidences,
+            list(prediction.label_names),
+            prediction.maps,
+            prediction.winner,
+            tuple(prediction.image_size),
+            time.perf_counter() - start,
+        )
+        if job.store and library is not None:
+            try:
+                library.store_prediction(job.image_id, result.labels, confidences, self._model_info)
+                result.record = library.image(job.image_id)
+                result.tags = library.tags(job.image_id)
+            except Exception as exc:  # noqa: BLE001 - a closed or failing library must not kill the worker
+                self.imageFailed.emit(job.image_id, f"cannot store the prediction: {exc}")
+        self.predicted.emit(result)
+        self._count(job)
+
+    def _count(self, job: PredictionJob) -> None:
+        if not job.batch:
+            return
+        with self._lock:
+            if not self._batch_total:
+                return
+            self._batch_done += 1
+            done, total, elapsed = (
+                self._batch_done,
+                self._batch_total,
+                time.perf_counter() - self._batch_start,
+            )
+            finished = done >= total
+            if finished:
+                self._batch_total = self._batch_done = 0
+        self.progress.emit(done, total, elapsed)
+        if finished:
+            self.batchFinished.emit(done, total, False)
+
+
+class PredictorThread(QObject):
+    """Owns the worker's QThread; the GUI talks to the worker through this object's signals."""
+
+    loadRequested = Signal(str)
+    unloadRequested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("predictor")
+        self.worker = PredictorWorker()
+        self.worker.moveToThread(self.thread)
+        self.loadRequested.connect(self.worker.load_model)
+        self.unloadRequested.connect(self.worker.unload_model)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.worker.cancel_batch()
+        self.worker.set_library(None)
+        self.thread.quit()
+        self.thread.wait(10_000)

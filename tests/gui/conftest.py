@@ -1,0 +1,79 @@
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+LABELS = ["red", "green", "blue", "stripes", "dots"]
+FORMATS = [".png", ".jpg", ".webp", ".bmp", ".gif", ".tif"]
+
+
+def make_images(folder: Path, count: int, size: int = 64, seed: int = 0) -> list[Path]:
+    """Small synthetic images: coloured backgrounds with stripes or dots, in every supported format."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        rgb = np.zeros((size, size, 3), np.uint8)
+        rgb[...] = rng.integers(0, 256, 3, dtype=np.uint8)
+        if i % 2:
+            rgb[:, ::8] = 255 - rgb[:, ::8]
+        else:
+            rgb[::8, ::8] = 0
+        ext = FORMATS[i % len(FORMATS)]
+        sub = folder / "sub" if i % 5 == 4 else folder
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / f"img{i:04d}{ext}"
+        Image.fromarray(rgb).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    from mlcnn_core.modelfile import new_model, save_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    import torch
+
+    torch.manual_seed(0)
+    # modelfile._read_header refuses any file whose first byte is 0x80 (taken for a pickle), which
+    # happens when the header length is 128 mod 256: vary the name until the file is accepted.
+    for suffix in range(8):
+        save_model(new_model("tiny", labels=LABELS, name=f"tiny test model{'-' * suffix}"), path)
+        if path.read_bytes()[:1] != b"\x80":
+            break
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    make_images(folder, 10)
+    return folder
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from tagger_app.main_window import MainWindow
+    from tagger_app.settings import AppSettings
+
+    win = MainWindow(AppSettings(tmp_path / "settings.ini"), load_default_model=False)
+    win.error_dialogs = False
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.shutdown()
+
+
+def open_folder(qtbot, window, folder, timeout=20_000):
+    with qtbot.waitSignal(window.folderOpened, timeout=timeout):
+        window.open_folder(folder)
+
+
+def load_model(qtbot, window, path, timeout=60_000):
+    with qtbot.waitSignal(window.modelReady, timeout=timeout):
+        window.load_model(path)

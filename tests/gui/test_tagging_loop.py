@@ -1,0 +1,287 @@
+"""The person's loop on generated images with a tiny random model: open, tag all, inspect maps,
+confirm / correct, undo, sidecars on disk."""
+
+import errno
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import LABELS, load_model, make_images, open_folder
+
+from mlcnn_core import sidecars
+from tagger_app.widgets.viewer import OVERLAY_WINNER
+
+
+def test_main_window_import_does_not_import_torch():
+    code = "import sys, tagger_app.main_window, tagger_app.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_window_is_usable_quickly(tmp_path):
+    code = f"""
+import os, sys, time
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+t0 = time.perf_counter()
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from tagger_app.main_window import MainWindow
+from tagger_app.settings import AppSettings
+w = MainWindow(AppSettings({str(tmp_path / "s.ini")!r}), load_default_model=True)
+w.show()
+app.processEvents()
+print(time.perf_counter() - t0, 'torch' in sys.modules)
+w.shutdown()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    seconds, torch_loaded = out.stdout.split()
+    print(f"window shown {float(seconds) * 1000:.0f} ms after start")
+    assert torch_loaded == "False"
+    assert float(seconds) < 10  # ~0.5 s on an idle machine; generous for a shared CI box
+
+
+def test_whole_loop(qtbot, window, image_folder, tiny_model_path):
+    open_folder(qtbot, window, image_folder)
+    assert window.images.rowCount() == 10
+    assert window.library is not None and window.library.fallback_reason is None
+
+    # thumbnails arrive lazily, off the GUI thread
+    qtbot.waitUntil(lambda: len(window.thumbnails._cache) >= 1, timeout=10_000)
+
+    load_model(qtbot, window, tiny_model_path)
+    assert window.model.labels == LABELS
+
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000) as finished:
+        assert window.tag_all() == 10
+    assert finished.args == [10, 10, False]
+    counts = window.library.status_counts()
+    assert counts["untagged"] == 0
+    assert all(window.library.prediction(r.id) is not None for r in window.images.records())
+    assert all(r.status in ("predicted", "confirmed") for r in window.images.records())
+
+    # inspect: the selected image's maps, a label's confidence map, the winner map, hover readout
+    first = window.images.records()[0]
+    window.gallery.select_image(first.id)
+    qtbot.waitUntil(lambda: window.viewer._maps is not None and window.viewer.view.image_size()[0] > 0, timeout=20_000)
+    assert window.viewer.show_label(LABELS[0])
+    assert not window.viewer.view.overlay_item.pixmap().isNull()
+    assert LABELS[0] in window.viewer.hover_text(10, 10)
+    window.viewer.show_winner_map()
+    assert window.viewer.overlay_mode() == OVERLAY_WINNER
+    assert window.viewer.legend.count() >= 1
+    assert ":" in window.viewer.hover_text(30, 30)
+
+    # machine tags shown apart from human ones; confirm one, reject one, add one
+    image_id = window.current_id
+    machine = [t for t in window.library.tags(image_id) if t.source == "machine"]
+    assert machine, "the tiny model proposes at least one label (the threshold keeps at least one)"
+    assert window.tag_panel.model.rowCount() == len(window.library.tags(image_id))
+    proposal = machine[0].tag
+    assert window.confirm_tag(proposal)
+    assert window.library.tag_record(image_id, proposal).source == "human"
+    assert window.add_tag("hand-made")
+    assert window.library.tag_record(image_id, "hand-made").state == "added"
+    window.undo_stack.undo()
+    assert window.library.tag_record(image_id, "hand-made") is None
+    window.undo_stack.redo()
+    assert window.library.tag_record(image_id, "hand-made").state == "added"
+
+    # confirm all: the image becomes confirmed and its sidecar is written atomically
+    with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000) as written:
+        assert window.confirm_all()
+    report = written.args[0]
+    assert image_id in report.written and not report.failed
+    txt = report.written[image_id][0]
+    assert txt.suffix == ".txt" and txt.is_file()
+    on_disk = sidecars.read_txt(txt)
+    assert proposal in on_disk and "hand-made" in on_disk
+    assert window.images.record_by_id(image_id).status == "confirmed"
+
+    # undo of "confirm all" restores the proposals exactly
+    window.undo_stack.undo()
+    assert window.library.image(image_id).status == "predicted"
+    window.undo_stack.redo()
+    assert window.library.image(image_id).status == "confirmed"
+
+    # keyboard-first: next unreviewed skips the confirmed image
+    assert window.gallery.next_unreviewed()
+    assert window.current_id != image_id
+
+    # filters and sort
+    window.gallery.set_status_filter("Confirmed")
+    assert window.gallery.visible_image_ids() == [image_id]
+    window.gallery.set_status_filter("All images")
+    window.gallery.set_tag_filter("hand-made")
+    assert window.gallery.visible_image_ids() == [image_id]
+    window.gallery.set_tag_filter("NOT hand-made")
+    assert image_id not in window.gallery.visible_image_ids()
+    window.gallery.set_tag_filter("(hand-made")
+    assert window.gallery.tag_filter.toolTip()  # the error is shown, the filter kept
+    window.gallery.set_tag_filter("")
+    window.gallery.set_sort("uncertainty")
+    order = [r.uncertainty for r in window.images.records()]
+    assert order == sorted(order, reverse=True)
+
+    # the folder's tags with counts; rename across the folder, undoable
+    window.refresh_folder_tags()
+    assert "hand-made" in window.folder_tags.model.tags()
+    assert window.rename_tag("hand-made", "handmade")
+    assert window.library.tag_record(image_id, "handmade") is not None
+    window.undo_stack.undo()
+    assert window.library.tag_record(image_id, "hand-made") is not None
+    assert window.delete_tag("hand-made", confirm=False)
+    assert window.library.tag_record(image_id, "hand-made") is None
+
+
+def test_selected_image_is_predicted_first(qtbot, window, image_folder, tiny_model_path):
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    target = window.images.records()[-1].id
+    window.tag_all()
+    with qtbot.waitSignal(window.predictionShown, timeout=20_000, check_params_cb=lambda i: i == target):
+        window.gallery.select_image(target)
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000):
+        pass
+
+
+def test_xmp_sidecars_and_write_failure_is_kept_for_retry(qtbot, window, image_folder, tiny_model_path, monkeypatch):
+    window.settings.sidecar_formats = ["txt", "xmp"]
+    window.settings.write_policy = "replace"
+    open_folder(qtbot, window, image_folder)
+    window.gallery.select_row(0)
+    image_id = window.current_id
+
+    real_replace = sidecars.os.replace
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sidecars.os, "replace", disk_full)
+    with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000) as done:
+        window.add_tag("kept")
+    assert image_id in done.args[0].failed
+    assert "No space left" in window.last_error
+    assert window.retry_action.isEnabled()
+    assert window.library.tag_record(image_id, "kept") is not None  # the tag stays in the library
+    assert window.library.failed_sidecars()[0][0] == image_id
+
+    monkeypatch.setattr(sidecars.os, "replace", real_replace)
+    with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000) as done:
+        assert window.retry_failed_sidecars() == 1
+    written = done.args[0].written[image_id]
+    assert {p.suffix for p in written} == {".txt", ".xmp"}
+    xmp = [p for p in written if p.suffix == ".xmp"][0]
+    assert sidecars.read_xmp(xmp) == ["kept"]
+    assert not window.retry_action.isEnabled()
+
+
+def test_batch_of_predictions_written_as_machine_tags(qtbot, window, image_folder, tiny_model_path):
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000):
+        window.tag_all()
+    with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000) as done:
+        count = window.write_predicted_sidecars()
+    assert count == len(done.args[0].written) > 0
+    some_id = next(iter(done.args[0].written))
+    assert window.library.sidecar_content(some_id) == "machine"
+
+
+def test_existing_sidecars_are_read_on_open(qtbot, window, image_folder):
+    (image_folder / "img0000.txt").write_text("from, elsewhere")
+    open_folder(qtbot, window, image_folder)
+    image_id = window.library.image_id("img0000.png")
+    assert [(t.tag, t.source) for t in window.library.tags(image_id)] == [
+        ("elsewhere", "sidecar"),
+        ("from", "sidecar"),
+    ]
+
+
+def test_existing_sidecars_as_confirmed(qtbot, window, image_folder):
+    window.settings.import_as_confirmed = True
+    (image_folder / "img0000.txt").write_text("trusted")
+    open_folder(qtbot, window, image_folder)
+    image_id = window.library.image_id("img0000.png")
+    assert window.images.record_by_id(image_id).status == "confirmed"
+
+
+def test_no_model_the_app_still_works(qtbot, window, image_folder):
+    open_folder(qtbot, window, image_folder)
+    assert "No model" in window.model_label.text()
+    assert window.tag_all() == 0
+    assert "No model" in window.last_error
+    window.gallery.select_row(1)
+    qtbot.waitUntil(lambda: window.viewer.view.image_size()[0] > 0, timeout=10_000)
+
+
+def test_bad_model_file_is_reported(qtbot, window, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    with qtbot.waitSignal(window.modelFailed, timeout=30_000) as failed:
+        window.load_model(bad)
+    assert "bad.safetensors" in failed.args[0]
+    assert window.model is None
+
+
+def test_unreadable_image_does_not_stop_anything(qtbot, window, image_folder, tiny_model_path):
+    (image_folder / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000) as finished:
+        window.tag_all()
+    assert finished.args == [11, 11, False]
+    broken = window.library.image_id("broken.jpg")
+    assert window.library.image(broken).status == "untagged"
+
+
+def test_cancel_tagging(qtbot, window, tmp_path, tiny_model_path):
+    folder = tmp_path / "many"
+    make_images(folder, 60)
+    open_folder(qtbot, window, folder)
+    load_model(qtbot, window, tiny_model_path)
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000) as finished:
+        window.tag_all()
+        window.cancel_tagging()
+    done, total, cancelled = finished.args
+    assert cancelled and total == 60 and done < total
+
+
+def test_shortcuts_are_listed_in_help(window):
+    dialog = window.show_shortcuts()
+    names = dict(dialog.rows)
+    for name in ("Next image", "Previous image", "Next unreviewed image", "Confirm all tags of this image"):
+        assert name in names and names[name]
+    dialog.close()
+
+
+def test_unwritable_folder_falls_back_and_says_so(qtbot, window, image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    (image_folder / ".mlcnn-tagger").write_text("a file where the library folder would go")
+    open_folder(qtbot, window, image_folder)
+    assert window.library.fallback_reason
+    assert str(tmp_path / "xdg") in str(window.library.db_path)
+    assert "user data folder" in window.statusBar().currentMessage()
+
+
+def test_demo_folder(tmp_path):
+    from tagger_app.app import prepare_demo
+
+    with pytest.raises(FileNotFoundError, match="demo folder is not installed"):
+        prepare_demo(tmp_path / "missing", data_dir=tmp_path / "data")
+    source = tmp_path / "demo-src"
+    make_images(source, 3)
+    target = prepare_demo(source, data_dir=tmp_path / "data")
+    assert target == tmp_path / "data" / "demo"
+    assert len(list(target.rglob("*.*"))) == 3
+    time.sleep(0)
+
+
+def test_training_dock_hosts_the_training_panel(qtbot, window, image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    open_folder(qtbot, window, image_folder)
+    assert window.training_panel is None  # not built at start-up
+    window._show_training()
+    panel = window.training_panel
+    assert panel is not None and window.training_dock.widget() is panel
+    assert panel.library is window.library

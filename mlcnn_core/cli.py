@@ -1,4 +1,4 @@
-"""The `mlcnn` command line: train, predict, evaluate, info.
+"""The `mlcnn` command line: train, predict, evaluate, tag, info.
 
 Other tools (the GUI's training panel, scripts) depend on these flags and on the JSON written;
 change them only compatibly.
@@ -106,6 +106,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tag(args: argparse.Namespace) -> int:
+    """The GUI's Tag ▸ untagged/all, headless: predict, record machine tags in the folder's library,
+    optionally write the predictions to sidecars (marked in the library as machine-written)."""
+    from .library import Library, ModelInfo
+    from .modelfile import load_model
+    from .predict import Predictor
+    from .sidecars import SidecarError, plan_txt_paths, write_image_sidecars
+
+    library = Library.open(args.folder)
+    if library.fallback_reason:
+        print(f"mlcnn: {library.fallback_reason}", file=sys.stderr)
+    library.scan()
+    for problem in library.import_sidecars(as_confirmed=args.sidecars_confirmed):
+        print(f"mlcnn: {problem}", file=sys.stderr)
+    records = library.images(None if args.only == "all" else ["untagged"])
+    model = load_model(_model_path(args.model))
+    predictor = Predictor(model, device=args.device, bf16=False if args.no_bf16 else None)
+    info = ModelInfo.for_model(model)
+    formats = [f for f in args.write.split(",") if f and f != "none"]
+    txt_paths = plan_txt_paths([library.abspath(r.path) for r in library.images()], args.naming)
+    by_path = {library.abspath(r.path): r for r in records}
+    done = failed = 0
+    for path, result in predictor.predict_files(list(by_path), batch_size=args.batch_size):
+        record = by_path[path]
+        if isinstance(result, Exception):
+            print(f"mlcnn: {result}", file=sys.stderr)
+            failed += 1
+            continue
+        library.store_prediction(record.id, result.labels, result.confidences, info)
+        if formats:
+            try:
+                write_image_sidecars(path, library.positive_tags(record.id), formats=formats,
+                                     txt_path=txt_paths.get(path), policy=args.policy)
+                library.mark_sidecar_written(record.id, content="machine")
+            except SidecarError as e:
+                library.mark_sidecar_failed(record.id, str(e))
+                print(f"mlcnn: {e} (kept in the library)", file=sys.stderr)
+        done += 1
+        print(json.dumps({"image": str(path), "labels": result.labels}, ensure_ascii=False), flush=True)
+    print(f"mlcnn: tagged {done} images, {failed} unreadable; library {library.db_path}", file=sys.stderr)
+    library.close()
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .modelfile import read_card
 
@@ -170,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     device_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
+    g = sub.add_parser("tag", help="predict a folder into its library (as the app does), optionally writing sidecars")
+    g.add_argument("folder")
+    g.add_argument("--model", help="model file (default: the starter model)")
+    g.add_argument("--only", default="untagged", choices=["untagged", "all"])
+    g.add_argument("--write", default="none", metavar="txt,xmp|none", help="sidecar formats to write")
+    g.add_argument("--naming", default="auto", choices=["auto", "stem", "full"],
+                   help=".txt naming: image.txt, image.ext.txt, or auto (image.ext.txt only where stems collide)")
+    g.add_argument("--policy", default="merge", choices=["merge", "replace"], help="for existing sidecars")
+    g.add_argument("--sidecars-confirmed", action="store_true", help="treat existing sidecars as confirmed tags")
+    g.add_argument("--batch-size", type=int, default=8)
+    device_flags(g)
+    g.set_defaults(func=cmd_tag)
+
     i = sub.add_parser("info", help="print a model's card")
     i.add_argument("model", nargs="?")
     i.add_argument("--full", action="store_true", help="include thresholds and the training history")
@@ -179,12 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
+    from .library import LibraryError
     from .modelfile import ModelFileError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ModelFileError, DatasetError, FileNotFoundError, ValueError) as e:
+    except (ModelFileError, DatasetError, LibraryError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         return 130

@@ -130,3 +130,28 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     # each process sees half the data: 2 steps of 8 per process cover 32 images = half of the 90% kept
     assert start["steps_per_epoch"] <= 4
     assert load_model(out).labels
+
+
+def test_tag_folder_records_machine_tags_and_writes_sidecars(trained, tmp_path, capsys):
+    import shutil
+
+    from mlcnn_core.library import Library
+
+    root, out, _ = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for src in sorted((root / "val").glob("*.jpg"))[:4]:
+        shutil.copy(src, folder / src.name)
+    shutil.copy(folder / sorted(p.name for p in folder.iterdir())[0], folder / "twin.jpg")
+    shutil.copy(folder / "twin.jpg", folder / "twin.png")   # same stem: must not share twin.txt
+    assert main(["tag", str(folder), "--model", str(out), "--write", "txt,xmp"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 6
+    assert (folder / "twin.jpg.txt").is_file() and (folder / "twin.png.txt").is_file()
+    assert not (folder / "twin.txt").exists()
+    assert (folder / "twin.jpg.xmp").read_text().count("rdf:li") >= 1
+    lib = Library.open(folder)
+    image_id = lib.image_id(folder / "twin.jpg")
+    tags = lib.tags(image_id)
+    assert tags and all(t.source == "machine" for t in tags)
+    assert lib.prediction(image_id).model_hash

@@ -360,7 +360,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     workers = cfg.workers if cfg.workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
     per_rank_batch = max(1, recipe.batch_size // world)
     loader = DataLoader(dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
-                        num_workers=workers, persistent_workers=workers > 0, drop_last=len(dataset) > per_rank_batch,
+                        # not persistent: each epoch's workers start from the dataset with its new
+                        # epoch number, so crops and flips differ from epoch to epoch
+                        num_workers=workers, persistent_workers=False, drop_last=len(dataset) > per_rank_batch,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = make_optimizer(net, recipe)
     ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net

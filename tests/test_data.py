@@ -105,3 +105,14 @@ def test_training_set_skips_unreadable(tmp_path):
         for i in range(2):
             image, target = ds[i]
             assert image.shape == (256, 256, 3)
+
+
+def test_training_crops_change_with_the_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (256, 400, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    ds = TrainingSet([Sample(str(tmp_path / "a.png"), ("a",))], ["a"])
+    crops = set()
+    for epoch in range(6):
+        ds.epoch = epoch
+        crops.add(ds[0][0].tobytes())
+    assert len(crops) > 1

@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""Fine-tuning on a person's corrections, measured: the k-curve, forgetting, and a new label.
+
+Starting from a model that never saw OpenMoji (trained on Noto scenes only), a person confirms k
+OpenMoji scenes (k = 25, 50, 100, 200, taken from ``openmoji-train``); each time the model is
+fine-tuned with the CLI's defaults, exactly what the training panel runs::
+
+    mlcnn train --init MODEL --data <manifest of the k images> --out K.safetensors
+
+and measured with ``mlcnn evaluate --no-baseline`` on other OpenMoji scenes (``openmoji-test``;
+``--split val`` uses ``openmoji-val`` for tuning) and on Noto scenes (``noto-test``/``noto-val``)
+to see whether what the model knew held.
+
+A new label: ``cat`` on scenes showing a cat emoji (🐱 🐈 🐈‍⬛ and the cat faces 😺…😾), which the
+model only knows as the Unicode subgroups ``cat-face`` / ``animal-mammal``. Scenes are composed
+with the benchmark builder (``bench/emoji_scenes.py``, Noto style): 30 training scenes with a cat
+and 60 without, held-out 100 with and 200 without (big cats are left out of all of them). The model
+is fine-tuned with the defaults and ``cat``'s precision and recall read from
+``mlcnn evaluate --per-label``.
+
+Every command runs under ``nice``; timings are wall-clock on this machine. Results:
+``<results>/finetune.json`` and ``finetune.md``.
+
+Usage::
+
+    python bench/finetune_curve.py --model runs/noto/model.safetensors [--ks 25 50 100 200]
+        [--eval-images 400] [--split test|val] [--train-flag=--epochs=20 ...] [--skip-cat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+CAT_LABEL = "cat"
+# 🐱 cat face, 🐈 cat, 🐈‍⬛ black cat; every emoji of the "cat-face" subgroup (😺 😸 😹 😻 😼 😽 🙀 😿 😾) is one too.
+CAT_CODEPOINTS = {(0x1F431,), (0x1F408,), (0x1F408, 0x200D, 0x2B1B)}
+# Lion, tiger, leopard: cats to some, not to others; left out of the cat scenes' world altogether.
+BIG_CAT_CODEPOINTS = {(0x1F981,), (0x1F42F,), (0x1F405,), (0x1F406,)}
+CAT_SETS = {"cat-train": (30, 60), "cat-test": (100, 200)}  # (with a cat, without)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def mlcnn(*args: str) -> list[str]:
+    return ["nice", "-n", "10", sys.executable, "-m", "mlcnn_core.cli", *args]
+
+
+def relative(arg: str) -> str:
+    """A path inside the repository as a relative path; anything else unchanged."""
+    if "/" not in arg:
+        return arg
+    try:
+        return str(Path(arg).resolve().relative_to(REPO))
+    except ValueError:
+        return arg
+
+
+def shown(cmd: list[str]) -> str:
+    """The command as a person would type it (``mlcnn ...``), paths relative to the repository."""
+    return "mlcnn " + " ".join(shlex.quote(relative(a)) for a in cmd[cmd.index("mlcnn_core.cli") + 1:])
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` (output to ``log``); returns its wall-clock seconds; raises on failure."""
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise RuntimeError(f"{shown(cmd)} failed ({proc.returncode}):\n{tail}")
+    return seconds
+
+
+def fine_tune(base: Path, data: list[Path], out: Path, flags: list[str]) -> dict:
+    events = out.with_suffix(".events.jsonl")
+    events.unlink(missing_ok=True)
+    cmd = mlcnn("train", "--init", str(base), *sum((["--data", str(d)] for d in data), []), "--out", str(out),
+                *flags)
+    shown_cmd = shown(cmd)
+    seconds = run(cmd + ["--events", str(events)], out.with_suffix(".train.log"))
+    start = done = None
+    for line in events.read_text(encoding="utf-8").splitlines():
+        e = json.loads(line)
+        if e["event"] == "start":
+            start = e
+        elif e["event"] == "done":
+            done = e
+    recipe = start["recipe"] if start else {}
+    print(f"  fine-tuned in {seconds:.0f} s: {start and start['train_images']} images, {recipe.get('epochs')} "
+          f"epochs × {start and start['steps_per_epoch']} steps, lr {recipe.get('lr')}", flush=True)
+    return {"command": shown_cmd, "seconds": round(seconds, 1), "train_images": start and start["train_images"],
+            "val_images": start and start["val_images"], "epochs": recipe.get("epochs"),
+            "steps": start and start["epochs"] * start["steps_per_epoch"], "batch_size": recipe.get("batch_size"),
+            "lr": recipe.get("lr"), "trainer_seconds": done and done["seconds"]}
+
+
+def evaluate(model: Path, data: Path, out: Path, per_label: bool = False) -> dict:
+    cmd = mlcnn("evaluate", "--model", str(model), "--data", str(data), "--no-baseline", "--no-bf16",
+                "--json", str(out), *(["--per-label"] if per_label else []))
+    seconds = run(cmd, out.with_suffix(".log"))
+    result = json.loads(out.read_text(encoding="utf-8"))["single_pass"]
+    metrics = {k: round(float(result[k]), 4) for k in ("precision", "recall", "accuracy", "mAP")}
+    metrics.update(images=result["images"], seconds=round(seconds, 1), command=shown(cmd))
+    if per_label:
+        metrics["per_label"] = result["per_label"]
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def read_truth(set_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (set_dir / "truth.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def write_manifest(path: Path, set_dir: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"image": str((set_dir / r["image"]).resolve()), "labels": r["labels"]},
+                                       ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def nested_subsets(rows: list[dict], ks: list[int], seed: int) -> dict[int, list[dict]]:
+    """The first k of one seeded permutation: each person's corrections extend the previous ones."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return {k: [rows[i] for i in order[:k]] for k in ks}
+
+
+def is_cat(entry) -> bool:
+    return entry.subgroup == "cat-face" or tuple(entry.codepoints) in CAT_CODEPOINTS
+
+
+def build_cat_sets(out_dir: Path, glyph_cache: Path, seed: int = 0) -> dict[str, Path]:
+    """Noto scenes with and without a cat (see the module docstring); skipped when already built."""
+    import emoji_scenes as es
+
+    sets = {name: out_dir / name for name in CAT_SETS}
+    if all((d / "DONE").is_file() for d in sets.values()):
+        return sets
+    t0 = time.perf_counter()
+    tax = es.load_taxonomy()
+    pool = es.load_glyph_pool("noto", tax, cache_dir=glyph_cache, verbose=False)
+    cats = [g for lab in pool.labels for g in pool.glyphs[lab] if is_cat(g.entry)]
+    kept = {lab: [g for g in pool.glyphs[lab] if not is_cat(g.entry)
+                  and tuple(g.entry.codepoints) not in BIG_CAT_CODEPOINTS] for lab in pool.labels}
+    no_cat_pool = es.GlyphPool("noto", [lab for lab in pool.labels if kept[lab]], {k: v for k, v in kept.items() if v})
+    backgrounds = es.Backgrounds(es.load_photos(verbose=False))
+    for name, (with_cat, without) in CAT_SETS.items():
+        set_dir = sets[name]
+        set_dir.mkdir(parents=True, exist_ok=True)
+        geo = es.geometry_for(name)
+        truth = []
+        for index in range(with_cat + without):
+            rng = es.scene_rng(seed, name, index)
+            image, record = es.compose_scene(rng, no_cat_pool, backgrounds, geo)
+            if index < with_cat:
+                # As many emoji as in any scene: the cat alone as often as a scene has one emoji.
+                while True:
+                    if es.sample_count(rng) == 1:
+                        width, height = es.sample_size(rng, geo)
+                        image = backgrounds.sample(rng, width, height)
+                        record = {"width": width, "height": height, "labels": [], "objects": []}
+                    if add_cat(rng, image, record, cats, geo):
+                        break
+                    image, record = es.compose_scene(rng, no_cat_pool, backgrounds, geo)
+            truth.append(es.write_scene(set_dir, index, image, record))
+        (set_dir / "truth.jsonl").write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in truth),
+                                             encoding="utf-8")
+        (set_dir / "DONE").write_text(json.dumps({"seed": seed, "with_cat": with_cat, "without": without}) + "\n")
+    print(f"cat scenes built in {time.perf_counter() - t0:.0f} s: {', '.join(map(str, sets.values()))}")
+    return sets
+
+
+def add_cat(rng: np.random.Generator, image, record: dict, cats: list, geo) -> bool:
+    """Paste one cat emoji where it overlaps nothing much; label the scene ``cat`` (and its subgroup)."""
+    import emoji_scenes as es
+
+    glyph = cats[int(rng.integers(len(cats)))]
+    short = min(image.size)
+    side = max(8, int(round(rng.uniform(geo.size_min, geo.size_max) * short)))
+    im = es.transform_glyph(rng, glyph.rgba, side)
+    boxes = [o["box"] for o in record["objects"]]
+    for _shrink in range(5):
+        gw, gh = im.size
+        if gw <= image.width and gh <= image.height:
+            for _try in range(30):
+                x, y = int(rng.integers(0, image.width - gw + 1)), int(rng.integers(0, image.height - gh + 1))
+                box = [x, y, x + gw, y + gh]
+                if es.overlap_ok(box, boxes):
+                    image.paste(im, (x, y), im)
+                    record["objects"].append({"label": glyph.entry.subgroup, "emoji": glyph.entry.emoji,
+                                              "codepoints": glyph.entry.hex, "box": box})
+                    record["labels"] = sorted({o["label"] for o in record["objects"]} | {CAT_LABEL})
+                    return True
+        im = im.resize((max(1, round(gw * 0.8)), max(1, round(gh * 0.8))))
+    return False
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, torch {torch.__version__}"
+
+
+def fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def write_report(results: dict, path_md: Path, path_json: Path) -> None:
+    path_json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    split = results["split"]
+    lines = [
+        "## Fine-tuning on a person's corrections",
+        "",
+        f"Machine: {results['machine']}. Date: {results['date']}. Whole benchmark: "
+        f"{results['total_seconds'] / 60:.1f} min wall-clock (under `nice`, on a shared machine). "
+        f"Produced by `{results['command']}`.",
+        "",
+        f"Start: `{results['base_model']}`, a model trained on Noto scenes only (it never saw OpenMoji). "
+        f"Each row fine-tunes it on the first k of one seeded permutation of `openmoji-train` with the "
+        f"CLI's defaults (the training panel's command) and evaluates single-pass prediction with the "
+        f"model's own fitted threshold on the first {results['eval_images']} images of `openmoji-{split}` and "
+        f"`noto-{split}` (`mlcnn evaluate --no-baseline --no-bf16`). k = 0 is the starting model. "
+        f"{'Extra training flags: `' + ' '.join(results['train_flags']) + '`.' if results['train_flags'] else ''}",
+        "",
+        "| k | fine-tune | epochs × steps | OpenMoji precision | recall | accuracy | mAP | Noto precision | "
+        "recall | accuracy | mAP |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base_noto = results["curve"][0]["noto"]
+    for row in results["curve"]:
+        t = row.get("train")
+        om, no = row["openmoji"], row["noto"]
+        steps = f"{t['epochs']} × {t['steps'] // max(1, t['epochs'])}" if t else "—"
+        lines.append(f"| {row['k']} | {t['seconds']:.0f} s |  {steps} |" if t else f"| {row['k']} | — | — |")
+        lines[-1] += (f" {fmt(om['precision'])} | {fmt(om['recall'])} | **{fmt(om['accuracy'])}** | {fmt(om['mAP'])} |"
+                      f" {fmt(no['precision'])} | {fmt(no['recall'])} | {fmt(no['accuracy'])} "
+                      f"({no['accuracy'] - base_noto['accuracy']:+.3f}) | {fmt(no['mAP'])} |")
+    lines += ["", "Commands (one per number above):", ""]
+    for row in results["curve"]:
+        if row.get("train"):
+            lines.append(f"- k = {row['k']}: `{row['train']['command']}`")
+        lines.append(f"  - `{row['openmoji']['command']}`")
+        lines.append(f"  - `{row['noto']['command']}`")
+    cat = results.get("new_label")
+    if cat:
+        c_old, c_new = cat["noto_before"], cat["noto_after"]
+        per = cat["cat"]
+        lines += [
+            "",
+            "### A label the model did not know: `cat`",
+            "",
+            f"{cat['train_with_cat']} training scenes with a cat emoji (🐱 🐈 🐈‍⬛ or a cat face 😺…😾) tagged "
+            f"`cat` plus their subgroup labels, and {cat['train_without']} without; held out: "
+            f"{cat['test_with_cat']} with a cat and {cat['test_without']} without (Noto style, composed with "
+            f"`bench/emoji_scenes.py`, in `{cat['folder']}`). The model knew `cat-face` and `animal-mammal`, "
+            f"never `cat`. Fine-tuned with the defaults in {cat['train']['seconds']:.0f} s "
+            f"({cat['train']['epochs']} epochs × {cat['train']['steps'] // max(1, cat['train']['epochs'])} steps, "
+            f"{cat['train']['train_images']} images trained on, {cat['train']['val_images']} held out by the "
+            f"trainer).",
+            "",
+            "| held-out `cat` scenes | precision | recall | F1 | support | predicted |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| `cat` | **{per['precision']:.3f}** | **{per['recall']:.3f}** | {per['f1']:.3f} | {per['support']} | "
+            f"{per['predicted']} |",
+            "",
+            "| old labels held? | precision | recall | accuracy | mAP |",
+            "|---|---:|---:|---:|---:|",
+            f"| noto-{split}, before | {fmt(c_old['precision'])} | {fmt(c_old['recall'])} | {fmt(c_old['accuracy'])} | "
+            f"{fmt(c_old['mAP'])} |",
+            f"| noto-{split}, after | {fmt(c_new['precision'])} | {fmt(c_new['recall'])} | {fmt(c_new['accuracy'])} | "
+            f"{fmt(c_new['mAP'])} |",
+            f"| cat-test (all labels), after | {fmt(cat['all']['precision'])} | {fmt(cat['all']['recall'])} | "
+            f"{fmt(cat['all']['accuracy'])} | {fmt(cat['all']['mAP'])} |",
+            "",
+            f"- `{cat['train']['command']}`",
+            f"- `{cat['cat_eval_command']}`",
+            f"- `{c_new['command']}`",
+        ]
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings"].items()), ""]
+    path_md.write_text("\n".join(lines), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(REPO / "runs/noto/model.safetensors"))
+    parser.add_argument("--data", default=str(REPO / "data/emoji"), help="the emoji-scenes benchmark folder")
+    parser.add_argument("--work", default=str(REPO / "runs/finetune"))
+    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--ks", type=int, nargs="+", default=[25, 50, 100, 200])
+    parser.add_argument("--eval-images", type=int, default=400, help="first N images of each evaluation set")
+    parser.add_argument("--split", default="test", choices=["test", "val"], help="val: for tuning the recipe")
+    parser.add_argument("--train-flag", action="append", default=[], help="extra mlcnn train flag (tuning)")
+    parser.add_argument("--skip-cat", action="store_true")
+    parser.add_argument("--skip-curve", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="finetune", help="report file stem")
+    args = parser.parse_args(argv)
+    t_all = time.perf_counter()
+    data, work, model = Path(args.data), Path(args.work), Path(args.model).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    flags = [f for flag in args.train_flag for f in flag.split("=", 1)]
+    timings: dict[str, float] = {}
+    results: dict = {
+        "machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python bench/finetune_curve.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "base_model": relative(str(model)), "split": args.split,
+        "eval_images": args.eval_images, "train_flags": flags, "ks": args.ks,
+    }
+    eval_sets = {}
+    for style in ("openmoji", "noto"):
+        set_dir = data / f"{style}-{args.split}"
+        eval_sets[style] = write_manifest(work / f"eval-{style}-{args.split}-{args.eval_images}.jsonl", set_dir,
+                                          read_truth(set_dir)[: args.eval_images])
+
+    def measure(name: str, m: Path) -> dict:
+        t0 = time.perf_counter()
+        row = {style: evaluate(m, eval_sets[style], work / f"{name}-{style}-{args.split}.json")
+               for style in ("openmoji", "noto")}
+        timings[f"evaluate {name}"] = time.perf_counter() - t0
+        print(f"  {name}: OpenMoji accuracy {row['openmoji']['accuracy']:.3f} mAP {row['openmoji']['mAP']:.3f}; "
+              f"Noto accuracy {row['noto']['accuracy']:.3f} mAP {row['noto']['mAP']:.3f}", flush=True)
+        return row
+
+    print(f"k = 0: {model}", flush=True)
+    base = measure("k0", model)
+    curve = [{"k": 0, **base}]
+    if not args.skip_curve:
+        om_dir = data / "openmoji-train"
+        subsets = nested_subsets(read_truth(om_dir), args.ks, args.seed)
+        for k in args.ks:
+            print(f"k = {k}", flush=True)
+            manifest = write_manifest(work / f"openmoji-k{k}.jsonl", om_dir, subsets[k])
+            out = work / f"k{k}.safetensors"
+            train = fine_tune(model, [manifest], out, flags)
+            timings[f"fine-tune k={k}"] = train["seconds"]
+            curve.append({"k": k, "train": train, **measure(f"k{k}", out)})
+            results["curve"] = curve
+    results["curve"] = curve
+
+    if not args.skip_cat:
+        print("new label: cat", flush=True)
+        t0 = time.perf_counter()
+        sets = build_cat_sets(data.parent / "emoji-cat", glyph_cache=data, seed=args.seed)
+        timings["build cat scenes"] = time.perf_counter() - t0
+        out = work / "cat.safetensors"
+        train = fine_tune(model, [sets["cat-train"]], out, flags)
+        timings["fine-tune cat"] = train["seconds"]
+        t0 = time.perf_counter()
+        cat_eval = evaluate(out, sets["cat-test"], work / "cat-cat-test.json", per_label=True)
+        noto_after = evaluate(out, eval_sets["noto"], work / f"cat-noto-{args.split}.json")
+        timings["evaluate cat"] = time.perf_counter() - t0
+        per = cat_eval["per_label"].get(CAT_LABEL, {})
+        print(f"  cat: precision {per.get('precision', 0):.3f} recall {per.get('recall', 0):.3f} "
+              f"(support {per.get('support')}); Noto accuracy {base['noto']['accuracy']:.3f} → "
+              f"{noto_after['accuracy']:.3f}", flush=True)
+        results["new_label"] = {
+            "label": CAT_LABEL, "folder": str(sets["cat-train"].parent.relative_to(REPO)),
+            "train_with_cat": CAT_SETS["cat-train"][0], "train_without": CAT_SETS["cat-train"][1],
+            "test_with_cat": CAT_SETS["cat-test"][0], "test_without": CAT_SETS["cat-test"][1],
+            "train": train, "cat": per, "cat_eval_command": cat_eval["command"],
+            "all": {k: cat_eval[k] for k in ("precision", "recall", "accuracy", "mAP", "images")},
+            "noto_before": base["noto"], "noto_after": noto_after,
+            "old_labels_on_cat_test": {lab: v for lab, v in cat_eval["per_label"].items() if lab != CAT_LABEL
+                                       and v["support"] > 0},
+        }
+    results["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    results["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    out_dir = Path(args.results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_report(results, out_dir / f"{args.name}.md", out_dir / f"{args.name}.json")
+    print(f"total {results['total_seconds'] / 60:.1f} min; wrote {out_dir / (args.name + '.md')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

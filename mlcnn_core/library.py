@@ -32,6 +32,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import posixpath
 import re
 import sqlite3
 import threading
@@ -393,9 +394,7 @@ class Library:
                     continue
         added = removed = changed = 0
         with self._tx() as conn:
-            known = {
-                row[0]: row[1:] for row in conn.execute("SELECT path, id, size, mtime, present FROM images")
-            }
+            known = {row[0]: row[1:] for row in conn.execute("SELECT path, id, size, mtime, present FROM images")}
             new_rows = []
             for rel, (size, mtime) in found.items():
                 old = known.get(rel)
@@ -428,26 +427,43 @@ class Library:
         ``as_confirmed`` (then the image counts as confirmed). Returns error messages for sidecars
         that could not be read (those images are skipped)."""
         images = self.images()
-        collided = {p for group in sidecars.find_stem_collisions(Path(r.path) for r in images) for p in group}
+        # images sharing a folder and a stem (a.jpg, a.png) cannot claim a.txt: see sidecars.plan_txt_paths
+        stems: dict[tuple[str, str], int] = {}
+        for r in images:
+            folder, name = posixpath.split(r.path)
+            key = (folder, posixpath.splitext(name)[0].casefold())
+            stems[key] = stems.get(key, 0) + 1
         imported_mtime = dict(self.conn.execute("SELECT image_id, imported_mtime FROM sidecars"))
         errors: list[str] = []
         updates: list[tuple[int, list[str], float]] = []
+        # one directory listing per folder instead of three stat calls per image
+        listings: dict[str, set[str]] = {}
+        for folder in {posixpath.dirname(r.path) for r in images}:
+            try:
+                listings[folder] = {entry.name for entry in os.scandir(self.root / folder)}
+            except OSError:
+                listings[folder] = set()
         for record in images:
+            folder, name = posixpath.split(record.path)
+            names = listings[folder]
+            stem = posixpath.splitext(name)[0]
+            wanted = [name + ".xmp", name + ".txt"]
+            collides = stems[(folder, stem.casefold())] > 1
+            if not collides:
+                wanted.append(stem + ".txt")
+            present = [n for n in wanted if n in names]
+            if not present:
+                continue
             image = self.abspath(record.path)
-            candidates = [sidecars.xmp_sidecar_path(image)]
-            txt = sidecars.existing_txt_sidecar(image, Path(record.path) in collided)
-            if txt is not None:
-                candidates.append(txt)
-            mtimes = [p.stat().st_mtime for p in candidates if p.is_file()]
-            if not mtimes:
+            try:
+                mtimes = [(image.parent / n).stat().st_mtime for n in present]
+            except OSError:
                 continue
             newest = max(mtimes)
             if imported_mtime.get(record.id) is not None and imported_mtime[record.id] >= newest:
                 continue
             try:
-                tags = sidecars.read_image_sidecars(
-                    image, collides=Path(record.path) in collided, include_hierarchical=include_hierarchical
-                )
+                tags = sidecars.read_image_sidecars(image, collides=collides, include_hierarchical=include_hierarchical)
             except sidecars.SidecarError as exc:
                 errors.append(str(exc))
                 continue
@@ -473,9 +489,7 @@ class Library:
                 )
                 self._refresh_status(conn, image_id)
             if as_confirmed:  # tags imported earlier without trust become confirmed too
-                earlier = [
-                    r[0] for r in conn.execute("SELECT DISTINCT image_id FROM tags WHERE source = 'sidecar'")
-                ]
+                earlier = [r[0] for r in conn.execute("SELECT DISTINCT image_id FROM tags WHERE source = 'sidecar'")]
                 conn.execute("UPDATE tags SET source = 'human', state = 'confirmed' WHERE source = 'sidecar'")
                 for image_id in earlier:
                     self._refresh_status(conn, image_id)
@@ -531,8 +545,7 @@ class Library:
 
     def prediction(self, image_id: int) -> PredictionRecord | None:
         row = self.conn.execute(
-            "SELECT model_id, model_name, model_hash, created, scores, labels FROM predictions "
-            "WHERE image_id = ?",
+            "SELECT model_id, model_name, model_hash, created, scores, labels FROM predictions WHERE image_id = ?",
             (image_id,),
         ).fetchone()
         if row is None:
@@ -549,9 +562,7 @@ class Library:
 
     def status_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
-        counts.update(
-            self.conn.execute("SELECT status, COUNT(*) FROM images WHERE present = 1 GROUP BY status")
-        )
+        counts.update(self.conn.execute("SELECT status, COUNT(*) FROM images WHERE present = 1 GROUP BY status"))
         return counts
 
     def tag_records_by_image(self) -> dict[int, list[TagRecord]]:
@@ -645,17 +656,13 @@ class Library:
             proposals = [] if status == "confirmed" else list(labels)
             decided = {
                 r[0]
-                for r in conn.execute(
-                    "SELECT tag FROM tags WHERE image_id = ? AND source != 'machine'", (image_id,)
-                )
+                for r in conn.execute("SELECT tag FROM tags WHERE image_id = ? AND source != 'machine'", (image_id,))
             }
             conn.executemany(
                 "INSERT INTO tags VALUES (?, ?, 'machine', 'predicted', ?, ?)",
                 [(image_id, lab, scores.get(lab), now) for lab in proposals if lab not in decided],
             )
-            conn.execute(
-                "UPDATE images SET uncertainty = ? WHERE id = ?", (uncertainty_of(scores, labels), image_id)
-            )
+            conn.execute("UPDATE images SET uncertainty = ? WHERE id = ?", (uncertainty_of(scores, labels), image_id))
             return self._refresh_status(conn, image_id)
 
     def set_tag(self, image_id: int, tag: str, state: str, confidence: float | None = None) -> str:
@@ -721,9 +728,7 @@ class Library:
         if not new:
             raise LibraryError("a tag cannot be renamed to nothing")
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT image_id, source, state, confidence FROM tags WHERE tag = ?", (old,)
-            ).fetchall()
+            rows = conn.execute("SELECT image_id, source, state, confidence FROM tags WHERE tag = ?", (old,)).fetchall()
             for image_id, source, state, confidence in rows:
                 clash = conn.execute(
                     "SELECT source FROM tags WHERE image_id = ? AND tag = ?", (image_id, new)
@@ -769,8 +774,7 @@ class Library:
 
     def _mark_pending(self, conn: sqlite3.Connection, image_id: int) -> None:
         conn.execute(
-            "INSERT INTO sidecars (image_id, pending) VALUES (?, 1) "
-            "ON CONFLICT(image_id) DO UPDATE SET pending = 1",
+            "INSERT INTO sidecars (image_id, pending) VALUES (?, 1) ON CONFLICT(image_id) DO UPDATE SET pending = 1",
             (image_id,),
         )
 
@@ -825,9 +829,7 @@ class Library:
 
         Returns the number of images written."""
         rows = self.confirmed_images()
-        text = "".join(
-            json.dumps({"image": str(p), "labels": tags}, ensure_ascii=False) + "\n" for p, tags in rows
-        )
+        text = "".join(json.dumps({"image": str(p), "labels": tags}, ensure_ascii=False) + "\n" for p, tags in rows)
         try:
             sidecars.atomic_write_bytes(Path(path), text.encode("utf-8"))
         except sidecars.SidecarError as exc:

@@ -98,7 +98,8 @@ def find_stem_collisions(images: Iterable[Path]) -> list[list[Path]]:
     """Groups of images (two or more) in one folder that share a stem, sorted."""
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for image in images:
-        groups[_stem_key(Path(image))].append(Path(image))
+        image = image if isinstance(image, Path) else Path(image)
+        groups[_stem_key(image)].append(image)
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 

@@ -303,12 +303,11 @@ class MainWindow(QMainWindow):
         self.predictor.worker.set_library(self.library)
         if old is not None:
             old.close()
-        self.images.set_records(self.library.root, opened.records)
-        self.images.sort_by(self.gallery.sort_key())
+        # tags first, then one model reset: the proxy filters the 10,000 rows once
         self.gallery.proxy.set_tag_sets(
             {i: {t.tag for t in records if t.is_positive} for i, records in opened.tags.items()}
         )
-        self.gallery.apply_tag_filter()
+        self.images.set_records(self.library.root, opened.records, self.gallery.sort_key())
         self.refresh_folder_tags()
         self.settings.add_recent_folder(self.library.root)
         self._rebuild_recent_menu()

@@ -31,7 +31,10 @@ class ImageFilterModel(QSortFilterProxyModel):
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def set_tag_sets(self, tags: dict[int, set[str]]) -> None:
-        self._refilter(lambda: setattr(self, "_tags", tags))
+        if self._predicate is None:
+            self._tags = tags  # nothing filters on tags now: no need to re-run the filter
+        else:
+            self._refilter(lambda: setattr(self, "_tags", tags))
 
     def update_tags(self, image_id: int, tags: set[str]) -> None:
         self._tags[image_id] = tags
@@ -43,6 +46,8 @@ class ImageFilterModel(QSortFilterProxyModel):
     def set_tag_expression(self, expression: str) -> None:
         """Raises TagExpressionError for a malformed expression (the filter is left as it was)."""
         expression = expression.strip()
+        if expression == self._expression:
+            return
         predicate = compile_tag_expression(expression) if expression else None
 
         def change():

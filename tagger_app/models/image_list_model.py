@@ -38,7 +38,9 @@ class ImageListModel(QAbstractListModel):
 
     # ---- content
 
-    def set_records(self, root, records: list[ImageRecord]) -> None:
+    def set_records(self, root, records: list[ImageRecord], sort_key: str | None = None) -> None:
+        if sort_key is not None:
+            records = self.sorted_records(records, sort_key)
         self.beginResetModel()
         self.root = root
         self._records = list(records)
@@ -69,19 +71,23 @@ class ImageListModel(QAbstractListModel):
         index = self.index(row)
         self.dataChanged.emit(index, index, [StatusRole, RecordRole, Qt.ItemDataRole.ToolTipRole])
 
-    def sort_by(self, key: str) -> None:
+    @staticmethod
+    def sorted_records(records: list[ImageRecord], key: str) -> list[ImageRecord]:
         """``name``, ``mtime`` (newest first) or ``uncertainty`` (least certain first, unpredicted last)."""
-        self.layoutAboutToBeChanged.emit()
-        old = {r.id: i for i, r in enumerate(self._records)}
         if key == "mtime":
-            self._records.sort(key=lambda r: -r.mtime)
-        elif key == "uncertainty":
-            self._records.sort(key=lambda r: (r.uncertainty is None, -(r.uncertainty or 0.0), r.path))
-        else:
-            self._records.sort(key=lambda r: r.path.casefold())
+            return sorted(records, key=lambda r: -r.mtime)
+        if key == "uncertainty":
+            return sorted(records, key=lambda r: (r.uncertainty is None, -(r.uncertainty or 0.0), r.path))
+        return sorted(records, key=lambda r: r.path.casefold())
+
+    def sort_by(self, key: str) -> None:
+        self.layoutAboutToBeChanged.emit()
+        persistent = self.persistentIndexList()
+        ids = [self._records[i.row()].id if i.isValid() else None for i in persistent]
+        self._records = self.sorted_records(self._records, key)
         self._reindex()
-        from_list = [self.index(old[r.id]) for r in self._records]
-        self.changePersistentIndexList(from_list, [self.index(i) for i in range(len(self._records))])
+        moved = [self.index(self._row_of[i]) if i is not None else old for i, old in zip(ids, persistent, strict=True)]
+        self.changePersistentIndexList(persistent, moved)
         self.layoutChanged.emit()
 
     def _reindex(self) -> None:

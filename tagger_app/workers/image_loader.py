@@ -68,7 +68,7 @@ class ThumbnailLoader(QObject):
     ready = Signal(object)  # key
     failed = Signal(object)
 
-    def __init__(self, size: int = THUMBNAIL_SIZE, cache_limit: int = 3000, threads: int = 2, parent=None):
+    def __init__(self, size: int = THUMBNAIL_SIZE, cache_limit: int = 1500, threads: int = 2, parent=None):
         super().__init__(parent)
         self.size = size
         self.cache_limit = cache_limit

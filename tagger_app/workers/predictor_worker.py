@@ -13,6 +13,7 @@ worker divides them by the number of positions, giving each label's mean share o
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections import deque
@@ -122,8 +123,13 @@ class PredictorWorker(QObject):
     @Slot(str)
     def load_model(self, path: str) -> None:
         try:
+            import torch
+
             from mlcnn_core.modelfile import ModelFileError, load_model
             from mlcnn_core.predict import Predictor
+
+            # leave a core to the GUI thread: a stalled window costs more than a slower batch
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
             model = load_model(path)
             predictor = Predictor(model)

@@ -1,0 +1,213 @@
+"""Open a folder of 10,000 images in the real main window (offscreen) and time what a person waits for.
+
+    python bench/gui_folder_bench.py                  # generates 10,000 images in a temp folder
+    python bench/gui_folder_bench.py --folder DIR     # uses (and fills, if short) DIR
+
+What is measured, from the moment ``open_folder`` is called, on the GUI thread's clock:
+
+* listed: the folder was scanned (library worker thread, one SQLite transaction) and every image is a
+  row of the gallery's model;
+* first thumbnail painted: the first decoded thumbnail reached the screen (a paint event of the grid's
+  viewport after the first thumbnail arrived);
+* first screen complete: every thumbnail visible in the 1400x900 window is decoded;
+* laid out: the grid's batched layout has placed the last item (it can be scrolled to);
+* scrolling: the grid is scrolled page by page to the end; each step's rendering of the visible
+  cells (``grab()``) is timed
+  (thumbnails for new rows are decoded off the GUI thread, so a repaint never waits for them);
+* peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
+
+Each run starts with a fresh library (the folder's ``.mlcnn-tagger`` is deleted) unless --keep-library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def generate(folder: Path, count: int, size: int) -> float:
+    import numpy as np
+    from PIL import Image
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    have = {p.name for p in folder.rglob("*.jpg")}
+    for i in range(count):
+        sub = folder / f"part{i // 1000:02d}"
+        name = f"img{i:05d}.jpg"
+        if name in have:
+            continue
+        sub.mkdir(parents=True, exist_ok=True)
+        rgb = np.empty((size * 3 // 4, size, 3), np.uint8)
+        rgb[...] = rng.integers(0, 256, 3, dtype=np.uint8)
+        rgb[:, :: 1 + i % 13] //= 2
+        Image.fromarray(rgb).save(sub / name, quality=85)
+    return time.perf_counter() - start
+
+
+def run(folder: Path, timeout: float) -> dict:
+    from PySide6.QtCore import QEvent, QObject, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from tagger_app.main_window import MainWindow
+    from tagger_app.models.image_list_model import IdRole
+    from tagger_app.settings import AppSettings
+
+    app = QApplication.instance() or QApplication([])
+    settings_dir = tempfile.mkdtemp(prefix="gui-bench-settings-")
+    window = MainWindow(AppSettings(Path(settings_dir) / "settings.ini"), load_default_model=False)
+    window.error_dialogs = False
+    window.resize(1400, 900)
+    window.show()
+    app.processEvents()
+
+    view = window.gallery.view
+    marks: dict[str, float] = {}
+    t0 = 0.0
+
+    def mark(name: str) -> None:
+        marks.setdefault(name, time.perf_counter() - t0)
+
+    paints = [0]
+
+    class PaintWatch(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                paints[0] += 1
+                if "first thumbnail ready" in marks:
+                    QTimer.singleShot(0, lambda: mark("first thumbnail painted"))
+            return False
+
+    watch = PaintWatch()
+    view.viewport().installEventFilter(watch)
+    window.thumbnails.ready.connect(lambda _key: mark("first thumbnail ready"))
+    window.folderOpened.connect(lambda _root: mark("listed"))
+
+    def visible_rows() -> list[int]:
+        rect = view.viewport().rect()
+        model = view.model()
+        rows = []
+        for row in range(model.rowCount()):
+            r = view.visualRect(model.index(row, 0))
+            if r.isValid() and r.intersects(rect):
+                rows.append(row)
+            elif rows:
+                break
+        return rows
+
+    def poll() -> None:
+        if "listed" in marks:
+            model = view.model()
+            count = model.rowCount()
+            if count and "laid out" not in marks and view.visualRect(model.index(count - 1, 0)).isValid():
+                mark("laid out")
+            if "first thumbnail ready" in marks and "first screen complete" not in marks:
+                rows = visible_rows()
+                cache = window.thumbnails._cache
+                ids = [model.index(r, 0).data(IdRole) for r in rows]
+                if rows and all(i in cache for i in ids):
+                    mark("first screen complete")
+        done = all(k in marks for k in ("listed", "first thumbnail painted", "first screen complete", "laid out"))
+        if done or time.perf_counter() - t0 > timeout:
+            app.quit()
+
+    gaps = [0.0]
+    last_tick = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps[0] = max(gaps[0], now - last_tick[0])
+        last_tick[0] = now
+        poll()
+
+    poller = QTimer()
+    poller.setInterval(5)
+    poller.timeout.connect(tick)
+    poller.start()
+    t0 = last_tick[0] = time.perf_counter()
+    window.open_folder(folder)
+    app.exec()
+    poller.stop()
+
+    # scroll to the end page by page, timing each rendering of the visible cells
+    bar = view.verticalScrollBar()
+    steps = []
+    page = max(1, bar.pageStep())
+    value = 0
+    paints_before = paints[0]
+    while value < bar.maximum() and len(steps) < 5000:
+        value = min(bar.maximum(), value + page)
+        bar.setValue(value)
+        start = time.perf_counter()
+        view.viewport().grab()  # renders the visible cells now, through the delegate
+        app.processEvents()
+        steps.append(time.perf_counter() - start)
+
+    result = {
+        "images": window.images.rowCount(),
+        "marks": marks,
+        "open_longest_gui_gap_ms": 1000 * gaps[0],
+        "scroll_steps": len(steps),
+        "scroll_paints": paints[0] - paints_before,
+        "scroll_worst_ms": 1000 * max(steps) if steps else 0.0,
+        "scroll_median_ms": 1000 * sorted(steps)[len(steps) // 2] if steps else 0.0,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    window.shutdown()
+    window.deleteLater()
+    shutil.rmtree(settings_dir, ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", type=Path, help="folder to use (default: a temporary one, deleted afterwards)")
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=128, help="image width in pixels (height is 3/4 of it)")
+    parser.add_argument("--keep-library", action="store_true", help="reuse the folder's existing library")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+
+    temporary = args.folder is None
+    folder = Path(tempfile.mkdtemp(prefix="gui-bench-")) if temporary else args.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        gen_seconds = generate(folder, args.count, args.size)
+        if not args.keep_library:
+            shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
+        result = run(folder, args.timeout)
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    print(
+        f"folder: {folder} ({result['images']} images, {args.size}x{args.size * 3 // 4} JPEG; "
+        f"generated in {gen_seconds:.1f} s){' [deleted]' if temporary else ''}"
+    )
+    platform = os.environ["QT_QPA_PLATFORM"]
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, QT_QPA_PLATFORM={platform}")
+    print("times from open_folder(), GUI thread clock:")
+    for name in ("listed", "first thumbnail ready", "first thumbnail painted", "first screen complete", "laid out"):
+        value = result["marks"].get(name)
+        print(f"  {name:<26} {'not reached' if value is None else f'{value * 1000:8.0f} ms'}")
+    print(f"longest GUI-thread gap while opening (5 ms timer): {result['open_longest_gui_gap_ms']:.0f} ms")
+    print(
+        f"scrolling to the end: {result['scroll_steps']} page steps ({result['scroll_paints']} paints); "
+        f"rendering the visible cells: median {result['scroll_median_ms']:.1f} ms, "
+        f"worst {result['scroll_worst_ms']:.1f} ms"
+    )
+    print(f"peak memory (ru_maxrss): {result['maxrss_mb']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -67,8 +67,13 @@ class KeptModel:
         return list(self.card.get("labels", []))
 
     @property
-    def created(self) -> str:
-        return str(self.card.get("created", ""))
+    def saved(self) -> str:
+        """When the file was written (a fine-tune's card keeps its parent's ``created``)."""
+        try:
+            stamp = self.path.stat().st_mtime
+        except OSError:
+            return ""
+        return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def arch(self) -> str:
@@ -108,7 +113,7 @@ class ModelRegistry:
                 kept.append(KeptModel(path, read_card_header(path)))
             except ValueError:
                 continue
-        kept.sort(key=lambda m: (m.created, m.path.stat().st_mtime), reverse=True)
+        kept.sort(key=lambda m: (m.saved, m.path.name), reverse=True)
         return kept
 
     def new_model_path(self, stem: str) -> Path:
@@ -133,9 +138,9 @@ class ModelRegistry:
 
 
 class KeptModelsModel(QAbstractTableModel):
-    """The kept models as a table: name, created, summary; marks the active one."""
+    """The kept models as a table: name, when saved, summary; marks the active one."""
 
-    COLUMNS = ("Model", "Created", "About")
+    COLUMNS = ("Model", "Saved", "About")
     PathRole = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, registry: ModelRegistry, parent: QObject | None = None):
@@ -177,7 +182,7 @@ class KeptModelsModel(QAbstractTableModel):
             if index.column() == 0:
                 return ("● " if active else "") + model.name
             if index.column() == 1:
-                return model.created.replace("T", " ")[:19]
+                return model.saved
             return model.summary()
         if role == Qt.ItemDataRole.ToolTipRole:
             return str(model.path)

@@ -222,3 +222,45 @@ def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_pa
     panel.other_list.item(1).setCheckState(Qt.CheckState.Checked)
     assert not (never_opened / ".mlcnn-tagger").exists()  # the panel never creates a library
     here.close()
+
+
+def test_in_the_main_window_confirm_train_activate_predict(qtbot, window, image_folder, tiny_model_path, monkeypatch,
+                                                           tmp_path):
+    from conftest import load_model, open_folder
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000):
+        window.tag_all()
+    # a person confirms every image, adding a tag the model does not know to some
+    for n, record in enumerate(window.images.records()):
+        assert window.gallery.select_image(record.id)
+        qtbot.waitUntil(lambda rid=record.id: window.current_id == rid, timeout=10_000)
+        if n % 2 == 0:
+            assert window.add_tag("sunset")
+        assert window.confirm_all()
+    assert window.library.status_counts()["confirmed"] == 10
+
+    window._show_training()
+    panel = window.training_panel
+    assert panel is not None and panel.isVisible()
+    assert panel.n_train + panel.n_held_out == 10
+    assert panel.current_model == str(tiny_model_path)
+    assert any(r[0] == "sunset" and r[3].startswith("new") for r in panel.label_counts.rows)
+    set_quick_options(panel, epochs=2)
+    with qtbot.waitSignal(panel.comparisonReady, timeout=TIMEOUT):
+        assert panel.start_training()
+    assert panel.last_error == "", panel.last_stderr
+    assert panel.curves.loss and Path(panel.new_model).parent == tmp_path / "user-data" / "mlcnn-tagger" / "models"
+
+    with qtbot.waitSignal(window.modelReady, timeout=60_000):
+        panel.activate_button.click()
+    assert window.model.path == panel.new_model
+    assert "sunset" in window.model.labels
+    assert panel.kept_models.data(panel.kept_models.index(0, 0)).startswith("●")
+    # the new model's predictions reach the library
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000):
+        window.tag_all()
+    record = window.images.records()[0]
+    assert window.library.prediction(record.id).model_hash == window.model.hash

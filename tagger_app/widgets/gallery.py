@@ -111,7 +111,7 @@ class GalleryPanel(QWidget):
         self.status_filter.addItems(list(STATUS_FILTERS))
         self.status_filter.setToolTip("Show images by review status")
         self.tag_filter = QLineEdit()
-        self.tag_filter.setPlaceholderText("Filter tags: cat AND (dog OR bird*) AND NOT sky")
+        self.tag_filter.setPlaceholderText("Filter by tags: cat AND (dog OR bird*) AND NOT sky")
         self.tag_filter.setClearButtonEnabled(True)
         self.tag_filter.setToolTip(
             "Tag filter: AND / OR / NOT (or & | !), parentheses, wildcards * and ?; "
@@ -123,14 +123,14 @@ class GalleryPanel(QWidget):
 
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(self.status_filter)
-        bar.addWidget(self.tag_filter, 1)
-        bar.addWidget(self.sort_order)
+        bar.addWidget(self.status_filter, 1)
+        bar.addWidget(self.sort_order, 1)
         self.view = GalleryView()
         self.view.setModel(self.proxy)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
+        layout.addWidget(self.tag_filter)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.count_label)
 

@@ -39,11 +39,16 @@ def label_color(index: int) -> QColor:
 
 
 def confidence_overlay(values: np.ndarray) -> QImage:
-    """A coarse [h, w] map in [0, 1] as an RGBA image: colour ramp, more opaque where confident."""
-    v = np.clip(np.nan_to_num(values), 0.0, 1.0)
+    """A coarse [h, w] confidence map as an RGBA image: colour ramp, more opaque where confident.
+
+    The ramp spans the map's minimum .. maximum, so it shows *where* the label is; per-position
+    confidences of one label among many are small numbers, and the hover readout gives them."""
+    v = np.nan_to_num(values).astype(np.float32)
+    low, high = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+    v = (v - low) / (high - low) if high - low > 1e-6 else np.full_like(v, 0.5)
     rgba = np.empty((*v.shape, 4), np.uint8)
     rgba[..., :3] = CONFIDENCE_LUT[(v * 255).astype(np.uint8)]
-    rgba[..., 3] = (60 + 195 * v).astype(np.uint8)
+    rgba[..., 3] = (40 + 215 * v).astype(np.uint8)
     return _to_qimage(rgba)
 
 
@@ -253,7 +258,11 @@ class ViewerPanel(QWidget):
             self._fill_legend()
             return
         if choice in self._label_names:
-            self.view.set_overlay(confidence_overlay(self._maps[self._label_names.index(choice)]))
+            values = self._maps[self._label_names.index(choice)]
+            self.view.set_overlay(confidence_overlay(values))
+            self.overlay_choice.setToolTip(
+                f"{choice}: colours span {float(values.min()):.3f} (dark) to {float(values.max()):.3f} (yellow)"
+            )
 
     def _fill_legend(self) -> None:
         self.legend.clear()

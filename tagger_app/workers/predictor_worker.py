@@ -5,9 +5,10 @@ shared with the GUI thread under a lock: the selected image jumps the queue, bat
 empties it. Every result is stored in the library by the worker (its own SQLite connection) the
 moment it arrives, then handed to the GUI by signal.
 
-Scores: the core's per-label scores are sums of pruned confidences over the map's positions; the
-worker divides them by the number of positions, giving each label's mean share of the image in
-[0, 1]. That is what the library stores and the tag panel draws as a confidence bar.
+Scores: the core's per-label scores are sums of pruned confidences over the map's positions (each
+position keeps only its best label). The worker divides them by their total, giving each label's
+share of the image's evidence in [0, 1] (the shares sum to 1). That is what the library stores and
+the tag panel draws as a confidence bar; the order and the thresholded labels are the core's.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class PredictionJob:
 class PredictionResult:
     image_id: int
     labels: list[str]
-    confidences: dict[str, float]  # normalised to [0, 1]
+    confidences: dict[str, float]  # each label's share of the evidence, summing to 1
     label_names: list[str]
     maps: np.ndarray  # float32 [L, h, w]
     winner: np.ndarray  # int32 [h, w]
@@ -184,8 +185,8 @@ class PredictorWorker(QObject):
             self.imageFailed.emit(job.image_id, str(exc))
             self._count(job)
             return
-        positions = max(1, int(np.prod(prediction.maps.shape[1:])))
-        confidences = {k: float(v) / positions for k, v in prediction.confidences.items()}
+        total = sum(float(v) for v in prediction.confidences.values())
+        confidences = {k: float(v) / total if total > 0 else 0.0 for k, v in prediction.confidences.items()}
         result = PredictionResult(
             job.image_id,
             list(prediction.labels),

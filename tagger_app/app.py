@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     for problem in pyside_fixes.problems():
         window.statusBar().showMessage(problem, 60_000)
 
-    folder = args.folder
     if args.demo:
         try:
-            folder = str(prepare_demo())
+            # the demo's sidecars stand for a person's earlier work: they open as confirmed
+            window.open_folder(prepare_demo(), import_as_confirmed=True)
         except (FileNotFoundError, OSError) as exc:
             print(f"tagger-app: {exc}", file=sys.stderr)
             QMessageBox.warning(window, "Demo folder", str(exc))
-    if folder:
-        window.open_folder(folder)
+    elif args.folder:
+        window.open_folder(args.folder)
     return app.exec()
 
 

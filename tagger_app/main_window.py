@@ -273,7 +273,8 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_folder(folder)
 
-    def open_folder(self, folder: str | Path) -> None:
+    def open_folder(self, folder: str | Path, import_as_confirmed: bool | None = None) -> None:
+        """Open a folder; ``import_as_confirmed`` overrides the setting for its existing sidecars."""
         folder = str(folder)
         if not Path(folder).is_dir():
             self._report(f"{folder} is not a folder", error=True)
@@ -291,7 +292,11 @@ class MainWindow(QMainWindow):
         self._opening = folder
         self.statusBar().showMessage(f"Opening {folder}…")
         self.library_thread.openRequested.emit(
-            OpenRequest(folder, self.settings.import_sidecars, self.settings.import_as_confirmed)
+            OpenRequest(
+                folder,
+                self.settings.import_sidecars or bool(import_as_confirmed),
+                self.settings.import_as_confirmed if import_as_confirmed is None else import_as_confirmed,
+            )
         )
 
     def _on_folder_opened(self, opened: OpenedFolder) -> None:

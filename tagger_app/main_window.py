@@ -397,6 +397,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------- prediction
 
     def _on_predicted(self, result: PredictionResult) -> None:
+        if result.library is not self.library:
+            return  # made for a folder that is no longer open
         self._maps[result.image_id] = result
         self._maps.move_to_end(result.image_id)
         while len(self._maps) > MAPS_CACHE_SIZE:
@@ -660,6 +662,8 @@ class MainWindow(QMainWindow):
         return len(failed)
 
     def _on_sidecars_done(self, report: SidecarReport) -> None:
+        if report.library is not self.library:
+            return
         for image_id in report.written:
             self.failed_sidecars.pop(image_id, None)
         self.failed_sidecars.update(report.failed)

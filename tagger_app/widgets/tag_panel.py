@@ -113,7 +113,7 @@ class TagPanel(QWidget):
         add_button.clicked.connect(self._add)
         self.add_field.returnPressed.connect(self._add)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
-        self._selected_tag: str | None = None
+        self._quiet = False
 
     def set_image(self, title: str, status: str | None, records, scores=None) -> None:
         keep = self.selected_tag()
@@ -124,7 +124,10 @@ class TagPanel(QWidget):
         if row is None and self.model.rowCount():
             row = 0
         if row is not None:
+            # a programmatic selection: the viewer's overlay choice stays the person's
+            self._quiet = True
             self.table.selectRow(row)
+            self._quiet = False
 
     def clear(self) -> None:
         self.set_image("No image", None, [])
@@ -169,7 +172,7 @@ class TagPanel(QWidget):
             self.addRequested.emit(tag)
 
     def _on_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        if current.isValid():
+        if current.isValid() and not self._quiet:
             self.tagChosen.emit(current.siblingAtColumn(0).data(TagRole))
 
 

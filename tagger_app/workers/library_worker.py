@@ -43,6 +43,7 @@ class SidecarRequest:
 class SidecarReport:
     written: dict[int, list[Path]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    library: Library | None = None
 
 
 class LibraryWorker(QObject):
@@ -89,7 +90,7 @@ class LibraryWorker(QObject):
     @Slot(object)
     def write_sidecars(self, request: SidecarRequest) -> None:
         library = self._library
-        report = SidecarReport()
+        report = SidecarReport(library=library)
         if library is None:
             self.sidecarsDone.emit(report)
             return

@@ -57,6 +57,7 @@ class PredictionResult:
     seconds: float
     record: ImageRecord | None = None  # the image after the result was stored
     tags: list[TagRecord] = field(default_factory=list)
+    library: Library | None = None  # whose image ids these are (a folder opened since makes it stale)
 
 
 class PredictorWorker(QObject):
@@ -196,6 +197,7 @@ class PredictorWorker(QObject):
             prediction.winner,
             tuple(prediction.image_size),
             time.perf_counter() - start,
+            library=library,
         )
         if job.store and library is not None:
             try:

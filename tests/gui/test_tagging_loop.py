@@ -285,3 +285,58 @@ def test_training_dock_hosts_the_training_panel(qtbot, window, image_folder, tmp
     panel = window.training_panel
     assert panel is not None and window.training_dock.widget() is panel
     assert panel.library is window.library
+
+
+def test_drop_a_folder_on_the_window(qtbot, window, image_folder):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(image_folder))])
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    with qtbot.waitSignal(window.folderOpened, timeout=20_000):
+        window.dropEvent(event)
+    assert window.images.rowCount() == 10
+    assert str(image_folder.resolve()) in window.settings.recent_folders
+    assert window.recent_menu.actions()
+
+
+def test_model_card_and_unload(qtbot, window, image_folder, tiny_model_path):
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    assert "5 labels" in window.model_label.text()
+    window.show_model_card()
+    from PySide6.QtWidgets import QDialog
+
+    dialogs = [w for w in window.findChildren(QDialog) if w.isVisible()]
+    assert any(d.windowTitle() == "Model card" for d in dialogs)
+    with qtbot.waitSignal(window.predictor.worker.modelUnloaded, timeout=10_000):
+        window.unload_model()
+    qtbot.waitUntil(lambda: window.model is None, timeout=5_000)
+    assert "No model" in window.model_label.text()
+
+
+def test_overlay_choice_survives_changing_image_and_stale_results_are_ignored(
+    qtbot, window, image_folder, tmp_path, tiny_model_path
+):
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    qtbot.waitUntil(lambda: window.viewer._maps is not None, timeout=20_000)
+    window.viewer.show_winner_map()
+    with qtbot.waitSignal(window.predictionShown, timeout=20_000):
+        window.gallery.step(1)
+    assert window.viewer.overlay_mode() == OVERLAY_WINNER
+
+    # a result made for the previous folder's library must not touch the new folder's rows
+    other = tmp_path / "other"
+    make_images(other, 3, seed=1)
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000):
+        window.tag_all()
+    stale = next(iter(window._maps.values()))
+    open_folder(qtbot, window, other)
+    before = [r.status for r in window.images.records()]
+    stale.record = window.images.records()[0].__class__(window.images.records()[0].id, "x", 0, 0.0, "confirmed", None)
+    window._on_predicted(stale)
+    assert [r.status for r in window.images.records()] == before

@@ -73,15 +73,16 @@ def relative(arg: str) -> str:
 
 def shown(cmd: list[str]) -> str:
     """The command as a person would type it (``mlcnn ...``), paths relative to the repository."""
-    return "mlcnn " + " ".join(shlex.quote(relative(a)) for a in cmd[cmd.index("mlcnn_core.cli") + 1:])
+    return "mlcnn " + " ".join(shlex.quote(relative(a)) for a in cmd[cmd.index("mlcnn_core.cli") + 1 :])
 
 
 def run(cmd: list[str], log: Path) -> float:
     """Run ``cmd`` (output to ``log``); returns its wall-clock seconds; raises on failure."""
     t0 = time.perf_counter()
     with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+        proc = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO))
+        )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
@@ -92,8 +93,7 @@ def run(cmd: list[str], log: Path) -> float:
 def fine_tune(base: Path, data: list[Path], out: Path, flags: list[str]) -> dict:
     events = out.with_suffix(".events.jsonl")
     events.unlink(missing_ok=True)
-    cmd = mlcnn("train", "--init", str(base), *sum((["--data", str(d)] for d in data), []), "--out", str(out),
-                *flags)
+    cmd = mlcnn("train", "--init", str(base), *sum((["--data", str(d)] for d in data), []), "--out", str(out), *flags)
     shown_cmd = shown(cmd)
     seconds = run(cmd + ["--events", str(events)], out.with_suffix(".train.log"))
     start = done = None
@@ -104,17 +104,37 @@ def fine_tune(base: Path, data: list[Path], out: Path, flags: list[str]) -> dict
         elif e["event"] == "done":
             done = e
     recipe = start["recipe"] if start else {}
-    print(f"  fine-tuned in {seconds:.0f} s: {start and start['train_images']} images, {recipe.get('epochs')} "
-          f"epochs × {start and start['steps_per_epoch']} steps, lr {recipe.get('lr')}", flush=True)
-    return {"command": shown_cmd, "seconds": round(seconds, 1), "train_images": start and start["train_images"],
-            "val_images": start and start["val_images"], "epochs": recipe.get("epochs"),
-            "steps": start and start["epochs"] * start["steps_per_epoch"], "batch_size": recipe.get("batch_size"),
-            "lr": recipe.get("lr"), "trainer_seconds": done and done["seconds"]}
+    print(
+        f"  fine-tuned in {seconds:.0f} s: {start and start['train_images']} images, {recipe.get('epochs')} "
+        f"epochs × {start and start['steps_per_epoch']} steps, lr {recipe.get('lr')}",
+        flush=True,
+    )
+    return {
+        "command": shown_cmd,
+        "seconds": round(seconds, 1),
+        "train_images": start and start["train_images"],
+        "val_images": start and start["val_images"],
+        "epochs": recipe.get("epochs"),
+        "steps": start and start["epochs"] * start["steps_per_epoch"],
+        "batch_size": recipe.get("batch_size"),
+        "lr": recipe.get("lr"),
+        "trainer_seconds": done and done["seconds"],
+    }
 
 
 def evaluate(model: Path, data: Path, out: Path, per_label: bool = False) -> dict:
-    cmd = mlcnn("evaluate", "--model", str(model), "--data", str(data), "--no-baseline", "--no-bf16",
-                "--json", str(out), *(["--per-label"] if per_label else []))
+    cmd = mlcnn(
+        "evaluate",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--no-baseline",
+        "--no-bf16",
+        "--json",
+        str(out),
+        *(["--per-label"] if per_label else []),
+    )
     seconds = run(cmd, out.with_suffix(".log"))
     result = json.loads(out.read_text(encoding="utf-8"))["single_pass"]
     metrics = {k: round(float(result[k]), 4) for k in ("precision", "recall", "accuracy", "mAP")}
@@ -133,8 +153,14 @@ def read_truth(set_dir: Path) -> list[dict]:
 
 def write_manifest(path: Path, set_dir: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"image": str((set_dir / r["image"]).resolve()), "labels": r["labels"]},
-                                       ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"image": str((set_dir / r["image"]).resolve()), "labels": r["labels"]}, ensure_ascii=False)
+            + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -159,8 +185,12 @@ def build_cat_sets(out_dir: Path, glyph_cache: Path, seed: int = 0) -> dict[str,
     tax = es.load_taxonomy()
     pool = es.load_glyph_pool("noto", tax, cache_dir=glyph_cache, verbose=False)
     cats = [g for lab in pool.labels for g in pool.glyphs[lab] if is_cat(g.entry)]
-    kept = {lab: [g for g in pool.glyphs[lab] if not is_cat(g.entry)
-                  and tuple(g.entry.codepoints) not in BIG_CAT_CODEPOINTS] for lab in pool.labels}
+    kept = {
+        lab: [
+            g for g in pool.glyphs[lab] if not is_cat(g.entry) and tuple(g.entry.codepoints) not in BIG_CAT_CODEPOINTS
+        ]
+        for lab in pool.labels
+    }
     no_cat_pool = es.GlyphPool("noto", [lab for lab in pool.labels if kept[lab]], {k: v for k, v in kept.items() if v})
     backgrounds = es.Backgrounds(es.load_photos(verbose=False))
     for name, (with_cat, without) in CAT_SETS.items():
@@ -182,8 +212,9 @@ def build_cat_sets(out_dir: Path, glyph_cache: Path, seed: int = 0) -> dict[str,
                         break
                     image, record = es.compose_scene(rng, no_cat_pool, backgrounds, geo)
             truth.append(es.write_scene(set_dir, index, image, record))
-        (set_dir / "truth.jsonl").write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in truth),
-                                             encoding="utf-8")
+        (set_dir / "truth.jsonl").write_text(
+            "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in truth), encoding="utf-8"
+        )
         (set_dir / "DONE").write_text(json.dumps({"seed": seed, "with_cat": with_cat, "without": without}) + "\n")
     print(f"cat scenes built in {time.perf_counter() - t0:.0f} s: {', '.join(map(str, sets.values()))}")
     return sets
@@ -206,8 +237,14 @@ def add_cat(rng: np.random.Generator, image, record: dict, cats: list, geo) -> b
                 box = [x, y, x + gw, y + gh]
                 if es.overlap_ok(box, boxes):
                     image.paste(im, (x, y), im)
-                    record["objects"].append({"label": glyph.entry.subgroup, "emoji": glyph.entry.emoji,
-                                              "codepoints": glyph.entry.hex, "box": box})
+                    record["objects"].append(
+                        {
+                            "label": glyph.entry.subgroup,
+                            "emoji": glyph.entry.emoji,
+                            "codepoints": glyph.entry.hex,
+                            "box": box,
+                        }
+                    )
                     record["labels"] = sorted({o["label"] for o in record["objects"]} | {CAT_LABEL})
                     return True
         im = im.resize((max(1, round(gw * 0.8)), max(1, round(gh * 0.8))))
@@ -262,9 +299,11 @@ def write_report(results: dict, path_md: Path, path_json: Path) -> None:
         om, no = row["openmoji"], row["noto"]
         steps = f"{t['epochs']} × {t['steps'] // max(1, t['epochs'])}" if t else "—"
         lines.append(f"| {row['k']} | {t['seconds']:.0f} s |  {steps} |" if t else f"| {row['k']} | — | — |")
-        lines[-1] += (f" {fmt(om['precision'])} | {fmt(om['recall'])} | **{fmt(om['accuracy'])}** | {fmt(om['mAP'])} |"
-                      f" {fmt(no['precision'])} | {fmt(no['recall'])} | {fmt(no['accuracy'])} "
-                      f"({no['accuracy'] - base_noto['accuracy']:+.3f}) | {fmt(no['mAP'])} |")
+        lines[-1] += (
+            f" {fmt(om['precision'])} | {fmt(om['recall'])} | **{fmt(om['accuracy'])}** | {fmt(om['mAP'])} |"
+            f" {fmt(no['precision'])} | {fmt(no['recall'])} | {fmt(no['accuracy'])} "
+            f"({no['accuracy'] - base_noto['accuracy']:+.3f}) | {fmt(no['mAP'])} |"
+        )
     lines += ["", "Commands (one per number above):", ""]
     for row in results["curve"]:
         if row.get("train"):
@@ -334,24 +373,36 @@ def main(argv: list[str] | None = None) -> int:
     flags = [f for flag in args.train_flag for f in flag.split("=", 1)]
     timings: dict[str, float] = {}
     results: dict = {
-        "machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python bench/finetune_curve.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "base_model": relative(str(model)), "split": args.split,
-        "eval_images": args.eval_images, "train_flags": flags, "ks": args.ks,
+        "base_model": relative(str(model)),
+        "split": args.split,
+        "eval_images": args.eval_images,
+        "train_flags": flags,
+        "ks": args.ks,
     }
     eval_sets = {}
     for style in ("openmoji", "noto"):
         set_dir = data / f"{style}-{args.split}"
-        eval_sets[style] = write_manifest(work / f"eval-{style}-{args.split}-{args.eval_images}.jsonl", set_dir,
-                                          read_truth(set_dir)[: args.eval_images])
+        eval_sets[style] = write_manifest(
+            work / f"eval-{style}-{args.split}-{args.eval_images}.jsonl",
+            set_dir,
+            read_truth(set_dir)[: args.eval_images],
+        )
 
     def measure(name: str, m: Path) -> dict:
         t0 = time.perf_counter()
-        row = {style: evaluate(m, eval_sets[style], work / f"{name}-{style}-{args.split}.json")
-               for style in ("openmoji", "noto")}
+        row = {
+            style: evaluate(m, eval_sets[style], work / f"{name}-{style}-{args.split}.json")
+            for style in ("openmoji", "noto")
+        }
         timings[f"evaluate {name}"] = time.perf_counter() - t0
-        print(f"  {name}: OpenMoji accuracy {row['openmoji']['accuracy']:.3f} mAP {row['openmoji']['mAP']:.3f}; "
-              f"Noto accuracy {row['noto']['accuracy']:.3f} mAP {row['noto']['mAP']:.3f}", flush=True)
+        print(
+            f"  {name}: OpenMoji accuracy {row['openmoji']['accuracy']:.3f} mAP {row['openmoji']['mAP']:.3f}; "
+            f"Noto accuracy {row['noto']['accuracy']:.3f} mAP {row['noto']['mAP']:.3f}",
+            flush=True,
+        )
         return row
 
     print(f"k = 0: {model}", flush=True)
@@ -383,18 +434,28 @@ def main(argv: list[str] | None = None) -> int:
         noto_after = evaluate(out, eval_sets["noto"], work / f"cat-noto-{args.split}.json")
         timings["evaluate cat"] = time.perf_counter() - t0
         per = cat_eval["per_label"].get(CAT_LABEL, {})
-        print(f"  cat: precision {per.get('precision', 0):.3f} recall {per.get('recall', 0):.3f} "
-              f"(support {per.get('support')}); Noto accuracy {base['noto']['accuracy']:.3f} → "
-              f"{noto_after['accuracy']:.3f}", flush=True)
+        print(
+            f"  cat: precision {per.get('precision', 0):.3f} recall {per.get('recall', 0):.3f} "
+            f"(support {per.get('support')}); Noto accuracy {base['noto']['accuracy']:.3f} → "
+            f"{noto_after['accuracy']:.3f}",
+            flush=True,
+        )
         results["new_label"] = {
-            "label": CAT_LABEL, "folder": str(sets["cat-train"].parent.relative_to(REPO)),
-            "train_with_cat": CAT_SETS["cat-train"][0], "train_without": CAT_SETS["cat-train"][1],
-            "test_with_cat": CAT_SETS["cat-test"][0], "test_without": CAT_SETS["cat-test"][1],
-            "train": train, "cat": per, "cat_eval_command": cat_eval["command"],
+            "label": CAT_LABEL,
+            "folder": str(sets["cat-train"].parent.relative_to(REPO)),
+            "train_with_cat": CAT_SETS["cat-train"][0],
+            "train_without": CAT_SETS["cat-train"][1],
+            "test_with_cat": CAT_SETS["cat-test"][0],
+            "test_without": CAT_SETS["cat-test"][1],
+            "train": train,
+            "cat": per,
+            "cat_eval_command": cat_eval["command"],
             "all": {k: cat_eval[k] for k in ("precision", "recall", "accuracy", "mAP", "images")},
-            "noto_before": base["noto"], "noto_after": noto_after,
-            "old_labels_on_cat_test": {lab: v for lab, v in cat_eval["per_label"].items() if lab != CAT_LABEL
-                                       and v["support"] > 0},
+            "noto_before": base["noto"],
+            "noto_after": noto_after,
+            "old_labels_on_cat_test": {
+                lab: v for lab, v in cat_eval["per_label"].items() if lab != CAT_LABEL and v["support"] > 0
+            },
         }
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}
     results["total_seconds"] = round(time.perf_counter() - t_all, 1)

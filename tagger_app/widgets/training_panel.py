@@ -155,16 +155,17 @@ class ComparisonModel(QAbstractTableModel):
 
     A label the current model lacks shows "new" on its side; Δ is the new model's F1 minus the current one's."""
 
-    COLUMNS = (
-        "Label",
-        "Held-out images",
-        "Precision (current)",
-        "Precision (new)",
-        "Recall (current)",
-        "Recall (new)",
-        "F1 (current)",
-        "F1 (new)",
-        "Δ F1",
+    COLUMNS = ("Label", "Images", "P now", "P new", "R now", "R new", "F1 now", "F1 new", "Δ F1")
+    TOOLTIPS = (
+        "",
+        "Held-out images with this label",
+        "Precision of the current model",
+        "Precision of the new model",
+        "Recall of the current model",
+        "Recall of the new model",
+        "F1 of the current model",
+        "F1 of the new model",
+        "F1 of the new model minus F1 of the current one",
     )
     SortRole = Qt.ItemDataRole.UserRole + 1
 
@@ -220,6 +221,8 @@ class ComparisonModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return self.COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return self.TOOLTIPS[section] or None
         return None
 
     _KEYS = ("label", "support", "p_old", "p_new", "r_old", "r_new", "f1_old", "f1_new", "delta")
@@ -449,7 +452,9 @@ class TrainingPanel(QWidget):
         self.counts_view = QTableView()
         self.counts_view.setModel(self.label_counts)
         self.counts_view.verticalHeader().hide()
-        self.counts_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.counts_view.verticalHeader().setDefaultSectionSize(22)
+        self.counts_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.counts_view.horizontalHeader().setStretchLastSection(True)
         self.counts_view.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         layout.addWidget(self.counts_view, 1)
         layout.addWidget(QLabel("Also train on confirmed images of:"))
@@ -565,6 +570,7 @@ class TrainingPanel(QWidget):
         self.comparison_view.setModel(self.comparison_proxy)
         self.comparison_view.setSortingEnabled(True)
         self.comparison_view.verticalHeader().hide()
+        self.comparison_view.verticalHeader().setDefaultSectionSize(22)
         self.comparison_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout.addWidget(self.comparison_view, 1)
         self.activate_button = QPushButton("Use the new model")
@@ -962,7 +968,7 @@ class TrainingPanel(QWidget):
         if new is None:
             return
         self.comparison.set_results(current, new)
-        self.comparison_proxy.sort(8, Qt.SortOrder.DescendingOrder)
+        self.comparison_view.sortByColumn(8, Qt.SortOrder.DescendingOrder)
         self.tabs_right.setCurrentIndex(0)
         rows = []
         for r in self.comparison.overall:

@@ -224,8 +224,9 @@ def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_pa
     here.close()
 
 
-def test_in_the_main_window_confirm_train_activate_predict(qtbot, window, image_folder, tiny_model_path, monkeypatch,
-                                                           tmp_path):
+def test_in_the_main_window_confirm_train_activate_predict(
+    qtbot, window, image_folder, tiny_model_path, monkeypatch, tmp_path
+):
     from conftest import load_model, open_folder
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))

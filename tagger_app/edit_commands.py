@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 from PySide6.QtGui import QUndoCommand
 
-from mlcnn_core.library import Library, TagRecord
+from mlcnn_core.library import Library, LibraryError, TagRecord
 
 Snapshot = tuple[list[TagRecord], bool]
+# An edit that cannot be stored (e.g. the library's disk is full) is reported and dropped from the stack.
+STORE_ERRORS = (sqlite3.Error, LibraryError, OSError)
+
+
+def _ignore(_message: str) -> None:
+    pass
 
 
 class ImageTagsCommand(QUndoCommand):
@@ -22,24 +29,34 @@ class ImageTagsCommand(QUndoCommand):
         image_id: int,
         apply: Callable[[Library], object],
         changed: Callable[[list[int]], None],
+        failed: Callable[[str], None] = _ignore,
     ):
         super().__init__(text)
-        self.library, self.image_id, self.apply, self.changed = library, image_id, apply, changed
+        self.library, self.image_id, self.apply, self.changed, self.failed = library, image_id, apply, changed, failed
         self.before: Snapshot | None = None
         self.after: Snapshot | None = None
 
     def redo(self) -> None:
-        if self.after is None:
-            self.before = self.library.snapshot_tags(self.image_id)
-            self.apply(self.library)
-            self.after = self.library.snapshot_tags(self.image_id)
-        else:
-            self.library.restore_snapshot(self.image_id, self.after)
+        try:
+            if self.after is None:
+                self.before = self.library.snapshot_tags(self.image_id)
+                self.apply(self.library)
+                self.after = self.library.snapshot_tags(self.image_id)
+            else:
+                self.library.restore_snapshot(self.image_id, self.after)
+        except STORE_ERRORS as exc:
+            self.setObsolete(True)
+            self.failed(f"{self.text()}: cannot store the edit ({exc})")
+            return
         self.changed([self.image_id])
 
     def undo(self) -> None:
         assert self.before is not None
-        self.library.restore_snapshot(self.image_id, self.before)
+        try:
+            self.library.restore_snapshot(self.image_id, self.before)
+        except STORE_ERRORS as exc:
+            self.failed(f"Undo {self.text()}: cannot store the edit ({exc})")
+            return
         self.changed([self.image_id])
 
 
@@ -53,13 +70,23 @@ class FolderTagCommand(QUndoCommand):
         tag: str,
         apply: Callable[[Library], list[int]],
         changed: Callable[[list[int]], None],
+        failed: Callable[[str], None] = _ignore,
     ):
         super().__init__(text)
-        self.library, self.tag, self.apply, self.changed = library, tag, apply, changed
+        self.library, self.tag, self.apply, self.changed, self.failed = library, tag, apply, changed, failed
         self.before: dict[int, Snapshot] = {}
         self.after: dict[int, Snapshot] = {}
 
     def redo(self) -> None:
+        try:
+            self._redo()
+        except STORE_ERRORS as exc:
+            self.setObsolete(True)
+            self.failed(f"{self.text()}: cannot store the edit ({exc})")
+            return
+        self.changed(list(self.after))
+
+    def _redo(self) -> None:
         if not self.after:
             touched = [
                 image_id
@@ -72,9 +99,11 @@ class FolderTagCommand(QUndoCommand):
         else:
             for image_id, snapshot in self.after.items():
                 self.library.restore_snapshot(image_id, snapshot)
-        self.changed(list(self.after))
 
     def undo(self) -> None:
-        for image_id, snapshot in self.before.items():
-            self.library.restore_snapshot(image_id, snapshot)
+        try:
+            for image_id, snapshot in self.before.items():
+                self.library.restore_snapshot(image_id, snapshot)
+        except STORE_ERRORS as exc:
+            self.failed(f"Undo {self.text()}: cannot store the edit ({exc})")
         self.changed(list(self.before))

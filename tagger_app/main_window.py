@@ -429,6 +429,8 @@ class MainWindow(QMainWindow):
             record = self.images.record_by_id(image_id)
             if record is not None:
                 jobs.append(PredictionJob(image_id, self.library.abspath(record.path), store=True, batch=True))
+        if not jobs:
+            return 0
         self.progress.setRange(0, 0)
         for widget in (self.progress, self.eta_label, self.cancel_button):
             widget.setVisible(True)
@@ -529,8 +531,15 @@ class MainWindow(QMainWindow):
     def _edit_current(self, text: str, apply: Callable[[Library], object]) -> bool:
         if self.library is None or self.current_id < 0:
             return False
-        self.undo_stack.push(ImageTagsCommand(text, self.library, self.current_id, apply, self._after_edit))
-        return True
+        errors: list[str] = []
+
+        def failed(message: str) -> None:
+            errors.append(message)
+            self._edit_failed(message)
+
+        # a command that fails is marked obsolete and deleted by the stack inside push()
+        self.undo_stack.push(ImageTagsCommand(text, self.library, self.current_id, apply, self._after_edit, failed))
+        return not errors
 
     def confirm_tag(self, tag: str) -> bool:
         image_id = self.current_id
@@ -576,7 +585,12 @@ class MainWindow(QMainWindow):
             return False
         self.undo_stack.push(
             FolderTagCommand(
-                f"Rename “{old}” to “{new}”", self.library, old, lambda lib: lib.rename_tag(old, new), self._after_edit
+                f"Rename “{old}” to “{new}”",
+                self.library,
+                old,
+                lambda lib: lib.rename_tag(old, new),
+                self._after_edit,
+                self._edit_failed,
             )
         )
         return True
@@ -589,7 +603,14 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 return False
         self.undo_stack.push(
-            FolderTagCommand(f"Delete “{tag}”", self.library, tag, lambda lib: lib.delete_tag(tag), self._after_edit)
+            FolderTagCommand(
+                f"Delete “{tag}”",
+                self.library,
+                tag,
+                lambda lib: lib.delete_tag(tag),
+                self._after_edit,
+                self._edit_failed,
+            )
         )
         return True
 
@@ -602,6 +623,9 @@ class MainWindow(QMainWindow):
         tag = self.folder_tags.selected_tag() or self.tag_panel.selected_tag()
         if tag:
             self.delete_tag(tag)
+
+    def _edit_failed(self, message: str) -> None:
+        self._report(message, error=True)
 
     def _after_edit(self, image_ids: list[int]) -> None:
         if self.library is None:

@@ -340,3 +340,18 @@ def test_overlay_choice_survives_changing_image_and_stale_results_are_ignored(
     stale.record = window.images.records()[0].__class__(window.images.records()[0].id, "x", 0, 0.0, "confirmed", None)
     window._on_predicted(stale)
     assert [r.status for r in window.images.records()] == before
+
+
+def test_an_edit_that_cannot_be_stored_is_reported_and_dropped(qtbot, window, image_folder, monkeypatch):
+    import sqlite3
+
+    open_folder(qtbot, window, image_folder)
+    window.gallery.select_row(0)
+
+    def disk_full(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(window.library, "set_tag", disk_full)
+    assert not window.add_tag("lost")
+    assert "disk is full" in window.last_error
+    assert window.undo_stack.count() == 0

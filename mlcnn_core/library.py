@@ -778,14 +778,23 @@ class Library:
             (image_id,),
         )
 
-    def mark_sidecar_written(self, image_id: int, content: str = "human") -> None:
-        """``content``: ``"human"`` (a person's tags) or ``"machine"`` (a batch of predictions)."""
+    def mark_sidecar_written(self, image_id: int, content: str = "human", files: Sequence[Path] = ()) -> None:
+        """``content``: ``"human"`` (a person's tags) or ``"machine"`` (a batch of predictions).
+        ``files``: the sidecars written; they count as imported, so the next open does not read our
+        own tags back as tags found in sidecars."""
+        mtimes = []
+        for path in files:
+            try:
+                mtimes.append(Path(path).stat().st_mtime)
+            except OSError:
+                pass
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO sidecars (image_id, pending, content, error, written) VALUES (?, 0, ?, NULL, ?) "
+                "INSERT INTO sidecars (image_id, pending, content, error, written, imported_mtime) "
+                "VALUES (?, 0, ?, NULL, ?, ?) "
                 "ON CONFLICT(image_id) DO UPDATE SET pending = 0, content = excluded.content, error = NULL, "
-                "written = excluded.written",
-                (image_id, content, time.time()),
+                "written = excluded.written, imported_mtime = COALESCE(excluded.imported_mtime, imported_mtime)",
+                (image_id, content, time.time(), max(mtimes) if mtimes else None),
             )
 
     def mark_sidecar_failed(self, image_id: int, error: str) -> None:

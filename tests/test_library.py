@@ -70,9 +70,7 @@ def test_scan_of_ten_thousand_files_is_fast(tmp_path):
 
 def test_human_and_machine_tags_are_told_apart(lib):
     a = lib.image_id("a.jpg")
-    status = lib.store_prediction(
-        a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6, "dog": 0.1}, ModelInfo("m1", "M", "h")
-    )
+    status = lib.store_prediction(a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6, "dog": 0.1}, ModelInfo("m1", "M", "h"))
     assert status == "predicted"
     assert [(t.tag, t.source, t.state) for t in lib.tags(a)] == [
         ("cat", "machine", "predicted"),
@@ -312,3 +310,24 @@ def test_prediction_does_not_reopen_a_confirmed_image(lib):
     assert [(t.tag, t.source) for t in lib.tags(a)] == [("cat", "human")]
     assert lib.prediction(a).labels == ["dog"]
     assert lib.tag_records_by_image()[a] == lib.tags(a)
+
+
+def test_our_own_sidecars_are_not_imported_back(tmp_path):
+    make_folder(tmp_path, ["a.jpg"])
+    lib = Library.open(tmp_path)
+    lib.scan()
+    a = lib.image_id("a.jpg")
+    lib.store_prediction(a, ["cat"], {"cat": 0.9})
+    written = sidecars.write_image_sidecars(
+        tmp_path / "a.jpg", lib.positive_tags(a), formats=["txt"], txt_path=tmp_path / "a.txt", policy="merge"
+    )
+    lib.mark_sidecar_written(a, "machine", written)
+    assert lib.import_sidecars() == []
+    assert [(t.tag, t.source) for t in lib.tags(a)] == [("cat", "machine")]
+    (tmp_path / "a.txt").write_text("cat, edited elsewhere")
+    import os
+
+    os.utime(tmp_path / "a.txt", (time.time() + 5, time.time() + 5))
+    lib.import_sidecars()
+    assert {t.tag: t.source for t in lib.tags(a)} == {"cat": "sidecar", "edited elsewhere": "sidecar"}
+    lib.close()

@@ -110,7 +110,7 @@ class LibraryWorker(QObject):
                     txt_path=plan.get(Path(record.path)) and library.abspath(plan[Path(record.path)].as_posix()),
                     policy=request.policy,
                 )
-                library.mark_sidecar_written(image_id, request.content)
+                library.mark_sidecar_written(image_id, request.content, written)
                 report.written[image_id] = written
             except (sidecars.SidecarError, LibraryError, ValueError) as exc:
                 report.failed[image_id] = str(exc)

@@ -369,7 +369,7 @@ class MainWindow(QMainWindow):
         cached = self._maps.get(image_id)
         if cached is not None:
             self._maps.move_to_end(image_id)
-            self.viewer.set_maps(cached.maps, cached.winner, cached.label_names)
+            self.viewer.set_maps(cached.maps, cached.winner, cached.label_names, cached.image_size)
         else:
             self.viewer.set_maps(None, None)
             if self.model is not None:
@@ -408,7 +408,7 @@ class MainWindow(QMainWindow):
             self.gallery.proxy.update_tags(result.image_id, {t.tag for t in result.tags if t.is_positive})
             self._folder_tags_timer.start()
         if result.image_id == self.current_id:
-            self.viewer.set_maps(result.maps, result.winner, result.label_names)
+            self.viewer.set_maps(result.maps, result.winner, result.label_names, result.image_size)
             if result.record is not None:
                 self.tag_panel.set_image(result.record.path, result.record.status, result.tags, result.confidences)
             else:

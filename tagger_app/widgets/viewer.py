@@ -177,6 +177,7 @@ class ViewerPanel(QWidget):
         self._label_names: list[str] = []
         self._maps: np.ndarray | None = None
         self._winner: np.ndarray | None = None
+        self._original_size: tuple[int, int] | None = None
         self.overlay_choice.addItem(OVERLAY_NONE)
         self.overlay_choice.addItem(OVERLAY_WINNER)
         self.overlay_choice.currentTextChanged.connect(self._on_choice)
@@ -206,11 +207,16 @@ class ViewerPanel(QWidget):
         self.overlay_choice.blockSignals(False)
 
     def set_maps(
-        self, maps: np.ndarray | None, winner: np.ndarray | None, label_names: list[str] | None = None
+        self,
+        maps: np.ndarray | None,
+        winner: np.ndarray | None,
+        label_names: list[str] | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> None:
+        """``image_size``: the original (width, height), for the hover readout's pixel coordinates."""
         if label_names is not None:
             self.set_labels(label_names)
-        self._maps, self._winner = maps, winner
+        self._maps, self._winner, self._original_size = maps, winner, image_size
         self._render_overlay()
 
     def clear(self) -> None:
@@ -291,6 +297,8 @@ class ViewerPanel(QWidget):
             index = int(self._winner[row, col]) if self._winner is not None else int(self._maps[:, row, col].argmax())
         if not 0 <= index < len(self._label_names):
             return " "
+        if self._original_size:  # the viewer may show a shrunk decode of a very large image
+            x, y = x * self._original_size[0] / width, y * self._original_size[1] / height
         return f"({int(x)}, {int(y)})  {self._label_names[index]}: {self._maps[index, row, col]:.2f}"
 
     def _on_hover(self, x: float, y: float) -> None:

@@ -75,5 +75,12 @@ def open_folder(qtbot, window, folder, timeout=20_000):
 
 
 def load_model(qtbot, window, path, timeout=60_000):
-    with qtbot.waitSignal(window.modelReady, timeout=timeout):
-        window.load_model(path)
+    """Load a model and wait for it; a refused model fails at once with the worker's message."""
+    failures: list[str] = []
+    window.modelFailed.connect(failures.append)
+    window.load_model(path)
+    qtbot.waitUntil(
+        lambda: bool(failures) or (window.model is not None and window.model.path == str(path)), timeout=timeout
+    )
+    window.modelFailed.disconnect(failures.append)
+    assert not failures, failures[0]

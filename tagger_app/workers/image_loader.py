@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QImageReader, QPixmap
 
 THUMBNAIL_SIZE = 128
+MAX_QUEUED = 256  # thumbnail decodes waiting at most; about ten screens of the grid
 VIEWER_MAX_SIDE = 4096
 
 
@@ -48,17 +49,15 @@ class _DecodeSignals(QObject):
 
 
 class _DecodeJob(QRunnable):
-    def __init__(self, signals: _DecodeSignals, generation: int, key, path: Path, max_side: int | None):
+    def __init__(self, signals: _DecodeSignals, generation: int, key, path: Path, max_side: int | None, skip=None):
         super().__init__()
-        self.signals, self.generation, self.key, self.path, self.max_side = (
-            signals,
-            generation,
-            key,
-            path,
-            max_side,
-        )
+        self.signals, self.generation, self.key = signals, generation, key
+        self.path, self.max_side, self.skip = path, max_side, skip
 
     def run(self) -> None:
+        if self.skip is not None and self.key in self.skip:
+            self.skip.discard(self.key)  # no longer wanted: nothing to decode, nothing to deliver
+            return
         self.signals.decoded.emit(self.generation, self.key, decode_image(self.path, self.max_side))
 
 
@@ -73,7 +72,8 @@ class ThumbnailLoader(QObject):
         self.size = size
         self.cache_limit = cache_limit
         self._cache: OrderedDict[object, QPixmap] = OrderedDict()
-        self._pending: set = set()
+        self._pending: OrderedDict[object, None] = OrderedDict()  # queued decodes, oldest request first
+        self._skip: set = set()  # queued decodes no longer wanted (read by the pool's threads)
         self._failed: set = set()
         self._generation = 0
         self._priority = itertools.count()
@@ -89,11 +89,21 @@ class ThumbnailLoader(QObject):
             self._cache.move_to_end(key)
             return pixmap
         if key not in self._pending and key not in self._failed:
-            self._pending.add(key)
-            job = _DecodeJob(self._signals, self._generation, key, path, self.size)
+            self._skip.discard(key)
+            self._pending[key] = None
+            job = _DecodeJob(self._signals, self._generation, key, path, self.size, self._skip)
             # QThreadPool runs higher priorities first: the latest request is what is on screen now
             self._pool.start(job, min(next(self._priority), 2**31 - 1))
+            if len(self._pending) > MAX_QUEUED:
+                self._drop_stale_requests()
         return None
+
+    def _drop_stale_requests(self) -> None:
+        """After a fast scroll, skip the oldest queued decodes (rows long gone from the screen);
+        a row that is painted again asks again."""
+        while len(self._pending) > MAX_QUEUED // 2:
+            key, _ = self._pending.popitem(last=False)
+            self._skip.add(key)
 
     def has_failed(self, key) -> bool:
         return key in self._failed
@@ -103,6 +113,7 @@ class ThumbnailLoader(QObject):
         self._generation += 1
         self._pool.clear()
         self._pending.clear()
+        self._skip.clear()
         self._failed.clear()
         self._cache.clear()
 
@@ -112,7 +123,7 @@ class ThumbnailLoader(QObject):
     def _on_decoded(self, generation: int, key, image: QImage) -> None:
         if generation != self._generation:
             return
-        self._pending.discard(key)
+        self._pending.pop(key, None)
         if image.isNull():
             self._failed.add(key)
             self.failed.emit(key)

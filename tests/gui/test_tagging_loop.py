@@ -355,3 +355,36 @@ def test_an_edit_that_cannot_be_stored_is_reported_and_dropped(qtbot, window, im
     assert not window.add_tag("lost")
     assert "disk is full" in window.last_error
     assert window.undo_stack.count() == 0
+
+
+def test_sidecar_settings_dialog_round_trip(window):
+    from tagger_app.widgets.settings_dialog import SidecarSettingsDialog
+
+    dialog = SidecarSettingsDialog(window.settings, window)
+    dialog.xmp.setChecked(True)
+    dialog.naming.setCurrentIndex(dialog.naming.findData("full"))
+    dialog.policy.setCurrentIndex(dialog.policy.findData("replace"))
+    dialog.import_as_confirmed.setChecked(True)
+    dialog.apply()
+    assert window.settings.sidecar_formats == ["txt", "xmp"]
+    assert (window.settings.naming, window.settings.write_policy) == ("full", "replace")
+    assert window.settings.import_as_confirmed
+
+
+def test_keyboard_next_previous_and_confirm_all(qtbot, window, image_folder, tiny_model_path):
+    from PySide6.QtCore import Qt
+
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    first = window.current_id
+    window.gallery.view.setFocus()
+    qtbot.keyClick(window, Qt.Key.Key_J)
+    assert window.current_id != first
+    qtbot.keyClick(window, Qt.Key.Key_K)
+    assert window.current_id == first
+    qtbot.waitUntil(lambda: window.library.image(first).status == "predicted", timeout=20_000)
+    with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000):
+        qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert window.library.image(first).status == "confirmed"
+    qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.library.image(first).status == "predicted"

@@ -186,6 +186,13 @@ class PredictorWorker(QObject):
             self.imageFailed.emit(job.image_id, str(exc))
             self._count(job)
             return
+        except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: report it, keep the queue going
+            message = f"{type(exc).__name__}: {exc}"
+            if "out of memory" in str(exc).lower():
+                message = f"out of GPU memory while predicting {job.path.name} ({exc})"
+            self.imageFailed.emit(job.image_id, message)
+            self._count(job)
+            return
         total = sum(float(v) for v in prediction.confidences.values())
         confidences = {k: float(v) / total if total > 0 else 0.0 for k, v in prediction.confidences.items()}
         result = PredictionResult(

@@ -388,3 +388,25 @@ def test_keyboard_next_previous_and_confirm_all(qtbot, window, image_folder, tin
     assert window.library.image(first).status == "confirmed"
     qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert window.library.image(first).status == "predicted"
+
+
+def test_a_crashing_prediction_does_not_stop_the_batch(qtbot, window, image_folder, tiny_model_path):
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    predictor = window.predictor.worker._predictor
+    real = predictor.predict_file
+    calls = []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory")
+        return real(path)
+
+    predictor.predict_file = flaky
+    failures = []
+    window.predictor.worker.imageFailed.connect(lambda _i, message: failures.append(message))
+    with qtbot.waitSignal(window.batchFinished, timeout=60_000) as finished:
+        window.tag_all()
+    assert finished.args == [10, 10, False]
+    assert any("out of GPU memory" in m for m in failures)

@@ -416,7 +416,9 @@ class MainWindow(QMainWindow):
         self.predictionShown.emit(result.image_id)
 
     def _on_image_failed(self, image_id: int, message: str) -> None:
-        self.statusBar().showMessage(f"Cannot predict image {image_id}: {message}", 10000)
+        record = self.images.record_by_id(image_id)
+        name = record.path if record is not None else f"image {image_id}"
+        self.statusBar().showMessage(f"Cannot predict {name}: {message}", 10000)
 
     def _tag(self, image_ids: list[int]) -> int:
         if self.library is None or not image_ids:

@@ -112,7 +112,7 @@ class LibraryWorker(QObject):
                 )
                 library.mark_sidecar_written(image_id, request.content, written)
                 report.written[image_id] = written
-            except (sidecars.SidecarError, LibraryError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - SidecarError, sqlite3 errors, ...: report per image
                 report.failed[image_id] = str(exc)
                 try:
                     library.mark_sidecar_failed(image_id, str(exc))

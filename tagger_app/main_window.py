@@ -406,7 +406,8 @@ class MainWindow(QMainWindow):
         if result.record is not None:
             self.images.update_record(result.record)
             self.gallery.proxy.update_tags(result.image_id, {t.tag for t in result.tags if t.is_positive})
-            self._folder_tags_timer.start()
+            if not self._folder_tags_timer.isActive():  # at most every 600 ms during a batch
+                self._folder_tags_timer.start()
         if result.image_id == self.current_id:
             self.viewer.set_maps(result.maps, result.winner, result.label_names, result.image_size)
             if result.record is not None:

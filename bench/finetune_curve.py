@@ -135,7 +135,12 @@ def evaluate(model: Path, data: Path, out: Path, per_label: bool = False) -> dic
         str(out),
         *(["--per-label"] if per_label else []),
     )
-    seconds = run(cmd, out.with_suffix(".log"))
+    previous = out.with_suffix(".seconds")
+    if out.is_file() and previous.is_file() and out.stat().st_mtime > model.stat().st_mtime:
+        seconds = float(previous.read_text())  # this model was already evaluated on this data
+    else:
+        seconds = run(cmd, out.with_suffix(".log"))
+        previous.write_text(f"{seconds:.1f}\n")
     result = json.loads(out.read_text(encoding="utf-8"))["single_pass"]
     metrics = {k: round(float(result[k]), 4) for k in ("precision", "recall", "accuracy", "mAP")}
     metrics.update(images=result["images"], seconds=round(seconds, 1), command=shown(cmd))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -900,6 +901,9 @@ class TrainingPanel(QWidget):
             self._on_failed(f"The trained model could not be kept: {e}", "")
             return
         self.new_model = str(kept.path)
+        checkpoint_dir = Path(event.get("checkpoint") or "").parent
+        if checkpoint_dir.name.endswith(".ckpt"):  # only a cancelled run needs its checkpoint to resume
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
         self.kept_models.refresh()
         self.kept_models.set_active(self.current_model)
         self.status_label.setText(f"Done in {_format_duration(float(event.get('seconds', 0)))}: {kept.path.name}")

@@ -121,6 +121,7 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     assert panel.progress_bar.value() == panel.progress_bar.maximum()
     # the new model is kept, with a card, and has the new label
     assert panel.new_model and Path(panel.new_model).parent == tmp_path / "models"
+    assert not (panel._run_dir / "model.safetensors.ckpt").exists()  # a finished run needs no checkpoint
     card = read_card_header(panel.new_model)
     assert card["labels"][: len(LABELS)] == LABELS and card["labels"][-1] == "sunset"
     assert card["provenance"]["init"] == str(tiny_model_path)

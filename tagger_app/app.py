@@ -48,12 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from tagger_app import pyside_fixes
     from tagger_app.main_window import MainWindow
     from tagger_app.settings import APPLICATION, ORGANIZATION, AppSettings
 
-    for problem in pyside_fixes.problems():
-        print(f"tagger-app: warning: {problem}", file=sys.stderr)
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
@@ -63,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         window.load_model(args.model)
     window.show()
-    for problem in pyside_fixes.problems():
-        window.statusBar().showMessage(problem, 60_000)
 
     if args.demo:
         try:

@@ -37,31 +37,33 @@ def starter_model_path() -> Path | None:
 
 
 def _read_header(path: Path) -> tuple[dict, int, int]:
-    """The safetensors JSON header, its length and the file size, after checking the framing."""
+    """The safetensors JSON header, its length and the file size, after checking the framing.
+
+    The framing is tried first: a valid safetensors file may well start with byte 0x80 (a header
+    length of 128 mod 256). Only a file that fails it is told apart as a pickle or a zip."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise ModelFileError(
-                    f"{path}: this is a pickle or a PyTorch zip checkpoint, not a .safetensors model file; "
-                    "it is refused because unpickling can run code")
-            if len(head) < 8:
-                raise ModelFileError(f"{path}: file is too short to be a .safetensors model ({size} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER or n + 8 > size:
-                raise ModelFileError(f"{path}: not a .safetensors file, or truncated (header of {n} bytes "
-                                     f"in a file of {size})")
-            raw = f.read(n)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            raw = f.read(n) if 0 <= n <= MAX_HEADER and n + 8 <= size else b""
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read model file ({e.strerror or e})") from e
     try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("header is not an object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not a .safetensors file (unreadable header: {e})") from e
-    return header, n, size
+        header = json.loads(raw) if raw[:1] == b"{" else None
+    except (ValueError, UnicodeDecodeError):
+        header = None
+    if isinstance(header, dict):
+        return header, n, size
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ModelFileError(
+            f"{path}: this is a pickle or a PyTorch zip checkpoint, not a .safetensors model file; "
+            "it is refused because unpickling can run code")
+    if len(head) < 8:
+        raise ModelFileError(f"{path}: file is too short to be a .safetensors model ({size} bytes)")
+    if n > MAX_HEADER or n + 8 > size:
+        raise ModelFileError(f"{path}: not a .safetensors file, or truncated (header of {n} bytes in a file of {size})")
+    raise ModelFileError(f"{path}: not a .safetensors file (unreadable header)")
 
 
 def validate_card(card: object, where: str) -> dict:

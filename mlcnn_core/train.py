@@ -207,22 +207,26 @@ def set_rates(optimizer: torch.optim.Optimizer, recipe: Recipe, factor: float) -
 
 
 def validation_scores(model: TaggerModel, samples: list[Sample], device: str, bf16: bool | None,
-                      baseline: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
-    """Final single-pass score vectors (and, with ``baseline``, 10-crop scores) of ``samples``."""
+                      baseline: bool = False, seed: int = 0, single: bool = True) -> dict[str, np.ndarray]:
+    """Final single-pass score vectors (unless not ``single``) and, with ``baseline``, 10-crop
+    scores of ``samples``, with their true labels."""
     predictor = Predictor(model, device=device, bf16=bf16)
     index = {lab: i for i, lab in enumerate(model.labels)}
     rng = np.random.default_rng(seed)
-    single, crops, truth = [], [], []
+    singles, crops, truth = [], [], []
     for s in samples:
         try:
             rgb = read_image(s.image)
         except ImageError:
             continue
-        single.append(predictor.predict_array(rgb).scores)
+        if single:
+            singles.append(predictor.predict_array(rgb).scores)
         if baseline:
             crops.append(predictor.ten_crop_scores(rgb, rng))
         truth.append(multi_hot(s.labels, index) > 0)
-    out = {"single": np.array(single).reshape(-1, len(index)), "truth": np.array(truth).reshape(-1, len(index))}
+    out = {"truth": np.array(truth).reshape(-1, len(index))}
+    if single:
+        out["single"] = np.array(singles).reshape(-1, len(index))
     if baseline:
         out["baseline"] = np.array(crops).reshape(-1, len(index))
     return out
@@ -383,11 +387,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
         model.card["mean"] = state.get("mean", model.mean)
         events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
 
+    prior_seconds = state.get("elapsed_s", 0.0)  # training time of earlier runs, when resuming
     events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
                 epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, batch_size=recipe.batch_size,
                 recipe=asdict(recipe), device=str(device), bf16=bf16, world_size=world,
                 init=cfg.init, out=str(out))
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    best_scores = None
     step = state["step"]
     cancelled = False
     with CancelFlag() as cancel:
@@ -448,8 +454,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                     state["best_epoch"] = epoch + 1
             if rank == 0 and improved:
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best_scores = scores if val_samples else None
             state["history"].append(record)
-            state.update(epoch=epoch + 1 if epoch_done else epoch, step=step, labels=model.labels, mean=model.mean)
+            state.update(epoch=epoch + 1 if epoch_done else epoch, step=step, labels=model.labels, mean=model.mean,
+                         elapsed_s=prior_seconds + time.time() - started)
             if rank == 0:
                 save_checkpoint(ckpt / "last.safetensors", net, optimizer, state)
             events.emit("epoch", **record, checkpoint=str(ckpt / "last.safetensors"), improved=improved,
@@ -463,19 +471,23 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     if rank != 0:
         return None
     net.load_state_dict(best_state)
-    return _finish(cfg, model, net, recipe, state, val_samples, events, cancelled, started)
+    return _finish(cfg, model, net, recipe, state, val_samples, best_scores, events, cancelled, started)
 
 
 def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: dict, val_samples: list[Sample],
-            events: Events, cancelled: bool, started: float) -> TaggerModel:
-    """Fit the thresholds on the validation part, fill the card, write the model file."""
+            best_scores: dict | None, events: Events, cancelled: bool, started: float) -> TaggerModel:
+    """Fit the thresholds on the validation part, fill the card, write the model file.
+    ``best_scores`` are the best epoch's single-pass validation scores, when that epoch was validated."""
     net.eval()
     model.net = net.cpu()
     card = dict(model.card)
     card.setdefault("prediction", PredictConfig().to_dict())
     metrics: dict = {}
     if val_samples:
-        scores = validation_scores(model, val_samples, cfg.device, cfg.bf16, baseline=not cancelled, seed=cfg.seed)
+        scores = dict(best_scores or {})
+        if best_scores is None or not cancelled:
+            scores.update(validation_scores(model, val_samples, cfg.device, cfg.bf16, baseline=not cancelled,
+                                            seed=cfg.seed, single=best_scores is None))
         kind = cfg.threshold if cfg.threshold != "auto" else ("linear" if len(scores["truth"]) >= 200 else "global")
         metrics["validation_single_pass"], threshold = evaluate_scores(scores["single"], scores["truth"], kind)
         card["threshold"] = threshold.to_dict()
@@ -486,7 +498,7 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
     card["provenance"] = {
         "data": [str(p) for p in cfg.data], "recipe": asdict(recipe), "arch": card["arch"].get("name"),
         "init": cfg.init, "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
-        "val_fraction": cfg.val_fraction, "train_seconds": round(time.time() - started, 1),
+        "val_fraction": cfg.val_fraction, "train_seconds": round(state.get("elapsed_s", time.time() - started), 1),
         "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled,
         "history": state["history"], **({"parent": previous} if previous else {}),
     }

@@ -13,7 +13,6 @@ the tag panel draws as a confidence bar; the order and the thresholded labels ar
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -135,14 +134,15 @@ class PredictorWorker(QObject):
 
             model = load_model(path)
             predictor = Predictor(model)
-            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+            info = ModelInfo.for_model(model)
         except (ModelFileError, OSError, ValueError, RuntimeError) as exc:
             self.modelFailed.emit(str(exc))
             return
         self._predictor = predictor
-        self._model_info = ModelInfo(id=model.card.get("created") or digest, name=model.name, hash=digest)
+        self._model_info = info
         device = str(predictor.device) + (" (bf16)" if predictor.bf16 else "")
-        self.modelLoaded.emit(ModelSummary(model.name, str(path), list(model.labels), dict(model.card), device, digest))
+        self.modelLoaded.emit(ModelSummary(model.name, str(path), list(model.labels), dict(model.card), device,
+                                           info.hash))
         self._schedule()
 
     @Slot()

@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
                       bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
-                      max_steps=args.max_steps)
+                      max_steps=args.max_steps, extra_card={"name": args.name} if args.name else {})
     train(cfg)
     return 0
 
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"])
     t.add_argument("--workers", type=int, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--name", help="the model's name in its card (default: kept from --init, else empty)")
     t.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
     t.add_argument("--events", metavar="FILE|-", help="JSON lines of progress (- for stdout)")
     t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.safetensors")

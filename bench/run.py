@@ -121,8 +121,14 @@ def main() -> int:
     ap.add_argument("--finetune", help="markdown written by bench/finetune_curve.py")
     ap.add_argument("--out", default="BENCHMARKS.md")
     ap.add_argument("--json", default="bench/results/benchmark.json")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite --out from the --json of an earlier run (with the current --speed/--finetune files)")
     ap.add_argument("--limit", type=int, help="only the first N images of each set (a quick check of the script)")
     args = ap.parse_args()
+    if args.render_only:
+        Path(args.out).write_text(render(json.loads(Path(args.json).read_text(encoding="utf-8")), args),
+                                  encoding="utf-8")
+        return 0
     command = "python " + " ".join(sys.argv)
     data = Path(args.data)
     t_start = time.time()

@@ -38,6 +38,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="finetune", help="report file stem")
+    parser.add_argument("--parallel", type=int, default=1, help="evaluations (and the two experiments) at once")
     args = parser.parse_args(argv)
     t_all = time.perf_counter()
     data, work, model = Path(args.data), Path(args.work), Path(args.model).resolve()
@@ -396,12 +398,13 @@ def main(argv: list[str] | None = None) -> int:
             read_truth(set_dir)[: args.eval_images],
         )
 
+    pool = ThreadPoolExecutor(max_workers=max(1, args.parallel))
+
     def measure(name: str, m: Path) -> dict:
         t0 = time.perf_counter()
-        row = {
-            style: evaluate(m, eval_sets[style], work / f"{name}-{style}-{args.split}.json")
-            for style in ("openmoji", "noto")
-        }
+        styles = ("openmoji", "noto")
+        jobs = [pool.submit(evaluate, m, eval_sets[s], work / f"{name}-{s}-{args.split}.json") for s in styles]
+        row = {s: job.result() for s, job in zip(styles, jobs, strict=True)}
         timings[f"evaluate {name}"] = time.perf_counter() - t0
         print(
             f"  {name}: OpenMoji accuracy {row['openmoji']['accuracy']:.3f} mAP {row['openmoji']['mAP']:.3f}; "
@@ -410,23 +413,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return row
 
-    print(f"k = 0: {model}", flush=True)
-    base = measure("k0", model)
-    curve = [{"k": 0, **base}]
-    if not args.skip_curve:
+    def k_curve() -> list[dict]:
         om_dir = data / "openmoji-train"
         subsets = nested_subsets(read_truth(om_dir), args.ks, args.seed)
+        rows = []
         for k in args.ks:
             print(f"k = {k}", flush=True)
             manifest = write_manifest(work / f"openmoji-k{k}.jsonl", om_dir, subsets[k])
             out = work / f"k{k}.safetensors"
             train = fine_tune(model, [manifest], out, flags)
             timings[f"fine-tune k={k}"] = train["seconds"]
-            curve.append({"k": k, "train": train, **measure(f"k{k}", out)})
-            results["curve"] = curve
-    results["curve"] = curve
+            rows.append({"k": k, "train": train, **measure(f"k{k}", out)})
+        return rows
 
-    if not args.skip_cat:
+    def new_label() -> dict:
         print("new label: cat", flush=True)
         t0 = time.perf_counter()
         sets = build_cat_sets(data.parent / "emoji-cat", glyph_cache=data, seed=args.seed)
@@ -435,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         train = fine_tune(model, [sets["cat-train"]], out, flags)
         timings["fine-tune cat"] = train["seconds"]
         t0 = time.perf_counter()
-        cat_eval = evaluate(out, sets["cat-test"], work / "cat-cat-test.json", per_label=True)
+        cat_job = pool.submit(evaluate, out, sets["cat-test"], work / "cat-cat-test.json", True)
         noto_after = evaluate(out, eval_sets["noto"], work / f"cat-noto-{args.split}.json")
+        cat_eval = cat_job.result()
         timings["evaluate cat"] = time.perf_counter() - t0
         per = cat_eval["per_label"].get(CAT_LABEL, {})
         print(
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{noto_after['accuracy']:.3f}",
             flush=True,
         )
-        results["new_label"] = {
+        return {
             "label": CAT_LABEL,
             "folder": str(sets["cat-train"].parent.relative_to(REPO)),
             "train_with_cat": CAT_SETS["cat-train"][0],
@@ -462,6 +463,16 @@ def main(argv: list[str] | None = None) -> int:
                 lab: v for lab, v in cat_eval["per_label"].items() if lab != CAT_LABEL and v["support"] > 0
             },
         }
+
+    print(f"k = 0: {model}", flush=True)
+    base = measure("k0", model)
+    # The curve and the new-label experiment are independent: with --parallel 2 they run side by side.
+    experiments = ThreadPoolExecutor(max_workers=2 if args.parallel > 1 else 1)
+    curve_job = experiments.submit(k_curve) if not args.skip_curve else None
+    cat_job = experiments.submit(new_label) if not args.skip_cat else None
+    results["curve"] = [{"k": 0, **base}] + (curve_job.result() if curve_job else [])
+    if cat_job:
+        results["new_label"] = cat_job.result()
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}
     results["total_seconds"] = round(time.perf_counter() - t_all, 1)
     out_dir = Path(args.results)

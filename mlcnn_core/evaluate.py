@@ -27,7 +27,12 @@ def _flops(fn) -> int:
 
 
 def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf16: bool | None = None,
-             baseline: bool = True, seed: int = 0, per_label: bool = False) -> dict:
+             baseline: bool = True, seed: int = 0, per_label: bool = False,
+             baseline_threshold: Threshold | None = None) -> dict:
+    """Metrics and costs of ``model`` on ``samples``. The baseline uses ``baseline_threshold``, else
+    the card's ``baseline_threshold`` (fitted by training on validation data), else — for a model
+    whose training was cancelled before that fit — the single-pass threshold, which is then said
+    in the result (``baseline_threshold_source``)."""
     predictor = Predictor(model, device=device, bf16=bf16)
     labels = model.labels
     index = {lab: i for i, lab in enumerate(labels)}
@@ -65,7 +70,13 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
     result["single_pass"]["cost"] = {"gflops_per_image": flops_single / max(n, 1) / 1e9,
                                      "ms_per_image": 1000 * t_single / max(n, 1)}
     if baseline:
-        base_t = Threshold.from_dict(model.card.get("baseline_threshold", model.card["threshold"]), len(labels))
+        if baseline_threshold is not None:
+            base_t, source = baseline_threshold, "given"
+        elif "baseline_threshold" in model.card:
+            base_t, source = Threshold.from_dict(model.card["baseline_threshold"], len(labels)), "card"
+        else:
+            base_t, source = predictor.threshold, "single-pass threshold (the card has no baseline threshold)"
+        result["baseline_threshold_source"] = source
         crop_arr = np.array(crops).reshape(n, len(labels))
         result["ten_crop"] = _score(crop_arr, truth_arr, base_t, labels, per_label)
         x = to_tensor(np.zeros((10, 224, 224, 3), np.uint8), model.mean).to(predictor.device)

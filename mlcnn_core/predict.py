@@ -88,6 +88,14 @@ def prune_and_sum(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scores, winner
 
 
+def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Test-form output [N, l, h, w] → (scores [N, l], multi-scale maps [N, l, h, w], winner [N, h, w])."""
+    conf = raw.softmax(dim=1) if cfg.scores == "softmax" else raw
+    maps = multiscale_maps(conf, cfg)
+    scores, winner = prune_and_sum(maps)
+    return scores, maps, winner
+
+
 def map_peaks(maps: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int, int]]:
     """Per label, the original-image pixel (x, y) at the centre of its map's maximum cell."""
     _, h, w = maps.shape
@@ -167,9 +175,7 @@ class Predictor:
         return self.predict_arrays([rgb])[0]
 
     def _postprocess(self, raw: torch.Tensor, image_size: tuple[int, int]) -> Prediction:
-        conf = raw.softmax(dim=0) if self.config.scores == "softmax" else raw
-        maps = multiscale_maps(conf[None], self.config)
-        scores, winner = prune_and_sum(maps)
+        scores, maps, winner = final_scores(raw[None], self.config)
         scores_np = scores[0].cpu().numpy().astype(np.float32)
         maps_np = maps[0].cpu().numpy().astype(np.float32)
         chosen = self.threshold.select(scores_np[None])[0]

@@ -180,6 +180,9 @@ def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a model file is meant to be shared, like any document
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

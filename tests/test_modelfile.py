@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 import struct
 
@@ -140,3 +141,8 @@ def test_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
             assert load_model(path).labels == ["a", "b"]
             return
     pytest.fail("no name length gave a header length of 128 mod 256")
+
+
+def test_saved_file_is_readable_by_others(saved):
+    _, path = saved
+    assert path.stat().st_mode & 0o044 == 0o044 or os.umask(os.umask(0)) & 0o044

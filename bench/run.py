@@ -107,6 +107,17 @@ def pointing_game(raws: list[torch.Tensor], rows: list[dict], labels: list[str],
     return {"pairs": total, "objects": per_objects, "hits": hits, "rate": hits / max(total, 1)}
 
 
+def starter_section(path: str, data: Path, limit: int | None = None) -> dict:
+    print("5. starter", flush=True)
+    model = load_model(path)
+    starter = {"card": read_card(path)}
+    for name in ("noto-test", "openmoji-test"):
+        samples = [Sample(r["path"], tuple(r["labels"])) for r in load_truth(data / name)[:limit]]
+        starter[name] = evaluate(model, samples, baseline=False)["single_pass"]
+        print(f"  starter {name}: acc {starter[name]['accuracy']:.3f}", flush=True)
+    return starter
+
+
 def fmt(m: dict, sep: str = " | ", keys=("precision", "recall", "accuracy", "mAP")) -> str:
     return sep.join(f"{100 * m[k]:.1f}" for k in keys)
 
@@ -126,8 +137,11 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="only the first N images of each set (a quick check of the script)")
     args = ap.parse_args()
     if args.render_only:
-        Path(args.out).write_text(render(json.loads(Path(args.json).read_text(encoding="utf-8")), args),
-                                  encoding="utf-8")
+        result = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        if args.starter and not result.get("starter"):
+            result["starter"] = starter_section(args.starter, Path(args.data))
+            Path(args.json).write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+        Path(args.out).write_text(render(result, args), encoding="utf-8")
         return 0
     command = "python " + " ".join(sys.argv)
     data = Path(args.data)
@@ -175,15 +189,7 @@ def main() -> int:
             samples = [Sample(r["path"], tuple(r["labels"])) for r in rows["noto-test"]]
             recipes[tag] = {"card": read_card(m.path), "noto-test": evaluate(m, samples, baseline=False)["single_pass"]}
             print(f"  {tag}: noto-test acc {recipes[tag]['noto-test']['accuracy']:.3f}", flush=True)
-    starter = None
-    if args.starter:
-        print("5. starter", flush=True)
-        sm = load_model(args.starter)
-        starter = {"card": read_card(args.starter)}
-        for name in ("noto-test", "openmoji-test"):
-            samples = [Sample(r["path"], tuple(r["labels"])) for r in rows[name]]
-            starter[name] = evaluate(sm, samples, baseline=False)["single_pass"]
-            print(f"  starter {name}: acc {starter[name]['accuracy']:.3f}", flush=True)
+    starter = starter_section(args.starter, data, args.limit) if args.starter else None
 
     result = {"command": command, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

@@ -70,7 +70,7 @@ def read_image(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> np
         raise ImageError(f"{path}: no such file") from e
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: cannot decode image ({e})") from e
-    return np.asarray(rgb)
+    return np.array(rgb)  # writable, so torch can take it without a copy or a warning
 
 
 def resize_short_side(rgb: np.ndarray, short: int = SHORT_SIDE) -> np.ndarray:

@@ -166,6 +166,21 @@ def new_model(arch: str = "compact", labels: list[str] | None = None, mean: list
     return TaggerModel(net, new_card(spec, labels, mean or [0.5, 0.5, 0.5], **card_extra))
 
 
+def add_labels(model: TaggerModel, new: list[str]) -> None:
+    """Grow ``model`` by output rows for ``new`` labels, appended after the old ones (old rows and
+    order kept), and keep its card consistent: a linear threshold gets weight 0 for each new label."""
+    from .model import grow_labels
+
+    if not new:
+        return
+    grow_labels(model.net, len(new))
+    card = dict(model.card, labels=model.labels + list(new))
+    for key in ("threshold", "baseline_threshold"):
+        if key in card and card[key].get("kind") == "linear":
+            card[key] = dict(card[key], weights=list(card[key]["weights"]) + [0.0] * len(new))
+    model.card = card
+
+
 def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
     """Write atomically (temporary file, fsync, rename): a killed process leaves the old file."""
     from safetensors.torch import save_file

@@ -20,6 +20,7 @@ DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 validates and w
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import os
@@ -49,12 +50,12 @@ from .data import (
 )
 from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
-from .model import arch_spec, build_model, grow_labels
-from .modelfile import TaggerModel, load_model, new_card, save_model
+from .model import arch_spec, build_model
+from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
 from .optim import PaperRMSprop
 from .predict import PredictConfig, Predictor
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
-from .threshold import fit_threshold
+from .threshold import Threshold, fit_threshold
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Recipe:
     epochs: int
     patience: int             # epochs without a better validation score before stopping (0: never)
 
+
+MIN_IMAGES_TO_REFIT = 30  # fewer held-out images than this: a fine-tune keeps its parent's threshold
 
 RECIPES = {
     "paper": Recipe("paper", norm=False, init="paper", optimizer="paper-rmsprop", lr=0.01, lr_max=0.01,
@@ -314,8 +317,7 @@ def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events
         model = load_model(cfg.init)
         new = [lab for lab in label_vocabulary(train) if lab not in model.labels]
         if new:
-            grow_labels(model.net, len(new))
-            model.card = dict(model.card, labels=model.labels + new)
+            add_labels(model, new)
             events.emit("labels_added", labels=new)
         return model
     labels = label_vocabulary(train)
@@ -488,6 +490,7 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
     card = dict(model.card)
     card.setdefault("prediction", PredictConfig().to_dict())
     metrics: dict = {}
+    threshold_source = "fitted on the held-out images" if val_samples else "none fitted (no held-out images)"
     if val_samples:
         scores = dict(best_scores or {})
         if best_scores is None or not cancelled:
@@ -495,7 +498,14 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
                                             seed=cfg.seed, single=best_scores is None))
         kind = cfg.threshold if cfg.threshold != "auto" else ("linear" if len(scores["truth"]) >= 200 else "global")
         metrics["validation_single_pass"], threshold = evaluate_scores(scores["single"], scores["truth"], kind)
-        card["threshold"] = threshold.to_dict()
+        if cfg.init and len(scores["truth"]) < MIN_IMAGES_TO_REFIT:
+            # a threshold fitted on a handful of held-out images is noise: keep the parent's
+            kept = Threshold.from_dict(card["threshold"], len(model.labels))
+            metrics["validation_single_pass"] = set_metrics(kept.select(scores["single"]), scores["truth"])
+            metrics["validation_single_pass"]["mAP"] = mean_average_precision(scores["single"], scores["truth"])
+            threshold_source = f"kept from {cfg.init} (fewer than {MIN_IMAGES_TO_REFIT} held-out images)"
+        else:
+            card["threshold"] = threshold.to_dict()
         if "baseline" in scores:
             metrics["validation_ten_crop"], base_t = evaluate_scores(scores["baseline"], scores["truth"], kind)
             card["baseline_threshold"] = base_t.to_dict()
@@ -504,10 +514,13 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
         "data": [str(p) for p in cfg.data], "recipe": asdict(recipe), "arch": card["arch"].get("name"),
         "init": cfg.init, "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
         "val_fraction": cfg.val_fraction, "train_seconds": round(state.get("elapsed_s", time.time() - started), 1),
-        "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled,
+        "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled, "threshold": threshold_source,
         "history": state["history"], **({"parent": previous} if previous else {}),
     }
     card["metrics"] = metrics
+    card["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    if cfg.init:
+        card["name"] = Path(cfg.out).stem  # not the parent's: the library tells models apart by card
     card.update(cfg.extra_card)
     model.card = card
     save_model(model, cfg.out)

@@ -155,3 +155,23 @@ def test_tag_folder_records_machine_tags_and_writes_sidecars(trained, tmp_path, 
     tags = lib.tags(image_id)
     assert tags and all(t.source == "machine" for t in tags)
     assert lib.prediction(image_id).model_hash
+
+
+def test_finetune_with_a_linear_threshold_and_a_new_label(trained, tmp_path):
+    from mlcnn_core.modelfile import save_model
+
+    root, out, _ = trained
+    parent = load_model(out)
+    parent.card["threshold"] = {"kind": "linear", "weights": [0.1] * len(parent.labels), "bias": 0.5}
+    linear = save_model(parent, tmp_path / "linear.safetensors")
+    data = tmp_path / "new"
+    for image, labels in make_dataset(data, 20, seed=6)[:10]:
+        image.with_suffix(".txt").write_text(", ".join(labels + ["zz-new"]))
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", "--init", str(linear), "--data", str(data), "--out", str(tuned), "--epochs", "1",
+                 "--workers", "0", "--events", str(tmp_path / "ev.jsonl")]) == 0
+    card = read_card(tuned)
+    assert card["labels"][-1] == "zz-new"
+    # too few held-out images to refit: the parent's threshold is kept, grown by a zero weight
+    assert card["threshold"]["weights"] == [0.1] * len(parent.labels) + [0.0]
+    assert card["name"] == "tuned" and card["created"] >= parent.card["created"]

@@ -89,7 +89,7 @@ def validate_card(card: object, where: str) -> dict:
     if not (isinstance(mean, list) and len(mean) == 3 and all(isinstance(v, (int, float)) for v in mean)):
         fail("card's mean pixel is not three numbers")
     try:
-        from .model import validate_spec  # imports torch; only checks the dict
+        from .spec import validate_spec
         validate_spec(card.get("arch"))
         Threshold.from_dict(card.get("threshold", {}), len(labels))
         if "baseline_threshold" in card:
@@ -158,7 +158,8 @@ def new_card(arch_spec: dict, labels: list[str], mean: list[float], **extra) -> 
 def new_model(arch: str = "compact", labels: list[str] | None = None, mean: list[float] | None = None,
               norm: bool = True, init: str = "default", **card_extra) -> TaggerModel:
     """A freshly initialised model with a valid card (e.g. for training from scratch, or tests)."""
-    from .model import arch_spec, build_model
+    from .model import build_model
+    from .spec import arch_spec
 
     labels = labels or ["label"]
     spec = arch_spec(arch, norm)

@@ -50,11 +50,12 @@ from .data import (
 )
 from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
-from .model import arch_spec, build_model
+from .model import build_model
 from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
 from .optim import PaperRMSprop
 from .predict import PredictConfig, Predictor
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
+from .spec import arch_spec
 from .threshold import Threshold, fit_threshold
 
 

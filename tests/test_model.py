@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from mlcnn_core.model import ARCHS, build_model, fold_batchnorm, grow_labels, init_paper, trunk_stride
+from mlcnn_core.model import build_model, fold_batchnorm, grow_labels, init_paper
+from mlcnn_core.spec import ARCHS, trunk_stride
 
 
 def convs(model):

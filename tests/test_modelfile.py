@@ -146,3 +146,14 @@ def test_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
 def test_saved_file_is_readable_by_others(saved):
     _, path = saved
     assert path.stat().st_mode & 0o044 == 0o044 or os.umask(os.umask(0)) & 0o044
+
+
+def test_reading_a_card_does_not_import_torch(saved):
+    import subprocess
+    import sys
+
+    _, path = saved
+    code = (f"import sys; from mlcnn_core.modelfile import read_card; read_card({str(path)!r}); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"

@@ -7,23 +7,44 @@ twice: multiply-accumulates counted by torch's FLOP counter, and wall time on th
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import ImageError, Sample, multi_hot, read_image, resize_short_side, to_tensor
+from .data import ImageError, Sample, multi_hot, read_image, resize_short_side
 from .metrics import mean_average_precision, per_label_metrics, set_metrics
 from .modelfile import TaggerModel
 from .predict import Predictor
 from .threshold import Threshold
 
 
-def _flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
+class ForwardFlops:
+    """FLOPs of the test form (one image of a given size) and of the training form (a batch of
+    crops), counted on meta-device copies of the network: shapes only, no arithmetic."""
+
+    def __init__(self, predictor: Predictor):
+        self.trunk = copy.deepcopy(predictor.trunk).to("meta")
+        self.head = copy.deepcopy(predictor.head).to("meta")
+        self.cache: dict[tuple[int, int], int] = {}
+
+    @staticmethod
+    def _count(fn) -> int:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+        return int(counter.get_total_flops())
+
+    def single_pass(self, height: int, width: int) -> int:
+        if (height, width) not in self.cache:
+            x = torch.empty(1, 3, height, width, device="meta")
+            self.cache[height, width] = self._count(lambda: self.head.forward_map(self.trunk(x)))
+        return self.cache[height, width]
+
+    def crops(self, count: int = 10, size: int = 224) -> int:
+        x = torch.empty(count, 3, size, size, device="meta")
+        return self._count(lambda: self.head(self.trunk(x).mean(dim=(2, 3))))
 
 
 def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf16: bool | None = None,
@@ -40,7 +61,7 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
     single, crops, truth = [], [], []
     t_single = t_crops = 0.0
     flops_single = 0
-    flop_cache: dict[tuple, int] = {}
+    counter = ForwardFlops(predictor)
     unreadable = 0
     for s in samples:
         try:
@@ -52,11 +73,8 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
         t0 = time.perf_counter()
         single.append(predictor.predict_array(rgb).scores)
         t_single += time.perf_counter() - t0
-        shape = resize_short_side(rgb).shape
-        if shape not in flop_cache:
-            dummy = np.zeros(shape, np.uint8)
-            flop_cache[shape] = _flops(lambda d=dummy: predictor.raw_maps(d))
-        flops_single += flop_cache[shape]
+        height, width = resize_short_side(rgb).shape[:2]
+        flops_single += counter.single_pass(height, width)
         if baseline:
             t0 = time.perf_counter()
             crops.append(predictor.ten_crop_scores(rgb, rng))
@@ -79,8 +97,7 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
         result["baseline_threshold_source"] = source
         crop_arr = np.array(crops).reshape(n, len(labels))
         result["ten_crop"] = _score(crop_arr, truth_arr, base_t, labels, per_label)
-        x = to_tensor(np.zeros((10, 224, 224, 3), np.uint8), model.mean).to(predictor.device)
-        gflops = _flops(lambda: predictor.head(predictor.trunk(x).mean(dim=(2, 3)))) / 1e9
+        gflops = counter.crops() / 1e9
         result["ten_crop"]["cost"] = {"gflops_per_image": gflops, "ms_per_image": 1000 * t_crops / max(n, 1)}
         result["cost_ratio"] = {
             "flops": gflops / max(result["single_pass"]["cost"]["gflops_per_image"], 1e-12),

@@ -237,6 +237,9 @@ def render(r: dict, args) -> str:
     for name, t in r["table3"].items():
         lines.append(f"- {name}: the 10-crop baseline costs {t['cost_ratio']['flops']:.2f}× the FLOPs and "
                      f"{t['cost_ratio']['time']:.2f}× the time of one single pass.")
+    lines += ["", "Wall time per image includes oneDNN's one-off set-up for each new input shape (test images have",
+              "many shapes; the first set evaluated pays most of it) and the machine was shared: the FLOP ratio is",
+              "the cost measure to read."]
     lines += ["", f"The paper's anime result: precision {100 * PAPER['precision']:.1f}, recall "
               f"{100 * PAPER['recall']:.1f}, accuracy {100 * PAPER['accuracy']:.1f}. OpenMoji is an artist the model "
               "never saw: that row is the generalisation number.", ""]

@@ -25,7 +25,7 @@ MAX_HEADER = 100 * 1024 * 1024
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
-class ModelFileError(Exception):
+class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and the problem."""
 
 

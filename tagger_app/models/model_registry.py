@@ -9,47 +9,21 @@ header itself and leaves the full check to the predictor worker that loads the m
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
+from PySide6.QtCore import QModelIndex, QObject, Qt
 
-CARD_KEY = "mlcnn_card"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+from mlcnn_core.modelfile import read_card
+from tagger_app.models.column_table_model import ColumnTableModel
 
 
 def models_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False)) / "models"
-
-
-def read_card_header(path: str | Path) -> dict:
-    """The card in a model file's safetensors header, without loading weights or importing torch.
-
-    Raises ValueError naming the file when there is no readable card."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise ValueError(f"{path}: too short to be a model file")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES:
-                raise ValueError(f"{path}: not a .safetensors model file")
-            header = json.loads(f.read(n))
-        card = json.loads(header["__metadata__"][CARD_KEY])
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: no MLCNN Tagger model card in this file ({e})") from e
-    if not isinstance(card, dict) or not isinstance(card.get("labels"), list):
-        raise ValueError(f"{path}: the model card has no label list")
-    return card
 
 
 @dataclass
@@ -110,7 +84,7 @@ class ModelRegistry:
         kept = []
         for path in self.root.glob("*.safetensors"):
             try:
-                kept.append(KeptModel(path, read_card_header(path)))
+                kept.append(KeptModel(path, read_card(path)))
             except ValueError:
                 continue
         kept.sort(key=lambda m: (m.saved, m.path.name), reverse=True)
@@ -130,14 +104,14 @@ class ModelRegistry:
     def keep(self, source: str | Path, stem: str = "fine-tuned") -> KeptModel:
         """Move a freshly trained model file into the folder; returns it as kept."""
         source = Path(source)
-        card = read_card_header(source)
+        card = read_card(source)
         target = self.new_model_path(stem)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(target))
         return KeptModel(target, card)
 
 
-class KeptModelsModel(QAbstractTableModel):
+class KeptModelsModel(ColumnTableModel):
     """The kept models as a table: name, when saved, summary; marks the active one."""
 
     COLUMNS = ("Model", "Saved", "About")
@@ -146,32 +120,21 @@ class KeptModelsModel(QAbstractTableModel):
     def __init__(self, registry: ModelRegistry, parent: QObject | None = None):
         super().__init__(parent)
         self.registry = registry
-        self._models: list[KeptModel] = []
+        self.rows: list[KeptModel] = []
         self._active = ""
 
     def refresh(self) -> None:
         self.beginResetModel()
-        self._models = self.registry.models()
+        self.rows = self.registry.models()
         self.endResetModel()
 
     def set_active(self, path: str | Path | None) -> None:
         self._active = str(Path(path).resolve()) if path else ""
-        if self._models:
-            self.dataChanged.emit(self.index(0, 0), self.index(len(self._models) - 1, 0))
+        if self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, 0))
 
     def model_at(self, row: int) -> KeptModel | None:
-        return self._models[row] if 0 <= row < len(self._models) else None
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._models)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+        return self.rows[row] if 0 <= row < len(self.rows) else None
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         model = self.model_at(index.row())

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QObject,
     QPointF,
@@ -56,7 +55,9 @@ from PySide6.QtWidgets import (
 
 from mlcnn_core.data import is_held_out
 from mlcnn_core.library import LIBRARY_DIRNAME, LIBRARY_FILENAME, Library, LibraryError, fallback_library_path
-from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry, read_card_header
+from mlcnn_core.modelfile import read_card
+from tagger_app.models.column_table_model import ColumnTableModel
+from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
 from tagger_app.workers.trainer_process import EvaluationProcess, RecipeDefaultsProcess, TrainerProcess, TrainRequest
 
 MIN_EXAMPLES = 5
@@ -106,7 +107,7 @@ def write_manifest(path: Path, images: list[tuple[Path, list[str]]]) -> None:
     )
 
 
-class LabelCountsModel(QAbstractTableModel):
+class LabelCountsModel(ColumnTableModel):
     """Per label: training images, held-out images, and whether it is new or has too few examples."""
 
     COLUMNS = ("Label", "Training", "Held out", "Note")
@@ -127,17 +128,6 @@ class LabelCountsModel(QAbstractTableModel):
             self.rows.append((label, train.get(label, 0), held.get(label, 0), ", ".join(notes)))
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
@@ -151,7 +141,7 @@ class LabelCountsModel(QAbstractTableModel):
         return None
 
 
-class ComparisonModel(QAbstractTableModel):
+class ComparisonModel(ColumnTableModel):
     """The current and the new model on the held-out images: overall rows first, then one row per label.
 
     A label the current model lacks shows "new" on its side; Δ is the new model's F1 minus the current one's."""
@@ -169,6 +159,7 @@ class ComparisonModel(QAbstractTableModel):
         "F1 of the new model minus F1 of the current one",
     )
     SortRole = Qt.ItemDataRole.UserRole + 1
+    _KEYS = ("label", "support", "p_old", "p_new", "r_old", "r_new", "f1_old", "f1_new", "delta")
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -212,21 +203,6 @@ class ComparisonModel(QAbstractTableModel):
         better = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] > 1e-9]
         worse = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] < -1e-9]
         return better, worse
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return self.TOOLTIPS[section] or None
-        return None
-
-    _KEYS = ("label", "support", "p_old", "p_new", "r_old", "r_new", "f1_old", "f1_new", "delta")
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -653,7 +629,7 @@ class TrainingPanel(QWidget):
         self.current_labels = None
         if self.current_model:
             try:
-                self.current_labels = set(read_card_header(self.current_model)["labels"])
+                self.current_labels = set(read_card(self.current_model)["labels"])
             except ValueError as e:
                 self.log.appendPlainText(str(e))
         self.kept_models.refresh()

@@ -12,7 +12,8 @@ from PySide6.QtCore import Qt
 
 from mlcnn_core.data import is_held_out
 from mlcnn_core.library import Library
-from tagger_app.models.model_registry import ModelRegistry, read_card_header
+from mlcnn_core.modelfile import read_card
+from tagger_app.models.model_registry import ModelRegistry
 from tagger_app.widgets.training_panel import TrainingPanel
 
 VAL_FRACTION = 0.3
@@ -122,7 +123,7 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     # the new model is kept, with a card, and has the new label
     assert panel.new_model and Path(panel.new_model).parent == tmp_path / "models"
     assert not (panel._run_dir / "model.safetensors.ckpt").exists()  # a finished run needs no checkpoint
-    card = read_card_header(panel.new_model)
+    card = read_card(panel.new_model)
     assert card["labels"][: len(LABELS)] == LABELS and card["labels"][-1] == "sunset"
     assert card["provenance"]["init"] == str(tiny_model_path)
     # compared on the held-out images: both models, per label, "sunset" new

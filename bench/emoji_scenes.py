@@ -368,26 +368,23 @@ def load_photos(verbose: bool = True) -> list[np.ndarray]:
     """The in-wheel photographs of scikit-image and scikit-learn (RGB uint8), read from disk."""
     photos: list[np.ndarray] = []
     names: list[str] = []
+
+    def add_from(folder: Path, fnames: Sequence[str]) -> None:
+        for fname in fnames:
+            if (folder / fname).exists():
+                photos.append(np.asarray(Image.open(folder / fname).convert("RGB")))
+                names.append(fname)
+
     try:
         import skimage.data
 
-        d = Path(skimage.data.__file__).parent
-        for fname in SKIMAGE_PHOTOS:
-            p = d / fname
-            if p.exists():
-                photos.append(np.asarray(Image.open(p).convert("RGB")))
-                names.append(fname)
+        add_from(Path(skimage.data.__file__).parent, SKIMAGE_PHOTOS)
     except ImportError:
         pass
     try:
         import sklearn.datasets
 
-        d = Path(sklearn.datasets.__file__).parent / "images"
-        for fname in SKLEARN_PHOTOS:
-            p = d / fname
-            if p.exists():
-                photos.append(np.asarray(Image.open(p).convert("RGB")))
-                names.append(fname)
+        add_from(Path(sklearn.datasets.__file__).parent / "images", SKLEARN_PHOTOS)
     except ImportError:
         pass
     if verbose:

@@ -326,7 +326,9 @@ def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events
         raise ValueError("the training data has no labels (no .txt sidecars with tags, or an empty manifest)")
     spec = arch_spec(cfg.arch, recipe.norm)
     net = build_model(spec, len(labels), init=recipe.init)
-    return TaggerModel(net, new_card(spec, labels, compute_mean_pixel(train, seed=cfg.seed)))
+    # a resumed run takes the mean pixel from its checkpoint: no need to measure it again
+    mean = [0.0, 0.0, 0.0] if cfg.resume else compute_mean_pixel(train, seed=cfg.seed)
+    return TaggerModel(net, new_card(spec, labels, mean))
 
 
 def train(cfg: TrainConfig, on_event: Callable[[str, dict], None] | None = None) -> TaggerModel | None:
@@ -392,7 +394,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
         state = load_checkpoint(last, net, optimizer)
         if state.get("labels") != model.labels:
             raise ValueError(f"--resume: {last} was trained on other labels than this data")
-        model.card["mean"] = state.get("mean", model.mean)
+        model.card["mean"] = state["mean"]
         events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
 
     prior_seconds = state.get("elapsed_s", 0.0)  # training time of earlier runs, when resuming

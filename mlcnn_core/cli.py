@@ -59,11 +59,22 @@ def _expand(paths: list[str]) -> list[Path]:
     return out
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _load_for_prediction(args: argparse.Namespace):
+    """The model named by ``--model`` (else the starter), with ``--keep-ratio`` applied to its card."""
     from .modelfile import load_model
-    from .predict import Predictor
+    from .predict import PredictConfig
 
     model = load_model(_model_path(args.model))
+    if args.keep_ratio is not None:
+        cfg = PredictConfig.from_dict({**model.card.get("prediction", {}), "keep_ratio": args.keep_ratio})
+        model.card["prediction"] = cfg.to_dict()
+    return model
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    model = _load_for_prediction(args)
     predictor = Predictor(model, device=args.device, bf16=False if args.no_bf16 else None)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
@@ -80,9 +91,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_samples, split_samples
     from .evaluate import evaluate
-    from .modelfile import load_model
 
-    model = load_model(_model_path(args.model))
+    model = _load_for_prediction(args)
     samples = load_samples(args.data)
     if args.split != "all":
         train, held_out = split_samples(samples, args.val_fraction)
@@ -111,7 +121,6 @@ def cmd_tag(args: argparse.Namespace) -> int:
     """The GUI's Tag ▸ untagged/all, headless: predict, record machine tags in the folder's library,
     optionally write the predictions to sidecars (marked in the library as machine-written)."""
     from .library import Library, ModelInfo
-    from .modelfile import load_model
     from .predict import Predictor
     from .sidecars import SidecarError, plan_txt_paths, write_image_sidecars
 
@@ -122,7 +131,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     for problem in library.import_sidecars(as_confirmed=args.sidecars_confirmed):
         print(f"mlcnn: {problem}", file=sys.stderr)
     records = library.images(None if args.only == "all" else ["untagged"])
-    model = load_model(_model_path(args.model))
+    model = _load_for_prediction(args)
     predictor = Predictor(model, device=args.device, bf16=False if args.no_bf16 else None)
     info = ModelInfo.for_model(model)
     formats = [f for f in args.write.split(",") if f and f != "none"]
@@ -171,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--no-bf16", action="store_true", help="run in float32 even where bf16 is supported")
 
+    def reading_flags(p):
+        p.add_argument("--keep-ratio", type=float, metavar="R",
+                       help="per-position pruning: keep labels within R of the best (1 = the paper's, best "
+                            "label only); default: the model card's. The card's threshold was fitted for its own R")
+
     t = sub.add_parser("train", help="train a model, or fine-tune one with --init")
     t.add_argument("--data", action="append", required=True, metavar="PATH",
                    help="folder of images with .txt sidecars, or a JSONL manifest; repeatable")
@@ -202,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("paths", nargs="+", metavar="PATH")
     device_flags(p)
+    reading_flags(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, accuracy, mAP: single pass vs 10-crop baseline")
@@ -214,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-baseline", action="store_true")
     e.add_argument("--per-label", action="store_true")
     device_flags(e)
+    reading_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("tag", help="predict a folder into its library (as the app does), optionally writing sidecars")
@@ -227,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sidecars-confirmed", action="store_true", help="treat existing sidecars as confirmed tags")
     g.add_argument("--batch-size", type=int, default=8)
     device_flags(g)
+    reading_flags(g)
     g.set_defaults(func=cmd_tag)
 
     i = sub.add_parser("info", help="print a model's card")

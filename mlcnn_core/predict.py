@@ -20,10 +20,17 @@ Readings of the ambiguous sentences, each with its alternative behind a flag:
   zero: summed raw winners can be negative and rank labels backwards. ``scores="softmax"``
   (default) turns each position's outputs into a distribution over labels before pooling;
   ``scores="raw"`` sums the raw outputs as written.
+* "we only keep the highest confidence label for each spatial point" also means that two true
+  labels covering the same drawing (a person's new tag ``cat`` on what the model knows as
+  ``cat-face``) can never both be predicted: one wins every position it shares with the other.
+  ``keep_ratio`` r < 1 keeps at each position every label whose confidence is at least r times
+  the best one's (for raw outputs: within ln(1/r) of the best output); r = 1 is the paper's
+  pruning.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -46,6 +53,7 @@ class PredictConfig:
     pool_stride: str = "one"        # "one" | "kernel"
     scores: str = "softmax"         # "softmax" | "raw"
     multiscale: bool = True
+    keep_ratio: float = 1.0         # 1: keep only the best label per position (the paper)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,8 +65,9 @@ class PredictConfig:
         d = dict(d or {})
         cfg = cls(pool_kernels=tuple(int(k) for k in d.get("pool_kernels", (3, 5, 7))),
                   pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
-                  multiscale=bool(d.get("multiscale", True)))
-        if cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw"):
+                  multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)))
+        if (cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw")
+                or not 0.0 < cfg.keep_ratio <= 1.0):
             raise ValueError(f"bad prediction settings {d}")
         return cfg
 
@@ -78,21 +87,28 @@ def multiscale_maps(conf: torch.Tensor, cfg: PredictConfig) -> torch.Tensor:
     return torch.stack(pooled).mean(dim=0)
 
 
-def prune_and_sum(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def prune_and_sum(maps: torch.Tensor, keep_ratio: float = 1.0, log_domain: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """"we only keep the highest confidence label for each spatial point [...] We then simply sum
     up the remaining confidence values from this confidence map for each label."
+    With ``keep_ratio`` < 1, labels within that ratio of the position's best are kept too
+    (``log_domain``: the maps are raw outputs, so "ratio" means a difference of ln(keep_ratio)).
     [N, l, h, w] → (scores [N, l], winner [N, h, w])."""
     best, winner = maps.max(dim=1)
-    scores = torch.zeros(maps.shape[:2], dtype=maps.dtype, device=maps.device)
-    scores.scatter_add_(1, winner.flatten(1), best.flatten(1))
-    return scores, winner
+    if keep_ratio >= 1.0:
+        scores = torch.zeros(maps.shape[:2], dtype=maps.dtype, device=maps.device)
+        scores.scatter_add_(1, winner.flatten(1), best.flatten(1))
+        return scores, winner
+    floor = best + math.log(keep_ratio) if log_domain else best * keep_ratio
+    kept = maps >= floor.unsqueeze(1)
+    return (maps * kept).sum(dim=(2, 3)), winner
 
 
 def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Test-form output [N, l, h, w] → (scores [N, l], multi-scale maps [N, l, h, w], winner [N, h, w])."""
     conf = raw.softmax(dim=1) if cfg.scores == "softmax" else raw
     maps = multiscale_maps(conf, cfg)
-    scores, winner = prune_and_sum(maps)
+    scores, winner = prune_and_sum(maps, cfg.keep_ratio, log_domain=cfg.scores == "raw")
     return scores, maps, winner
 
 

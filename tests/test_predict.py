@@ -40,6 +40,28 @@ def test_prune_keeps_the_best_label_per_position_and_sums():
     assert torch.allclose(scores, torch.tensor([[0.9 + 0.5, 0.8 + 0.7, 0.0]]))
 
 
+def test_keep_ratio_keeps_labels_close_to_the_best_one():
+    maps = torch.tensor([[[[0.5, 0.9]],
+                          [[0.4, 0.05]],
+                          [[0.1, 0.05]]]])
+    scores, winner = prune_and_sum(maps, keep_ratio=0.5)
+    assert winner.tolist() == [[[0, 0]]]
+    # first position: 0.4 >= 0.5 * 0.5 survives beside the best; 0.1 does not; second: only 0.9
+    assert torch.allclose(scores, torch.tensor([[0.5 + 0.9, 0.4, 0.0]]))
+    assert torch.equal(prune_and_sum(maps, keep_ratio=1.0)[0], prune_and_sum(maps)[0])
+    logits = maps.log()  # raw outputs: the same ratio is a difference of logs
+    raw_scores, _ = prune_and_sum(logits, keep_ratio=0.5, log_domain=True)
+    assert torch.allclose(raw_scores, (logits * torch.tensor([[[[1, 1]], [[1, 0]], [[0, 0]]]])).sum(dim=(2, 3)))
+
+
+def test_keep_ratio_is_validated_and_defaults_to_the_paper():
+    assert PredictConfig.from_dict({}).keep_ratio == 1.0
+    assert PredictConfig.from_dict({"keep_ratio": 0.5}).to_dict()["keep_ratio"] == 0.5
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError):
+            PredictConfig.from_dict({"keep_ratio": bad})
+
+
 def test_peaks_in_original_pixels():
     maps = np.zeros((1, 4, 8), np.float32)
     maps[0, 3, 6] = 1.0

@@ -60,6 +60,19 @@ def test_predict_writes_jsonl(trained, tmp_path):
     (root / "val" / "broken.jpg").unlink()
 
 
+def test_keep_ratio_overrides_the_cards_pruning(trained, tmp_path, capsys):
+    root, out, _ = trained
+    counts = {}
+    for ratio in ("1", "0.05"):
+        jsonl = tmp_path / f"keep-{ratio}.jsonl"
+        args = ["predict", "--model", str(out), "--keep-ratio", ratio, "--output", str(jsonl), str(root / "val")]
+        assert main(args) == 0
+        counts[ratio] = sum(len(json.loads(line)["confidences"]) for line in jsonl.read_text().splitlines())
+    assert counts["0.05"] > counts["1"]  # labels close to a position's best now keep their share
+    assert main(["predict", "--model", str(out), "--keep-ratio", "2", str(root / "val")]) == 2
+    assert "prediction settings" in capsys.readouterr().err
+
+
 def test_evaluate_and_info(trained, tmp_path, capsys):
     root, out, _ = trained
     report = tmp_path / "eval.json"

@@ -7,7 +7,8 @@ moment it arrives, then handed to the GUI by signal.
 
 Scores: the core's per-label scores are sums of pruned confidences over the map's positions (each
 position keeps only its best label). The worker divides them by their total, giving each label's
-share of the image's evidence in [0, 1] (the shares sum to 1). That is what the library stores and
+share of the image's evidence in [0, 1] (the shares sum to 1; a model read with raw outputs can
+sum to negative values, which count as no evidence). That is what the library stores and
 the tag panel draws as a confidence bar; the order and the thresholded labels are the core's.
 """
 
@@ -193,8 +194,9 @@ class PredictorWorker(QObject):
             self.imageFailed.emit(job.image_id, message)
             self._count(job)
             return
-        total = sum(float(v) for v in prediction.confidences.values())
-        confidences = {k: float(v) / total if total > 0 else 0.0 for k, v in prediction.confidences.items()}
+        positive = {k: max(float(v), 0.0) for k, v in prediction.confidences.items()}
+        total = sum(positive.values())
+        confidences = {k: v / total if total > 0 else 0.0 for k, v in positive.items()}
         result = PredictionResult(
             job.image_id,
             list(prediction.labels),

@@ -1,11 +1,21 @@
-"""Screenshot of the main window for docs/: a copy of the demo folder, tagged by the starter model,
-one image's confidence map shown. Run under a real X server (Xvfb):
+"""Screenshots for docs/, taken of a copy of the demo folder with a throwaway user data folder (the
+models, training runs and settings of the person running it are not touched). Run under a real X
+server (Xvfb):
 
     xvfb-run -a -s "-screen 0 1400x900x24" python docs/take_screenshot.py docs/screenshot-main-window.png
+    xvfb-run -a -s "-screen 0 1400x900x24" python docs/take_screenshot.py --training-panel \\
+        docs/screenshot-training-panel.png
+
+The main window: the folder tagged by the starter model, one image's confidence map shown.
+``--training-panel``: the demo's sidecars taken as confirmed tags, the starter model fine-tuned on
+them from the Training panel (``mlcnn train`` as the panel's subprocess, 6 epochs, batch 8, 30 %
+held out), the panel floated and grabbed once the comparison on the held-out images is in.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -18,6 +28,8 @@ from mlcnn_core.modelfile import RESOURCES, starter_model_path
 from tagger_app.main_window import MainWindow
 from tagger_app.settings import AppSettings
 
+TRAINING_TIMEOUT = 1800  # seconds; the trainer and the comparison run on the CPU
+
 
 def wait(app: QApplication, condition, timeout: float = 300) -> None:
     end = time.time() + timeout
@@ -28,38 +40,97 @@ def wait(app: QApplication, condition, timeout: float = 300) -> None:
         time.sleep(0.02)
 
 
-def main(out: str, image: str = "noto-003.jpg") -> int:
+def settle(app: QApplication, seconds: float = 1.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def open_demo(app: QApplication, tmp: Path) -> MainWindow:
+    """The window with a copy of the demo folder open (its sidecars as confirmed tags) and the starter model."""
+    model = starter_model_path()
+    if model is None:
+        raise SystemExit(f"no starter model in {RESOURCES / 'models'}")
+    folder = tmp / "demo"
+    shutil.copytree(RESOURCES / "demo", folder)
+    window = MainWindow(AppSettings(tmp / "settings.ini"), load_default_model=False)
+    window.error_dialogs = False
+    window.resize(1400, 900)
+    window.show()
+    opened = []
+    window.folderOpened.connect(lambda *_: opened.append(True))
+    window.open_folder(folder, import_as_confirmed=True)
+    wait(app, lambda: opened)
+    window.load_model(model)
+    wait(app, lambda: window.model is not None)
+    return window
+
+
+def main_window_shot(app: QApplication, window: MainWindow, out: str, image: str) -> None:
+    done = []
+    window.batchFinished.connect(lambda *a: done.append(a))
+    window.tag_all()
+    wait(app, lambda: done)
+    record = next(r for r in window.images.records() if r.path == image)
+    window.gallery.select_image(record.id)
+    wait(app, lambda: window.viewer._maps is not None and window.viewer.view.image_size()[0] > 0)
+    prediction = window.library.prediction(record.id)
+    best = max(prediction.scores, key=prediction.scores.get)
+    window.viewer.show_label(best)
+    settle(app)
+    window.grab().save(out)
+    print(f"saved {out}: {image}, map of {best!r}")
+
+
+def training_panel_shot(app: QApplication, window: MainWindow, out: str, epochs: int = 6, batch: int = 8) -> None:
+    window._show_training()
+    panel = window.training_panel
+    dock = window.training_dock
+    dock.setFloating(True)
+    dock.resize(1400, 640)
+    settle(app)
+    panel.finetune_radio.setChecked(True)
+    panel.epochs_spin.setValue(epochs)
+    panel.batch_spin.setValue(batch)
+    panel.val_spin.setValue(0.3)
+    print(f"{panel.n_train + panel.n_held_out} confirmed images, {panel.n_held_out} held out")
+    ended, compared = [], []
+    panel.trainingEnded.connect(ended.append)
+    panel.comparisonReady.connect(lambda: compared.append(True))
+    if not panel.start_button.isEnabled():
+        raise SystemExit(f"the panel cannot start training: {panel.result_summary.text() or panel.status_label.text()}")
+    panel.start_button.click()
+    wait(app, lambda: compared or (ended and ended[-1] != "done"), timeout=TRAINING_TIMEOUT)
+    if panel.last_error:
+        raise SystemExit(f"training or comparison failed: {panel.last_error}\n{panel.last_stderr}")
+    panel.tabs_left.setCurrentIndex(0)  # Data
+    panel.tabs_right.setCurrentIndex(0)  # Comparison
+    settle(app)
+    dock.grab().save(out)
+    print(f"saved {out}: {panel.status_label.text()}; {panel.result_summary.text()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="the PNG to write")
+    parser.add_argument("image", nargs="?", default="noto-003.jpg", help="main window: the image whose map is shown")
+    parser.add_argument("--training-panel", action="store_true", help="the Training panel after a fine-tune")
+    args = parser.parse_args(argv)
     app = QApplication(sys.argv[:1])
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "demo"
-        shutil.copytree(RESOURCES / "demo", folder)
-        window = MainWindow(AppSettings(Path(tmp) / "settings.ini"), load_default_model=False)
-        window.resize(1400, 900)
-        window.show()
-        opened = []
-        window.folderOpened.connect(lambda *_: opened.append(True))
-        window.open_folder(folder, import_as_confirmed=True)
-        wait(app, lambda: opened)
-        window.load_model(starter_model_path())
-        wait(app, lambda: window.model is not None)
-        done = []
-        window.batchFinished.connect(lambda *a: done.append(a))
-        window.tag_all()
-        wait(app, lambda: done)
-        record = next(r for r in window.images.records() if r.path == image)
-        window.gallery.select_image(record.id)
-        wait(app, lambda: window.viewer._maps is not None and window.viewer.view.image_size()[0] > 0)
-        prediction = window.library.prediction(record.id)
-        best = max(prediction.scores, key=prediction.scores.get)
-        window.viewer.show_label(best)
-        for _ in range(50):
-            app.processEvents()
-            time.sleep(0.02)
-        window.grab().save(out)
-        print(f"saved {out}: {image}, map of {best!r}")
-        window.shutdown()
+    with tempfile.TemporaryDirectory(prefix="shot-") as tmp:
+        tmp = Path(tmp)
+        os.environ["XDG_DATA_HOME"] = str(tmp / "user-data")  # platformdirs: kept models, training runs
+        os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
+        window = open_demo(app, tmp)
+        try:
+            if args.training_panel:
+                training_panel_shot(app, window, args.out)
+            else:
+                main_window_shot(app, window, args.out, args.image)
+        finally:
+            window.shutdown()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main())

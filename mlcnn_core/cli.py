@@ -39,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
                       bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
+                      norm_stats=args.norm_stats,
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                       max_steps=args.max_steps, extra_card={"name": args.name} if args.name else {})
     train(cfg)
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out part of the data (deterministic by file name), never trained on")
     t.add_argument("--val-data", action="append", metavar="PATH", help="separate validation data instead")
     t.add_argument("--patience", type=int, help="early stopping after N epochs without improvement (0: off)")
+    t.add_argument("--norm-stats", choices=["update", "frozen"],
+                   help="batch norm running statistics while training (default: frozen for --init, else update)")
     t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"])
     t.add_argument("--workers", type=int, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)

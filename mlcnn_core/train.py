@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import (
@@ -73,6 +74,7 @@ class Recipe:
     batch_size: int
     epochs: int
     patience: int             # epochs without a better validation score before stopping (0: never)
+    norm_stats: str = "update"  # "update" | "frozen": batch norm's running statistics during training
 
 
 MIN_IMAGES_TO_REFIT = 30  # fewer held-out images than this: a fine-tune keeps its parent's threshold
@@ -100,7 +102,7 @@ def finetune_recipe(base: Recipe, n_train: int) -> Recipe:
     batch = min(base.batch_size, 32)
     epochs = int(min(40, max(10, math.ceil(4000 / max(1, n_train)))))
     return replace(base, lr=base.lr / 4, lr_max=base.lr_max / 4, batch_size=batch, epochs=epochs,
-                   warmup_fraction=0.1, patience=0)
+                   warmup_fraction=0.1, patience=0, norm_stats="frozen")
 
 
 @dataclass
@@ -120,6 +122,7 @@ class TrainConfig:
     bf16: bool | None = None
     workers: int | None = None
     patience: int | None = None
+    norm_stats: str | None = None     # "update" | "frozen" (default: the recipe's)
     threshold: str = "auto"           # "linear" | "global" | "auto" (linear with ≥ 200 validation images)
     seed: int = 0
     resume: bool = False
@@ -206,6 +209,15 @@ def schedule_factor(recipe: Recipe, step: int, total: int) -> float:
         return (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def freeze_norm_stats(net: nn.Module) -> None:
+    """Batch norm normalises with its running statistics and stops updating them (its scale and
+    shift still learn). A fine-tune on a few hundred of one person's images would otherwise replace
+    statistics gathered over the whole training set with those of a few batches."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def set_rates(optimizer: torch.optim.Optimizer, recipe: Recipe, factor: float) -> None:
@@ -307,7 +319,8 @@ def _resolve_recipe(cfg: TrainConfig, n_train: int) -> Recipe:
     if cfg.init:
         recipe = finetune_recipe(recipe, n_train)
     overrides = {k: v for k, v in {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                   "lr_max": cfg.lr_max, "patience": cfg.patience}.items() if v is not None}
+                                   "lr_max": cfg.lr_max, "patience": cfg.patience,
+                                   "norm_stats": cfg.norm_stats}.items() if v is not None}
     if "lr" in overrides and "lr_max" not in overrides and recipe.optimizer != "paper-rmsprop":
         overrides["lr_max"] = overrides["lr"]
     return replace(recipe, **overrides)
@@ -414,6 +427,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
             if sampler is not None:
                 sampler.set_epoch(epoch)
             ddp_net.train()
+            if recipe.norm_stats == "frozen":
+                freeze_norm_stats(net)
             t_epoch, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
             t_report = time.time()
             for i, (images, targets) in enumerate(loader):

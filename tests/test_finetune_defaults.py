@@ -26,3 +26,23 @@ def test_flags_override_the_fine_tune_defaults():
     assert recipe.epochs == 3 and recipe.lr == 1e-3 and recipe.lr_max == 1e-3
     scratch = _resolve_recipe(TrainConfig(data=["x"], out="y"), 90)
     assert scratch == RECIPES["default"]
+
+
+def test_fine_tunes_keep_batch_norm_statistics():
+    import torch
+
+    from mlcnn_core.model import build_model
+    from mlcnn_core.spec import arch_spec
+    from mlcnn_core.train import freeze_norm_stats
+
+    assert finetune_recipe(RECIPES["default"], 90).norm_stats == "frozen"
+    assert RECIPES["default"].norm_stats == "update"
+    assert _resolve_recipe(TrainConfig(data=["x"], out="y", init="m", norm_stats="update"), 90).norm_stats == "update"
+    net = build_model(arch_spec("tiny", norm=True), 3)
+    net.train()
+    freeze_norm_stats(net)
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bn]
+    net(torch.randn(4, 3, 64, 64) * 5 + 3).sum().backward()
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bn, strict=True))
+    assert net.training and all(p.grad is not None for m in bn for p in (m.weight, m.bias))

@@ -40,7 +40,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -314,17 +314,26 @@ def _cache_key(style: str, source_id: str, entries: Sequence[EmojiEntry]) -> str
 
 def load_glyph_pool(style: str, tax: Taxonomy, cache_dir: Path | None = None,
                     openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, verbose: bool = True) -> GlyphPool:
-    """Render (or load from ``<cache_dir>/.glyphs-<style>.npz``) every glyph of a style."""
-    renderer = NotoRenderer() if style == "noto" else OpenMojiRenderer(openmoji_dir)
+    """Render (or load from ``<cache_dir>/.glyphs-<style>.npz``) every glyph of a style.
+
+    Without the artwork (no font or SVGs on this machine) an existing cache is used as it is, so a
+    cache copied from another machine is enough to build sets."""
     entries = tax.entries
-    key = _cache_key(style, renderer.source_id, entries)
     cache = Path(cache_dir) / f".glyphs-{style}.npz" if cache_dir is not None else None
+    try:
+        renderer = NotoRenderer() if style == "noto" else OpenMojiRenderer(openmoji_dir)
+        key = _cache_key(style, renderer.source_id, entries)
+    except FileNotFoundError as exc:
+        if cache is None or not cache.exists():
+            raise
+        print(f"[{style}] artwork unavailable ({exc}); using the glyph cache {cache} as it is")
+        renderer, key = None, None
     arrays: dict[str, np.ndarray] = {}
     t0 = time.time()
     loaded = False
     if cache is not None and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
-            if str(z["__key__"]) == key:
+            if key is None or str(z["__key__"]) == key:
                 arrays = {k: z[k] for k in z.files if k != "__key__"}
                 loaded = True
     if not loaded:
@@ -474,14 +483,18 @@ class Geometry:
     aspect_min: float = 1.0
     size_min: float = 0.18  # emoji max side / scene short side
     size_max: float = 0.60
+    restyle: float = 0.0  # probability that an emoji is redrawn in another style (restyle_glyph)
 
 
 TRAIN_GEOMETRY = Geometry(256, 256, 1.33)
 EVAL_GEOMETRY = Geometry(256, 384, 2.0)
 
 
-def geometry_for(set_name: str) -> Geometry:
-    return TRAIN_GEOMETRY if set_name.endswith("train") else EVAL_GEOMETRY
+def geometry_for(set_name: str, restyle: float = 0.0) -> Geometry:
+    """Training or evaluation geometry by the set's name; ``restyle`` applies to training sets only."""
+    if set_name.endswith("train"):
+        return replace(TRAIN_GEOMETRY, restyle=restyle) if restyle else TRAIN_GEOMETRY
+    return EVAL_GEOMETRY
 
 
 def scene_rng(seed: int, set_name: str, index: int) -> np.random.Generator:
@@ -516,6 +529,57 @@ def overlap_ok(box: Sequence[int], others: Iterable[Sequence[int]]) -> bool:
         if iou >= MAX_IOU or of_smaller >= MAX_OVERLAP_OF_SMALLER:
             return False
     return True
+
+
+def restyle_glyph(rng: np.random.Generator, rgba: np.ndarray) -> np.ndarray:
+    """Redraw one glyph the way another emoji artist might: flat colours instead of shading, dark
+    ink lines around the shape and between its colour regions, another palette, softer edges.
+
+    These are the things that change from one emoji set to another while the subject stays (Noto's
+    gradients against OpenMoji's flat fills and black outlines, say); a model trained on one artist
+    learns the drawing instead of the concept unless they vary. Each step is taken at random, so a
+    restyled glyph is anything from a recoloured Noto emoji to a flat outlined one."""
+    from PIL import ImageFilter
+
+    rgb = Image.fromarray(np.ascontiguousarray(rgba[..., :3]), "RGB")
+    alpha = rgba[..., 3]
+    side = max(rgba.shape[:2])
+    regions = None
+    if rng.random() < 0.7:  # flat fills
+        smooth = rgb.filter(ImageFilter.MedianFilter(3 if side < 96 else 5))
+        quant = smooth.quantize(colors=int(rng.integers(4, 13)), method=Image.Quantize.MEDIANCUT)
+        regions = np.asarray(quant)
+        rgb = quant.convert("RGB")
+    arr = np.asarray(rgb).astype(np.float32)
+    if rng.random() < 0.6:  # palette: saturation, hue and contrast shifts
+        grey = arr.mean(axis=2, keepdims=True)
+        arr = grey + (arr - grey) * rng.uniform(0.5, 1.5)
+        if rng.random() < 0.5:
+            arr = arr[..., list(rng.permutation(3))] * 0.3 + arr * 0.7
+        arr = (arr - 128.0) * rng.uniform(0.8, 1.25) + 128.0 + rng.uniform(-20, 20)
+    arr = np.clip(arr, 0, 255)
+    if rng.random() < 0.6:  # ink lines
+        width = max(1, int(round(side * rng.uniform(0.01, 0.045))))
+        ink = np.full(3, rng.uniform(0, 60), np.float32)
+        grow = ImageFilter.MaxFilter(2 * width + 1)
+        solid = (alpha >= 128).astype(np.uint8) * 255
+        outline = np.asarray(Image.fromarray(solid).filter(grow)) > 0
+        if regions is not None:  # also where one flat colour region meets another
+            edges = np.zeros(regions.shape, bool)
+            edges[:, 1:] |= regions[:, 1:] != regions[:, :-1]
+            edges[1:, :] |= regions[1:, :] != regions[:-1, :]
+            edges &= solid > 0
+            if width > 1:
+                edges = np.asarray(Image.fromarray(edges.astype(np.uint8) * 255).filter(
+                    ImageFilter.MaxFilter(2 * (width // 2) + 1))) > 0
+            arr[edges] = ink
+        ring = outline & (solid == 0)
+        arr[ring] = ink
+        alpha = np.where(ring, 255, alpha).astype(np.uint8)
+    out = np.dstack([arr.astype(np.uint8), alpha])
+    if rng.random() < 0.2:  # soft edges
+        out = np.asarray(Image.fromarray(out, "RGBA").filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5))))
+    return np.ascontiguousarray(out)
 
 
 def transform_glyph(rng: np.random.Generator, rgba: np.ndarray, max_side: int) -> Image.Image:
@@ -556,7 +620,11 @@ def compose_scene(rng: np.random.Generator, pool: GlyphPool, backgrounds: Backgr
     objects: list[dict] = []
     boxes: list[list[int]] = []
     for label, glyph, side in picks:
-        im = transform_glyph(rng, glyph.rgba, side)
+        rgba = glyph.rgba
+        # no draw at all without restyling, so sets built before it existed stay byte-identical
+        if geo.restyle > 0 and rng.random() < geo.restyle:
+            rgba = restyle_glyph(rng, rgba)
+        im = transform_glyph(rng, rgba, side)
         placed = None
         for _shrink in range(5):
             gw, gh = im.size
@@ -642,13 +710,14 @@ def _chunk_job(args: tuple) -> tuple[int, int]:
 
 def build_set(out_dir: Path, spec: SetSpec, seed: int, pool: GlyphPool, backgrounds: Backgrounds,
               workers: int = 1, chunk_size: int = 250, geo: Geometry | None = None,
-              verbose: bool = True) -> Path:
+              verbose: bool = True, restyle: float = 0.0) -> Path:
     """Build ``<out_dir>/<set>/`` (resumable; skipped if already DONE). Returns its path."""
     out_dir = Path(out_dir)
     final = out_dir / spec.name
-    geo = geo or geometry_for(spec.name)
+    geo = geo or geometry_for(spec.name, restyle)
+    geometry = {k: v for k, v in geo.__dict__.items() if k != "restyle" or v}  # as before restyling existed
     params = {"set": spec.name, "count": spec.count, "seed": seed, "style": spec.style,
-              "geometry": geo.__dict__, "builder_version": CACHE_VERSION,
+              "geometry": geometry, "builder_version": CACHE_VERSION,
               "labels": pool.labels, "glyphs": sum(len(v) for v in pool.glyphs.values())}
     if (final / "DONE").exists():
         done = json.loads((final / "DONE").read_text(encoding="utf-8") or "{}")
@@ -789,9 +858,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--openmoji-dir", type=Path, default=DEFAULT_OPENMOJI_DIR,
                     help="the npm openmoji package folder (default: bench/.npm/node_modules/openmoji)")
     ap.add_argument("--emoji-test", type=Path, default=EMOJI_TEST_PATH)
+    ap.add_argument("--restyle", type=float, default=0.0, metavar="P",
+                    help="in *-train sets, redraw each emoji in another style with probability P "
+                         "(flat colours, ink lines, palette; see restyle_glyph)")
     ap.add_argument("--demo", type=Path, default=None,
                     help="instead of the sets, write a small demo folder here (count = first set's)")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.restyle <= 1.0:
+        ap.error("--restyle is a probability, between 0 and 1")
 
     t0 = time.time()
     tax = load_taxonomy(args.emoji_test)
@@ -818,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool = pools[spec.style]
         assert pool is not None
         build_set(args.out, spec, args.seed, pool, backgrounds, workers=args.workers,
-                  chunk_size=args.chunk_size)
+                  chunk_size=args.chunk_size, restyle=args.restyle)
     print(f"all done in {time.time() - t0:.1f} s")
     return 0
 

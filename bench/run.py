@@ -367,6 +367,7 @@ def lineage(prov: dict) -> list[str]:
         lines.append(f"- {', '.join(p.get('data', []))}: {p.get('epochs_run')} epochs"
                      f"{f' (≈{n:,} crops)' if n else ''}, peak rate {recipe.get('lr')}, batch "
                      f"{recipe.get('batch_size')}, {p.get('train_seconds', 0) / 60:.0f} min"
+                     f"{' on ' + p['device'] if p.get('device') else ''}"
                      f"{', from ' + p['init'] if p.get('init') else ''}; best epoch {p.get('best_epoch')}")
     return lines
 

@@ -41,7 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
                       norm_stats=args.norm_stats,
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
-                      max_steps=args.max_steps, extra_card={"name": args.name} if args.name else {})
+                      max_steps=args.max_steps,
+                      time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                      extra_card={"name": args.name} if args.name else {})
     train(cfg)
     return 0
 
@@ -208,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", help="the model's name in its card (default: kept from --init, else empty)")
     t.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    t.add_argument("--time-budget", type=float, metavar="MIN",
+                   help="train fewer epochs when the planned ones would take longer than MIN minutes "
+                        "(measured after the first epoch; the schedule is fitted to the epochs that fit)")
     t.add_argument("--events", metavar="FILE|-", help="JSON lines of progress (- for stdout)")
     t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.safetensors")
     device_flags(t)

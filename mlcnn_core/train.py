@@ -77,7 +77,11 @@ class Recipe:
     norm_stats: str = "update"  # "update" | "frozen": batch norm's running statistics during training
 
 
-MIN_IMAGES_TO_REFIT = 30  # fewer held-out images than this: a fine-tune keeps its parent's threshold
+# Fewer held-out images than this are too few to judge by: a fine-tune keeps its parent's threshold,
+# and any run keeps its last epoch instead of the one that scored best on them. (Picking the "best"
+# of 40 epochs on 1-14 held-out images picked noise: epoch 1, the barely changed parent, for 100 and
+# 200 corrections; a mid-run epoch at the peak rate for 25 and 50.)
+MIN_IMAGES_TO_JUDGE = 30
 
 RECIPES = {
     "paper": Recipe("paper", norm=False, init="paper", optimizer="paper-rmsprop", lr=0.01, lr_max=0.01,
@@ -129,6 +133,7 @@ class TrainConfig:
     resume: bool = False
     events: str | None = None         # file path, "-" for stdout, None for a terminal progress bar
     max_steps: int | None = None      # stop early (tests, quick benchmarks)
+    time_budget_s: float | None = None  # fewer epochs when the planned ones would not fit in this time
     extra_card: dict = field(default_factory=dict)
 
 
@@ -219,6 +224,14 @@ def freeze_norm_stats(net: nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def epochs_within_budget(planned: int, done: int, elapsed_s: float, budget_s: float) -> int:
+    """How many epochs fit in ``budget_s`` when ``done`` epochs (≥ 1) took ``elapsed_s``: never
+    fewer than are done, never more than ``planned``. The learning-rate schedule is then stretched
+    over that many, so a time-boxed run still ends with its rate annealed."""
+    per_epoch = elapsed_s / max(1, done)
+    return int(max(done, min(planned, done + (budget_s - elapsed_s) // max(per_epoch, 1e-9))))
 
 
 def set_rates(optimizer: torch.optim.Optimizer, recipe: Recipe, factor: float) -> None:
@@ -412,6 +425,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
         events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
 
     prior_seconds = state.get("elapsed_s", 0.0)  # training time of earlier runs, when resuming
+    state["device"] = f"{device.type}{' (bf16)' if bf16 else ''}"
     events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
                 epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, batch_size=recipe.batch_size,
                 recipe=asdict(recipe), device=str(device), bf16=bf16, world_size=world,
@@ -421,8 +435,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     step = state["step"]
     cancelled = False
     with CancelFlag() as cancel:
-        for epoch in range(state["epoch"], recipe.epochs):
-            if step >= total_steps or cancelled:
+        first_epoch = state["epoch"]
+        for epoch in range(first_epoch, recipe.epochs):
+            if epoch >= recipe.epochs or step >= total_steps or cancelled:
                 break
             dataset.epoch = epoch
             if sampler is not None:
@@ -474,7 +489,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                 metrics, _ = evaluate_scores(scores["single"], scores["truth"], "global")
                 record["val"] = metrics
                 key = (metrics["accuracy"], metrics["mAP"])
-                improved = state["best"] is None or key > tuple(state["best"])
+                improved = (state["best"] is None or key > tuple(state["best"])
+                            or len(val_samples) < MIN_IMAGES_TO_JUDGE)
                 if improved:
                     state["best"] = list(key)
                     state["best_epoch"] = epoch + 1
@@ -488,6 +504,14 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                 save_checkpoint(ckpt / "last.safetensors", net, optimizer, state)
             events.emit("epoch", **record, checkpoint=str(ckpt / "last.safetensors"), improved=improved,
                         elapsed_s=round(time.time() - started, 1))
+            if cfg.time_budget_s and epoch_done:
+                fits = epochs_within_budget(recipe.epochs, epoch + 1 - first_epoch, time.time() - started,
+                                            cfg.time_budget_s) + first_epoch
+                if fits < recipe.epochs:
+                    recipe = replace(recipe, epochs=fits)
+                    total_steps = min(total_steps, fits * steps_per_epoch)
+                    events.emit("time_budget", epochs=fits, total_steps=total_steps,
+                                budget_s=cfg.time_budget_s)
             since_best = epoch + 1 - state.get("best_epoch", epoch + 1)
             if recipe.patience and since_best >= recipe.patience:
                 events.emit("early_stop", epoch=epoch + 1, best_epoch=state.get("best_epoch"))
@@ -517,12 +541,12 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
                                             seed=cfg.seed, single=best_scores is None))
         kind = cfg.threshold if cfg.threshold != "auto" else ("linear" if len(scores["truth"]) >= 200 else "global")
         metrics["validation_single_pass"], threshold = evaluate_scores(scores["single"], scores["truth"], kind)
-        if cfg.init and len(scores["truth"]) < MIN_IMAGES_TO_REFIT:
+        if cfg.init and len(scores["truth"]) < MIN_IMAGES_TO_JUDGE:
             # a threshold fitted on a handful of held-out images is noise: keep the parent's
             kept = Threshold.from_dict(card["threshold"], len(model.labels))
             metrics["validation_single_pass"] = set_metrics(kept.select(scores["single"]), scores["truth"])
             metrics["validation_single_pass"]["mAP"] = mean_average_precision(scores["single"], scores["truth"])
-            threshold_source = f"kept from {cfg.init} (fewer than {MIN_IMAGES_TO_REFIT} held-out images)"
+            threshold_source = f"kept from {cfg.init} (fewer than {MIN_IMAGES_TO_JUDGE} held-out images)"
         else:
             card["threshold"] = threshold.to_dict()
         if "baseline" in scores:
@@ -531,7 +555,10 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
     previous = card.get("provenance") if cfg.init else None
     card["provenance"] = {
         "data": [str(p) for p in cfg.data], "recipe": asdict(recipe), "arch": card["arch"].get("name"),
-        "init": cfg.init, "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
+        "init": cfg.init, "device": state.get("device"),
+        "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
+        "kept": ("the best epoch on the held-out images" if len(val_samples) >= MIN_IMAGES_TO_JUDGE
+                 else f"the last epoch (fewer than {MIN_IMAGES_TO_JUDGE} held-out images)"),
         "val_fraction": cfg.val_fraction, "train_seconds": round(state.get("elapsed_s", time.time() - started), 1),
         "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled, "threshold": threshold_source,
         "history": state["history"], **({"parent": previous} if previous else {}),

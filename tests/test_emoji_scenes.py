@@ -335,3 +335,60 @@ def test_labels_json(tmp_path):
     assert data["labels"] == ["face-smiling", "person-role", "person"]
     assert data["emoji"]["person"] == {"all": ["🧑", "👶"], "noto": ["🧑"]}
     assert data["emoji"]["face-smiling"]["noto"] == []
+
+
+def _two_tone_glyph(side: int = 120) -> np.ndarray:
+    """A disc with a differently coloured inner disc over smooth shading: regions to restyle."""
+    yy, xx = np.mgrid[:side, :side]
+    r = np.hypot(yy - side / 2, xx - side / 2)
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., 0] = np.clip(255 - r, 0, 255)
+    rgba[..., 1] = 200
+    rgba[r < side / 5, :3] = (30, 60, 220)
+    rgba[..., 3] = np.where(r < side / 2 - 8, 255, 0)
+    return rgba
+
+
+def test_restyle_glyph_is_deterministic_and_changes_the_drawing_not_the_place():
+    glyph = _two_tone_glyph()
+    outs = [es.restyle_glyph(np.random.default_rng([5, i]), glyph) for i in range(40)]
+    assert np.array_equal(outs[0], es.restyle_glyph(np.random.default_rng([5, 0]), glyph))
+    inside = glyph[..., 3] == 255
+    changed = 0
+    for out in outs:
+        assert out.shape == glyph.shape and out.dtype == np.uint8
+        assert (out[..., 3][inside] > 0).all()   # the shape stays where it was
+        assert (out[..., 3][:4, :4] == 0).all()  # the corners stay transparent
+        changed += np.abs(out[..., :3][inside].astype(int) - glyph[..., :3][inside]).mean() > 3
+    assert changed >= 24
+    # some restyles draw a dark ink outline just outside the shape
+    r = np.hypot(*np.mgrid[-60:60, -60:60])
+    ring = (r > 52.6) & (r < 53.2)
+    assert any((o[..., 3][ring] == 255).mean() > 0.9 and o[..., :3][ring].mean() < 80 for o in outs)
+
+
+def test_restyle_only_touches_training_sets_and_keeps_old_sets_identical():
+    pool = synthetic_pool()
+    bgs = es.Backgrounds()
+    assert es.geometry_for("noto-val", restyle=0.5).restyle == 0.0
+    styled, plain = es.geometry_for("noto-train", restyle=1.0), es.geometry_for("noto-train")
+    assert styled.restyle == 1.0 and plain == es.TRAIN_GEOMETRY
+    a_img, _ = es.compose_scene(es.scene_rng(1, "noto-train", 3), pool, bgs, plain)
+    b_img, _ = es.compose_scene(es.scene_rng(1, "noto-train", 3), pool, bgs, plain)
+    assert np.array_equal(np.asarray(a_img), np.asarray(b_img))
+    s_img, s_rec = es.compose_scene(es.scene_rng(1, "noto-train", 3), pool, bgs, styled)
+    assert s_rec["labels"] and not np.array_equal(np.asarray(a_img), np.asarray(s_img))
+
+
+def test_glyph_cache_is_used_without_the_artwork(tmp_path, monkeypatch, capsys):
+    entries = [es.EmojiEntry((0x1F600 + i,), "fully-qualified", "Smileys & Emotion", f"sub{i % 2}", f"e{i}")
+               for i in range(16)]
+    tax = es.select_taxonomy(entries, min_per_label=8)
+    arrays = {e.hex: _two_tone_glyph(16) for e in tax.entries}
+    np.savez_compressed(tmp_path / ".glyphs-noto.npz", __key__=np.array("from another machine"), **arrays)
+    monkeypatch.setattr(es.NotoRenderer.__init__, "__defaults__", (tmp_path / "no-such-font.ttf",))
+    pool = es.load_glyph_pool("noto", tax, tmp_path)
+    assert sorted(pool.labels) == ["sub0", "sub1"] and not pool.missing
+    assert "using the glyph cache" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError):
+        es.load_glyph_pool("noto", tax, tmp_path / "elsewhere")

@@ -188,3 +188,42 @@ def test_finetune_with_a_linear_threshold_and_a_new_label(trained, tmp_path):
     # too few held-out images to refit: the parent's threshold is kept, grown by a zero weight
     assert card["threshold"]["weights"] == [0.1] * len(parent.labels) + [0.0]
     assert card["name"] == "tuned" and card["created"] >= parent.card["created"]
+
+
+def test_epochs_within_budget():
+    from mlcnn_core.train import epochs_within_budget
+
+    assert epochs_within_budget(planned=30, done=1, elapsed_s=10, budget_s=100) == 10
+    assert epochs_within_budget(planned=5, done=1, elapsed_s=10, budget_s=100) == 5    # never more than planned
+    assert epochs_within_budget(planned=30, done=3, elapsed_s=90, budget_s=60) == 3    # never fewer than done
+    assert epochs_within_budget(planned=30, done=2, elapsed_s=20, budget_s=55) == 5
+
+
+def test_time_budget_shortens_the_run_and_its_schedule(tmp_path):
+    make_dataset(tmp_path / "d", 40, seed=6)
+    out, events_file = tmp_path / "m.safetensors", tmp_path / "e.jsonl"
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(out), "--arch", "tiny", "--epochs", "6",
+                 "--batch-size", "8", "--workers", "0", "--time-budget", "0.00001",
+                 "--events", str(events_file)]) == 0
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    budget = [e for e in events if e["event"] == "time_budget"]
+    assert [e["epochs"] for e in budget] == [1]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1]
+    steps = [e for e in events if e["event"] == "step"]
+    assert budget[0]["total_steps"] == steps[-1]["step"] < steps[-1]["total_steps"]
+    assert read_card(out)["provenance"]["recipe"]["epochs"] == 1
+
+
+def test_few_held_out_images_keep_the_last_epoch(trained, tmp_path):
+    """Too few held-out images to judge by: the last epoch is kept, not the one that scored best."""
+    root, out, _ = trained
+    assert read_card(out)["provenance"]["kept"] == "the best epoch on the held-out images"  # 60 held out
+    data = tmp_path / "few"
+    make_dataset(data, 40, seed=8)
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "4",
+                 "--workers", "0", "--events", str(tmp_path / "ev.jsonl")]) == 0
+    prov = read_card(tuned)["provenance"]
+    assert prov["kept"].startswith("the last epoch") and prov["best_epoch"] == prov["epochs_run"] == 4
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert all(e["improved"] for e in events if e["event"] == "epoch")

@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="early stopping after N epochs without improvement (0: off)")
     t.add_argument("--norm-stats", choices=["update", "frozen"],
                    help="batch norm running statistics while training (default: frozen for --init, else update)")
-    t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"])
+    t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"],
+                   help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
     t.add_argument("--workers", type=int, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", help="the model's name in its card (default: kept from --init, else empty)")

@@ -128,7 +128,7 @@ class TrainConfig:
     workers: int | None = None
     patience: int | None = None
     norm_stats: str | None = None     # "update" | "frozen" (default: the recipe's)
-    threshold: str = "auto"           # "linear" | "global" | "auto" (linear with ≥ 200 validation images)
+    threshold: str = "auto"           # "linear" | "global" | "auto" (see threshold_kind)
     seed: int = 0
     resume: bool = False
     events: str | None = None         # file path, "-" for stdout, None for a terminal progress bar
@@ -265,6 +265,18 @@ def validation_scores(model: TaggerModel, samples: list[Sample], device: str, bf
     if baseline:
         out["baseline"] = np.array(crops).reshape(-1, len(index))
     return out
+
+
+def threshold_kind(requested: str, n_held_out: int, parent: dict | None = None) -> str:
+    """The threshold to fit: the one asked for; for ``auto``, a fine-tune keeps its parent's kind
+    (chosen when the parent was measured, e.g. by bench/run.py --apply-best), and otherwise the
+    paper's linear threshold needs ≥ 200 held-out images (67 weights and a bias) and falls back to
+    a single global one below that."""
+    if requested != "auto":
+        return requested
+    if parent and parent.get("kind") in ("linear", "global"):
+        return parent["kind"]
+    return "linear" if n_held_out >= 200 else "global"
 
 
 def evaluate_scores(scores: np.ndarray, truth: np.ndarray, kind: str) -> tuple[dict, object]:
@@ -539,7 +551,7 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
         if best_scores is None or not cancelled:
             scores.update(validation_scores(model, val_samples, cfg.device, cfg.bf16, baseline=not cancelled,
                                             seed=cfg.seed, single=best_scores is None))
-        kind = cfg.threshold if cfg.threshold != "auto" else ("linear" if len(scores["truth"]) >= 200 else "global")
+        kind = threshold_kind(cfg.threshold, len(scores["truth"]), card.get("threshold") if cfg.init else None)
         metrics["validation_single_pass"], threshold = evaluate_scores(scores["single"], scores["truth"], kind)
         if cfg.init and len(scores["truth"]) < MIN_IMAGES_TO_JUDGE:
             # a threshold fitted on a handful of held-out images is noise: keep the parent's

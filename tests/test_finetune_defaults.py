@@ -46,3 +46,14 @@ def test_fine_tunes_keep_batch_norm_statistics():
     net(torch.randn(4, 3, 64, 64) * 5 + 3).sum().backward()
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bn, strict=True))
     assert net.training and all(p.grad is not None for m in bn for p in (m.weight, m.bias))
+
+
+def test_threshold_kind():
+    from mlcnn_core.train import threshold_kind
+
+    assert threshold_kind("linear", 10) == "linear" and threshold_kind("global", 5000) == "global"
+    assert threshold_kind("auto", 1000) == "linear" and threshold_kind("auto", 199) == "global"
+    # a fine-tune keeps the kind its parent was given, whatever the number of held-out images
+    assert threshold_kind("auto", 1000, {"kind": "global", "bias": 3.0}) == "global"
+    assert threshold_kind("auto", 50, {"kind": "linear", "weights": [], "bias": 0.0}) == "linear"
+    assert threshold_kind("linear", 1000, {"kind": "global"}) == "linear"

@@ -481,6 +481,12 @@ class TrainingPanel(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         form.addRow("Device", self.device_combo)
+        self.time_spin = QSpinBox()
+        self.time_spin.setRange(0, 24 * 60)
+        self.time_spin.setSuffix(" min")
+        self.time_spin.setSpecialValueText("none")
+        self.time_spin.setToolTip("Train as many epochs as fit in this time (measured after the first epoch)")
+        form.addRow("Time limit", self.time_spin)
         self.defaults_note = QLabel("“auto” leaves the choice to the recipe.")
         self.defaults_note.setWordWrap(True)
         form.addRow(self.defaults_note)
@@ -586,7 +592,7 @@ class TrainingPanel(QWidget):
         self.mode_group.buttonToggled.connect(lambda *_: self._update_mode())
         self.recipe_combo.currentTextChanged.connect(lambda _t: self._update_mode())
         self.val_spin.valueChanged.connect(lambda _v: self._recount())
-        for widget in (self.epochs_spin, self.batch_spin, self.lr_spin, self.lr_max_spin):
+        for widget in (self.epochs_spin, self.batch_spin, self.lr_spin, self.lr_max_spin, self.time_spin):
             widget.valueChanged.connect(lambda _v: self._show_command())
         self.arch_combo.currentTextChanged.connect(lambda _t: self._show_command())
         self.device_combo.currentTextChanged.connect(lambda _t: self._show_command())
@@ -770,6 +776,7 @@ class TrainingPanel(QWidget):
             lr_max=(self.lr_max_spin.value() or None) if paper else None,
             val_fraction=round(self.val_spin.value(), 4),
             device=self.device_combo.currentText(),
+            time_budget_min=self.time_spin.value() or None,
         )
 
     def _show_command(self) -> None:
@@ -796,6 +803,7 @@ class TrainingPanel(QWidget):
             self.lr_spin,
             self.val_spin,
             self.device_combo,
+            self.time_spin,
             self.refresh_button,
             self.other_list,
         ):

@@ -49,6 +49,7 @@ class TrainRequest:
     lr_max: float | None = None
     val_fraction: float = 0.1
     device: str = "auto"
+    time_budget_min: float | None = None  # train as many epochs as fit in this many minutes
     extra: list[str] = field(default_factory=list)
 
     def arguments(self) -> list[str]:
@@ -67,6 +68,7 @@ class TrainRequest:
             ("--batch-size", self.batch_size),
             ("--lr", self.lr),
             ("--lr-max", self.lr_max),
+            ("--time-budget", self.time_budget_min),
         ):
             if value is not None:
                 args += [flag, str(value)]
@@ -191,6 +193,8 @@ class TrainerProcess(QObject):
         elif kind == "labels_added":
             self.labelsAdded.emit(list(event.get("labels", [])))
             self.logLine.emit("New labels added to the model: " + ", ".join(event.get("labels", [])))
+        elif kind == "time_budget":
+            self.logLine.emit(f"Time limit: {event.get('epochs')} epochs fit, the schedule is fitted to them")
         elif kind in ("done", "cancelled"):
             self._final = event
         elif kind == "error":

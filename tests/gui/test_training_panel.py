@@ -92,7 +92,10 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     command = panel.request().command_line()
     assert command.startswith("mlcnn train --data ")
     assert f"--init {tiny_model_path}" in command and "--epochs 2" in command and "--val-fraction 0.3" in command
-    assert "--lr" not in command  # "auto": the recipe decides
+    assert "--lr" not in command and "--time-budget" not in command  # "auto" / "none": the recipe decides
+    panel.time_spin.setValue(5)
+    assert "--time-budget 5" in panel.request().command_line()
+    panel.time_spin.setValue(0)
     # the recipe's defaults for this many images come from the core (a subprocess)
     qtbot.waitUntil(lambda: panel.epochs_spin.specialValueText().startswith("auto ("), timeout=60_000)
     library.close()

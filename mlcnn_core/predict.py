@@ -112,12 +112,33 @@ def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, t
     return scores, maps, winner
 
 
-def map_peaks(maps: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int, int]]:
-    """Per label, the original-image pixel (x, y) at the centre of its map's maximum cell."""
+def map_peaks(maps: np.ndarray, image_size: tuple[int, int], refine: bool = True) -> list[tuple[int, int]]:
+    """Per label, the original-image pixel (x, y) where its map [l, h, w] peaks: the centre of the
+    maximum cell, or with ``refine`` the weighted centre of that cell and its 8 neighbours (weights:
+    the map above its median), so that a peak can fall between cells of the coarse map."""
     _, h, w = maps.shape
-    flat = maps.reshape(len(maps), -1).argmax(axis=1)
     width, height = image_size
-    return [(int((f % w + 0.5) * width / w), int((f // w + 0.5) * height / h)) for f in flat]
+    peaks = []
+    for m in maps:
+        cy, cx = divmod(int(m.argmax()), w)
+        y, x = float(cy), float(cx)
+        if refine:
+            y0, y1, x0, x1 = max(0, cy - 1), min(h, cy + 2), max(0, cx - 1), min(w, cx + 2)
+            weight = np.clip(m[y0:y1, x0:x1] - np.median(m), 0, None).astype(np.float64)
+            if weight.sum() > 0:
+                yy, xx = np.mgrid[y0:y1, x0:x1]
+                y, x = float((yy * weight).sum() / weight.sum()), float((xx * weight).sum() / weight.sum())
+        peaks.append((min(width - 1, int((x + 0.5) * width / w)), min(height - 1, int((y + 0.5) * height / h))))
+    return peaks
+
+
+def label_peaks(raw: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """Where each label of a raw test-form output [l, h, w] is: the refined peak of its raw output
+    map, before softmax and multi-scale pooling. Both blur a location: the per-position softmax
+    saturates at 1 across a large emoji (its maximum lands on any of those cells) and pooling spreads
+    it; on noto-val (bench/run.py's pointing game, 400 images) the peak fell inside the label's box
+    for 69 % of labels with the softmax map's cell centre, 89 % with the raw map's, 92 % refined."""
+    return map_peaks(raw, image_size, refine=True)
 
 
 @dataclass
@@ -197,7 +218,7 @@ class Predictor:
         chosen = self.threshold.select(scores_np[None])[0]
         nonzero = np.flatnonzero(scores_np != 0)
         nonzero = nonzero[np.argsort(-scores_np[nonzero], kind="stable")]
-        peaks = map_peaks(maps_np[nonzero], image_size) if len(nonzero) else []
+        peaks = label_peaks(raw[torch.as_tensor(nonzero)].float().cpu().numpy(), image_size) if len(nonzero) else []
         return Prediction(
             labels=[self.labels[j] for j in nonzero if chosen[j]],
             confidences={self.labels[j]: float(scores_np[j]) for j in nonzero},

@@ -66,6 +66,15 @@ def test_peaks_in_original_pixels():
     maps = np.zeros((1, 4, 8), np.float32)
     maps[0, 3, 6] = 1.0
     assert map_peaks(maps, (800, 400)) == [(650, 350)]
+    assert map_peaks(maps, (800, 400), refine=False) == [(650, 350)]
+
+
+def test_refined_peaks_fall_between_cells():
+    maps = np.zeros((2, 4, 8), np.float32)
+    maps[0, 1, 2] = maps[0, 1, 3] = 1.0        # an object straddling two cells
+    maps[1, 2, 5], maps[1, 2, 6] = 3.0, 1.0   # mostly in one cell, a little in the next
+    assert map_peaks(maps, (800, 400), refine=False) == [(250, 150), (550, 250)]
+    assert map_peaks(maps, (800, 400)) == [(300, 150), (575, 250)]
 
 
 def test_threshold_never_selects_pruned_labels_and_keeps_one():

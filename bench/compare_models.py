@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Several models on the same sets, side by side: ``mlcnn evaluate --no-baseline`` for each
+(model, set), each model read as its card says (prediction settings and threshold), written as a
+markdown section with the command behind every number.
+
+    python bench/compare_models.py --model plain=runs/gpu1/plain.safetensors \\
+        --model restyled=runs/gpu1/styled.safetensors --sets noto-val openmoji-val noto-test openmoji-test \\
+        --work runs/compare --out bench/results/restyle.md --title "..." --intro "..."
+
+Validation sets are for choosing, test sets for reporting; the table shows both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def evaluate(model: Path, data: Path, out: Path) -> tuple[dict, str]:
+    """Metrics of single-pass prediction (reused when ``out`` exists) and the command behind them."""
+    args = ["evaluate", "--model", str(model), "--data", str(data), "--no-baseline", "--json", str(out)]
+    shown = "mlcnn " + " ".join(shlex.quote(a) for a in args)
+    if not out.exists():
+        proc = subprocess.run([sys.executable, "-m", "mlcnn_core.cli", *args], cwd=REPO, capture_output=True,
+                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        if proc.returncode != 0:
+            raise SystemExit(f"{shown} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(out.read_text(encoding="utf-8"))["single_pass"], shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
+    ap.add_argument("--data", default="data/emoji", help="folder holding the sets")
+    ap.add_argument("--sets", nargs="+", default=["noto-val", "openmoji-val", "noto-test", "openmoji-test"])
+    ap.add_argument("--work", default="runs/compare", help="where the evaluations' JSON files go")
+    ap.add_argument("--out", required=True, help="markdown file to write")
+    ap.add_argument("--title", default="Models compared")
+    ap.add_argument("--intro", default="", help="paragraph under the title")
+    args = ap.parse_args(argv)
+    models = []
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            ap.error(f"--model {item!r}: expected NAME=PATH of an existing model file")
+        models.append((name, Path(path)))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    table, commands = {}, []
+    for name, path in models:
+        for set_name in args.sets:
+            metrics, shown = evaluate(path, Path(args.data) / set_name, work / f"{name}-{set_name}.json")
+            table[name, set_name] = metrics
+            commands.append(shown)
+            print(f"{name} {set_name}: accuracy {metrics['accuracy']:.3f} precision {metrics['precision']:.3f} "
+                  f"mAP {metrics['mAP']:.3f}", flush=True)
+    lines = [f"## {args.title}", ""]
+    if args.intro:
+        lines += [args.intro, ""]
+    lines += ["Precision / recall / accuracy / mAP (%), single pass, each model read as its card says. Produced by "
+              f"`python {' '.join(shlex.quote(a) for a in sys.argv)}` in {time.time() - t0:.0f} s.", "",
+              "| model | " + " | ".join(args.sets) + " |", "|---|" + "---|" * len(args.sets)]
+    for name, path in models:
+        cells = [" / ".join(f"{100 * table[name, s][k]:.1f}" for k in ("precision", "recall", "accuracy", "mAP"))
+                 for s in args.sets]
+        lines.append(f"| {name} (`{path}`) | " + " | ".join(cells) + " |")
+    lines += ["", "Commands:", "", *[f"- `{c}`" for c in commands], ""]
+    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

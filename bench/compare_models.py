@@ -24,16 +24,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def evaluate(model: Path, data: Path, out: Path) -> tuple[dict, str]:
-    """Metrics of single-pass prediction (reused when ``out`` exists) and the command behind them."""
+def evaluate(model: Path, data: Path, out: Path) -> tuple[dict, str, bool]:
+    """Metrics of single-pass prediction, the command behind them, and whether an earlier run's
+    result (``out`` exists) was reused."""
     args = ["evaluate", "--model", str(model), "--data", str(data), "--no-baseline", "--json", str(out)]
     shown = "mlcnn " + " ".join(shlex.quote(a) for a in args)
-    if not out.exists():
+    reused = out.exists()
+    if not reused:
         proc = subprocess.run([sys.executable, "-m", "mlcnn_core.cli", *args], cwd=REPO, capture_output=True,
                               text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
         if proc.returncode != 0:
             raise SystemExit(f"{shown} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(out.read_text(encoding="utf-8"))["single_pass"], shown
+    return json.loads(out.read_text(encoding="utf-8"))["single_pass"], shown, reused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,19 +57,25 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    table, commands = {}, []
+    table, commands, reused = {}, [], 0
     for name, path in models:
         for set_name in args.sets:
-            metrics, shown = evaluate(path, Path(args.data) / set_name, work / f"{name}-{set_name}.json")
+            metrics, shown, was_reused = evaluate(path, Path(args.data) / set_name, work / f"{name}-{set_name}.json")
             table[name, set_name] = metrics
             commands.append(shown)
+            reused += was_reused
             print(f"{name} {set_name}: accuracy {metrics['accuracy']:.3f} precision {metrics['precision']:.3f} "
                   f"mAP {metrics['mAP']:.3f}", flush=True)
     lines = [f"## {args.title}", ""]
     if args.intro:
         lines += [args.intro, ""]
+    argv = list(sys.argv)
+    if "--intro" in argv[:-1]:
+        argv[argv.index("--intro") + 1] = "…"
     lines += ["Precision / recall / accuracy / mAP (%), single pass, each model read as its card says. Produced by "
-              f"`python {' '.join(shlex.quote(a) for a in sys.argv)}` in {time.time() - t0:.0f} s.", "",
+              f"`python {' '.join(shlex.quote(a) for a in argv)}` in {time.time() - t0:.0f} s"
+              + (f" ({reused} of {len(commands)} evaluations reused from an earlier run in {args.work})." if reused
+                 else "."), "",
               "| model | " + " | ".join(args.sets) + " |", "|---|" + "---|" * len(args.sets)]
     for name, path in models:
         cells = [" / ".join(f"{100 * table[name, s][k]:.1f}" for k in ("precision", "recall", "accuracy", "mAP"))

@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
                       bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
-                      norm_stats=args.norm_stats,
+                      norm_stats=args.norm_stats, anchor=args.anchor,
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                       max_steps=args.max_steps,
                       time_budget_s=args.time_budget * 60 if args.time_budget else None,
@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="early stopping after N epochs without improvement (0: off)")
     t.add_argument("--norm-stats", choices=["update", "frozen"],
                    help="batch norm running statistics while training (default: frozen for --init, else update)")
+    t.add_argument("--anchor", type=float, metavar="S",
+                   help="with --init: pull the weights toward that model's, S per unit of learning rate (L2-SP)")
     t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
     t.add_argument("--workers", type=int, help="data-loading processes")

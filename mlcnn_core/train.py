@@ -52,7 +52,7 @@ from .data import (
 from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
 from .model import build_model
-from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
+from .modelfile import TaggerModel, add_labels, load_model, new_card, read_card, save_model
 from .optim import PaperRMSprop
 from .predict import PredictConfig, Predictor
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
@@ -75,6 +75,7 @@ class Recipe:
     epochs: int
     patience: int             # epochs without a better validation score before stopping (0: never)
     norm_stats: str = "update"  # "update" | "frozen": batch norm's running statistics during training
+    anchor: float = 0.0         # pull toward the starting weights, per unit of rate (fine-tunes; 0: off)
 
 
 # Fewer held-out images than this are too few to judge by: a fine-tune keeps its parent's threshold,
@@ -128,6 +129,7 @@ class TrainConfig:
     workers: int | None = None
     patience: int | None = None
     norm_stats: str | None = None     # "update" | "frozen" (default: the recipe's)
+    anchor: float | None = None       # L2-SP strength toward the --init model (default: the recipe's)
     threshold: str = "auto"           # "linear" | "global" | "auto" (see threshold_kind)
     seed: int = 0
     resume: bool = False
@@ -232,6 +234,27 @@ def epochs_within_budget(planned: int, done: int, elapsed_s: float, budget_s: fl
     over that many, so a time-boxed run still ends with its rate annealed."""
     per_epoch = elapsed_s / max(1, done)
     return int(max(done, min(planned, done + (budget_s - elapsed_s) // max(per_epoch, 1e-9))))
+
+
+def anchors(net: nn.Module, old_labels: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, starting value) pairs for :func:`pull_toward_start`. The output rows of labels
+    added for this fine-tune have no starting value worth keeping and are left free."""
+    last = net.head.fcs[-1]
+    pairs = []
+    for p in net.parameters():
+        start = p.detach()[:old_labels] if p is last.weight or p is last.bias else p.detach()
+        pairs.append((p, start.clone()))
+    return pairs
+
+
+def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: float) -> None:
+    """L2-SP (Li et al. 2018) in decoupled form, like AdamW's weight decay but toward the model being
+    fine-tuned instead of toward zero: w ← w − strength · (w − w_start). A fine-tune on a few dozen
+    images of one style otherwise drifts away from what the model knew."""
+    with torch.no_grad():
+        for p, start in pairs:
+            n = start.shape[0]
+            p[:n].sub_(p[:n] - start, alpha=strength)
 
 
 def set_rates(optimizer: torch.optim.Optimizer, recipe: Recipe, factor: float) -> None:
@@ -346,7 +369,7 @@ def _resolve_recipe(cfg: TrainConfig, n_train: int) -> Recipe:
         recipe = finetune_recipe(recipe, n_train)
     overrides = {k: v for k, v in {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                                    "lr_max": cfg.lr_max, "patience": cfg.patience,
-                                   "norm_stats": cfg.norm_stats}.items() if v is not None}
+                                   "norm_stats": cfg.norm_stats, "anchor": cfg.anchor}.items() if v is not None}
     if "lr" in overrides and "lr_max" not in overrides and recipe.optimizer != "paper-rmsprop":
         overrides["lr_max"] = overrides["lr"]
     return replace(recipe, **overrides)
@@ -418,6 +441,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                         num_workers=workers, persistent_workers=False, drop_last=len(dataset) > per_rank_batch,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = make_optimizer(net, recipe)
+    anchored = anchors(net, len(read_card(cfg.init)["labels"])) if cfg.init and recipe.anchor > 0 else []
     ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = len(loader)
     total_steps = recipe.epochs * steps_per_epoch
@@ -469,6 +493,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if anchored:
+                    pull_toward_start(anchored, optimizer.param_groups[0]["lr"] * recipe.anchor)
                 step += 1
                 seen += len(images)
                 state["skipped_unlabelled"] += skipped

@@ -57,3 +57,26 @@ def test_threshold_kind():
     assert threshold_kind("auto", 1000, {"kind": "global", "bias": 3.0}) == "global"
     assert threshold_kind("auto", 50, {"kind": "linear", "weights": [], "bias": 0.0}) == "linear"
     assert threshold_kind("linear", 1000, {"kind": "global"}) == "linear"
+
+
+def test_pull_toward_start_keeps_old_weights_and_frees_new_label_rows():
+    import torch
+
+    from mlcnn_core.model import build_model, grow_labels
+    from mlcnn_core.spec import arch_spec
+    from mlcnn_core.train import anchors, pull_toward_start
+
+    net = build_model(arch_spec("tiny", norm=True), 3)
+    grow_labels(net, 2)
+    pairs = anchors(net, old_labels=3)
+    last = net.head.fcs[-1]
+    assert [start.shape[0] for p, start in pairs if p is last.weight] == [3]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    before_new = last.weight[3:].clone()
+    pull_toward_start(pairs, 0.25)
+    for p, start in pairs:
+        n = start.shape[0]
+        assert torch.allclose(p[:n] - start, torch.full_like(start, 0.75))
+    assert torch.equal(last.weight[3:], before_new)  # new labels' rows are not pulled anywhere

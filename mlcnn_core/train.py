@@ -94,21 +94,26 @@ RECIPES = {
 }
 
 
+FINETUNE_ANCHOR = 2500.0
+
+
 def finetune_recipe(base: Recipe, n_train: int) -> Recipe:
     """Defaults for ``--init MODEL`` on a person's corrections (tens to hundreds of images):
     about 4,000 image presentations (each image seen 4000 / n times, within 10 to 40 epochs: 25
     images get 40 epochs of one step, 200 get 23 epochs of 5 steps), a tenth of the rate from
-    scratch, batch-norm statistics frozen, no early stopping on the tiny held-out part.
+    scratch, the weights pulled toward the parent's (``anchor``, L2-SP), batch-norm statistics
+    frozen, no early stopping on the tiny held-out part.
 
-    Tuned on the validation sets (bench/finetune_curve.py --split val --ks 100, a Noto model at
-    84 % accuracy fine-tuned on 100 OpenMoji scenes, statistics frozen): peak rates 5e-4 and 3e-4
-    wrecked what the model knew (Noto-val accuracy 0.868 → 0.53 / 0.58), 2e-4 and 1e-4 kept it
-    (0.870 / 0.869). 5e-4 with statistics updating did as badly on the test sets (0.845 → 0.565).
-    An earlier, weaker model took a quarter of the rate without harm; a converged one does not."""
+    Chosen on the validation sets (bench/finetune_curve.py --split val, the restyled Noto-only
+    model fine-tuned on 25-200 OpenMoji scenes, the last epoch kept; BENCHMARKS.md has the table).
+    Without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and gained nothing on
+    OpenMoji; 1e-4, 5e-5 or 10 epochs cost 6-18 points. With the anchor at 1000 Noto lost 2-7
+    points, at 2500 about 2, at 5000 under 1.5; OpenMoji stayed within about 2 points of its start
+    at every setting, so the anchor is set where what the model knew holds."""
     batch = min(base.batch_size, 32)
     epochs = int(min(40, max(10, math.ceil(4000 / max(1, n_train)))))
     return replace(base, lr=base.lr / 10, lr_max=base.lr_max / 10, batch_size=batch, epochs=epochs,
-                   warmup_fraction=0.1, patience=0, norm_stats="frozen")
+                   warmup_fraction=0.1, patience=0, norm_stats="frozen", anchor=FINETUNE_ANCHOR)
 
 
 @dataclass

@@ -16,6 +16,8 @@ def test_small_sets_get_more_epochs_within_a_cpu_budget():
         assert r.batch_size <= 32
         assert r.patience == 0  # a handful of held-out images cannot stop training early
         assert r.lr < base.lr and r.schedule == base.schedule
+        assert r.anchor > 0  # pulled toward the parent: what it knew holds
+    assert base.anchor == 0
 
 
 def test_flags_override_the_fine_tune_defaults():

@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--norm-stats", choices=["update", "frozen"],
                    help="batch norm running statistics while training (default: frozen for --init, else update)")
     t.add_argument("--anchor", type=float, metavar="S",
-                   help="with --init: pull the weights toward that model's, S per unit of learning rate (L2-SP)")
+                   help="with --init: pull the weights toward that model's, S per unit of learning rate (L2-SP; "
+                        "default 2500; rate × S is capped at 1, so a higher --lr needs a lower S)")
     t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
     t.add_argument("--workers", type=int, help="data-loading processes")

@@ -255,7 +255,9 @@ def anchors(net: nn.Module, old_labels: int) -> list[tuple[torch.Tensor, torch.T
 def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: float) -> None:
     """L2-SP (Li et al. 2018) in decoupled form, like AdamW's weight decay but toward the model being
     fine-tuned instead of toward zero: w ← w − strength · (w − w_start). A fine-tune on a few dozen
-    images of one style otherwise drifts away from what the model knew."""
+    images of one style otherwise drifts away from what the model knew. ``strength`` (rate × anchor)
+    is capped at 1, a full return to the start: above it the pull would overshoot and diverge."""
+    strength = min(strength, 1.0)
     with torch.no_grad():
         for p, start in pairs:
             n = start.shape[0]

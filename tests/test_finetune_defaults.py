@@ -82,3 +82,14 @@ def test_pull_toward_start_keeps_old_weights_and_frees_new_label_rows():
         n = start.shape[0]
         assert torch.allclose(p[:n] - start, torch.full_like(start, 0.75))
     assert torch.equal(last.weight[3:], before_new)  # new labels' rows are not pulled anywhere
+
+
+def test_pull_toward_start_never_overshoots():
+    import torch
+
+    from mlcnn_core.train import pull_toward_start
+
+    w = torch.nn.Parameter(torch.ones(4))
+    start = torch.zeros(4)
+    pull_toward_start([(w, start)], 2.5)  # e.g. --lr 1e-3 with the default anchor of 2500
+    assert torch.equal(w.detach(), start)

@@ -14,28 +14,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_curve import run, shown  # noqa: E402 - the bench scripts' one way of running mlcnn
 
 
 def evaluate(model: Path, data: Path, out: Path) -> tuple[dict, str, bool]:
     """Metrics of single-pass prediction, the command behind them, and whether an earlier run's
     result (``out`` exists) was reused."""
-    args = ["evaluate", "--model", str(model), "--data", str(data), "--no-baseline", "--json", str(out)]
-    shown = "mlcnn " + " ".join(shlex.quote(a) for a in args)
+    cmd = [sys.executable, "-m", "mlcnn_core.cli", "evaluate", "--model", str(model), "--data", str(data),
+           "--no-baseline", "--json", str(out)]
     reused = out.exists()
     if not reused:
-        proc = subprocess.run([sys.executable, "-m", "mlcnn_core.cli", *args], cwd=REPO, capture_output=True,
-                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-        if proc.returncode != 0:
-            raise SystemExit(f"{shown} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(out.read_text(encoding="utf-8"))["single_pass"], shown, reused
+        run(cmd, out.with_suffix(".log"))
+    return json.loads(out.read_text(encoding="utf-8"))["single_pass"], shown(cmd), reused
 
 
 def main(argv: list[str] | None = None) -> int:

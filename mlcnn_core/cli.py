@@ -35,6 +35,10 @@ def _model_path(arg: str | None) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
+    if args.anchor is not None and args.anchor < 0:
+        return _fail(f"--anchor {args.anchor:g}: the pull toward the --init model is a strength, 0 or more")
+    if args.time_budget is not None and args.time_budget <= 0:
+        return _fail(f"--time-budget {args.time_budget:g}: give the minutes training may take, more than 0")
     cfg = TrainConfig(data=args.data, out=args.out, arch=args.arch, init=args.init, recipe=args.recipe,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
@@ -42,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       norm_stats=args.norm_stats, anchor=args.anchor,
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                       max_steps=args.max_steps,
-                      time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                      time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
                       extra_card={"name": args.name} if args.name else {})
     train(cfg)
     return 0

@@ -114,6 +114,10 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     empty.mkdir()
     assert main(["train", "--data", str(empty), "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "no labelled images" in capsys.readouterr().err
+    for flag, value in (("--anchor", "-1"), ("--time-budget", "0"), ("--time-budget", "-5")):
+        assert main(["train", "--data", str(empty), "--out", str(tmp_path / "m.safetensors"), flag, value]) == 2
+        assert flag in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_paper_recipe_runs(tmp_path):

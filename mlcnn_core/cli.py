@@ -37,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.anchor is not None and args.anchor < 0:
         return _fail(f"--anchor {args.anchor:g}: the pull toward the --init model is a strength, 0 or more")
+    if args.epochs is not None and (args.epochs < 0 or (args.epochs == 0 and not args.init)):
+        return _fail(f"--epochs {args.epochs}: give 1 or more (0 only with --init: fit new labels, train nothing)")
     if args.time_budget is not None and args.time_budget <= 0:
         return _fail(f"--time-budget {args.time_budget:g}: give the minutes training may take, more than 0")
     cfg = TrainConfig(data=args.data, out=args.out, arch=args.arch, init=args.init, recipe=args.recipe,
@@ -47,6 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                       max_steps=args.max_steps,
                       time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
+                      new_labels=args.new_labels,
                       extra_card={"name": args.name} if args.name else {})
     train(cfg)
     return 0
@@ -199,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", default="compact", choices=["compact", "paper", "nin", "tiny"])
     t.add_argument("--init", metavar="MODEL", help="fine-tune from this model (new labels are added)")
     t.add_argument("--recipe", default="default", choices=["default", "paper"])
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--epochs", type=int, help="passes over the data (default: the recipe's; with --init, 0 only "
+                                              "fits the new labels' rows and measures the result)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, metavar="A0", help="α0 (paper recipe) or peak rate (default recipe)")
     t.add_argument("--lr-max", type=float, metavar="AMAX", help="α_max of the paper's optimiser")
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 2500; rate × S is capped at 1, so a higher --lr needs a lower S)")
     t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
+    t.add_argument("--new-labels", choices=["fit", "train"], default="fit",
+                   help="with --init, labels the model lacks: fit: their output rows are fitted to the test form "
+                        "of the training images before and after the fine-tune (positions without the label are "
+                        "negatives); train: learnt by the fine-tune alone, in the training form")
     t.add_argument("--workers", type=int, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", help="the model's name in its card (default: kept from --init, else empty)")

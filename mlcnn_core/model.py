@@ -67,14 +67,17 @@ class Head(nn.Module):
                 features = self.dropout(F.relu(features))
         return features
 
+    def hidden_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Test form up to the last layer: [N, C, h, w] → the last layer's input at each position."""
+        for fc in self.fcs[:-1]:
+            fmap = self.dropout(F.relu(F.conv2d(fmap, fc.weight[:, :, None, None], fc.bias)))
+        return fmap
+
     def forward_map(self, fmap: torch.Tensor) -> torch.Tensor:
         """Test form: ``fmap`` is [N, C, h, w]; each FC layer is a 1×1 convolution whose kernel is a
         view of the FC weight (``weight[:, :, None, None]`` shares its storage)."""
-        for i, fc in enumerate(self.fcs):
-            fmap = F.conv2d(fmap, fc.weight[:, :, None, None], fc.bias)
-            if i < len(self.fcs) - 1:
-                fmap = self.dropout(F.relu(fmap))
-        return fmap
+        last = self.fcs[-1]
+        return F.conv2d(self.hidden_map(fmap), last.weight[:, :, None, None], last.bias)
 
 
 class MLCNN(nn.Module):

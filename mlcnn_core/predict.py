@@ -112,6 +112,21 @@ def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, t
     return scores, maps, winner
 
 
+def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 20.0) -> torch.Tensor:
+    """A differentiable stand-in for :func:`final_scores`' scores, for fitting output rows to what
+    prediction does with them (newlabels.py): the per-position pruning's hard cut becomes a sigmoid
+    of the distance to the position's floor (``sharpness`` per unit of softmax confidence; raw
+    outputs get a quarter of it per unit of log-ratio). [N, l, h, w] → [N, l]."""
+    conf = raw.softmax(dim=1) if cfg.scores == "softmax" else raw
+    maps = multiscale_maps(conf, cfg)
+    best = maps.max(dim=1, keepdim=True).values
+    if cfg.scores == "raw":
+        kept = torch.sigmoid(sharpness / 4 * (maps - (best + math.log(cfg.keep_ratio))))
+    else:
+        kept = torch.sigmoid(sharpness * (maps - best * cfg.keep_ratio))
+    return (maps * kept).sum(dim=(2, 3))
+
+
 def map_peaks(maps: np.ndarray, image_size: tuple[int, int], refine: bool = True) -> list[tuple[int, int]]:
     """Per label, the original-image pixel (x, y) where its map [l, h, w] peaks: the centre of the
     maximum cell, or with ``refine`` the weighted centre of that cell and its 8 neighbours (weights:
@@ -191,6 +206,15 @@ class Predictor:
         with autocast(self.device, self.bf16):
             maps = self.head.forward_map(self.trunk(x))
         return maps.float()
+
+    @torch.inference_mode()
+    def hidden_maps(self, batch_resized: np.ndarray) -> torch.Tensor:
+        """What the last layer sees at each position, [n, C, h, w] float32 (the test form without its
+        last 1×1 convolution), for same-sized preprocessed images."""
+        x = to_tensor(batch_resized, self.mean).to(self.device)
+        with autocast(self.device, self.bf16):
+            hidden = self.head.hidden_map(self.trunk(x))
+        return hidden.float()
 
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray]) -> list[Prediction]:

@@ -52,7 +52,8 @@ from .data import (
 from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
 from .model import build_model
-from .modelfile import TaggerModel, add_labels, load_model, new_card, read_card, save_model
+from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
+from .newlabels import fit_new_rows
 from .optim import PaperRMSprop
 from .predict import PredictConfig, Predictor
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
@@ -141,6 +142,7 @@ class TrainConfig:
     events: str | None = None         # file path, "-" for stdout, None for a terminal progress bar
     max_steps: int | None = None      # stop early (tests, quick benchmarks)
     time_budget_s: float | None = None  # fewer epochs when the planned ones would not fit in this time
+    new_labels: str = "fit"           # "fit": new labels' rows fitted on the test form (newlabels.py); "train"
     extra_card: dict = field(default_factory=dict)
 
 
@@ -382,14 +384,16 @@ def _resolve_recipe(cfg: TrainConfig, n_train: int) -> Recipe:
     return replace(recipe, **overrides)
 
 
-def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events: Events) -> TaggerModel:
+def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events: Events
+                   ) -> tuple[TaggerModel, list[str]]:
+    """The model to train and the labels it gains (a fine-tune's labels its parent lacks)."""
     if cfg.init:
         model = load_model(cfg.init)
         new = [lab for lab in label_vocabulary(train) if lab not in model.labels]
         if new:
             add_labels(model, new)
             events.emit("labels_added", labels=new)
-        return model
+        return model, new
     labels = label_vocabulary(train)
     if not labels:
         raise ValueError("the training data has no labels (no .txt sidecars with tags, or an empty manifest)")
@@ -397,7 +401,7 @@ def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events
     net = build_model(spec, len(labels), init=recipe.init)
     # a resumed run takes the mean pixel from its checkpoint: no need to measure it again
     mean = [0.0, 0.0, 0.0] if cfg.resume else compute_mean_pixel(train, seed=cfg.seed)
-    return TaggerModel(net, new_card(spec, labels, mean))
+    return TaggerModel(net, new_card(spec, labels, mean)), []
 
 
 def train(cfg: TrainConfig, on_event: Callable[[str, dict], None] | None = None) -> TaggerModel | None:
@@ -435,7 +439,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     if not train_samples:
         raise ValueError(f"no labelled images found in {cfg.data}")
     recipe = _resolve_recipe(cfg, len(train_samples))
-    model = _initial_model(cfg, train_samples, recipe, events)
+    model, new_labels = _initial_model(cfg, train_samples, recipe, events)
+    if new_labels and cfg.new_labels == "fit" and rank == 0 and not cfg.resume:
+        # before the first step (DistributedDataParallel hands rank 0's weights to the others)
+        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "before training")
     net = model.net.to(device, memory_format=torch.channels_last)
     dataset = TrainingSet(train_samples, model.labels, seed=cfg.seed)
     sampler = (torch.utils.data.distributed.DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
@@ -448,7 +455,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                         num_workers=workers, persistent_workers=False, drop_last=len(dataset) > per_rank_batch,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = make_optimizer(net, recipe)
-    anchored = anchors(net, len(read_card(cfg.init)["labels"])) if cfg.init and recipe.anchor > 0 else []
+    anchored = anchors(net, len(model.labels) - len(new_labels)) if cfg.init and recipe.anchor > 0 else []
     ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = len(loader)
     total_steps = recipe.epochs * steps_per_epoch
@@ -566,7 +573,16 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     if rank != 0:
         return None
     net.load_state_dict(best_state)
+    if new_labels and cfg.new_labels == "fit" and not cancelled and step > 0:
+        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
     return _finish(cfg, model, net, recipe, state, val_samples, best_scores, events, cancelled, started)
+
+
+def _fit_new_labels(model: TaggerModel, samples: list[Sample], new: list[str], device: torch.device, bf16: bool,
+                    seed: int, events: Events, when: str) -> None:
+    t0 = time.time()
+    report = fit_new_rows(model, samples, new, device=device.type, bf16=bf16, seed=seed)
+    events.emit("new_labels_fitted", when=when, labels=report, seconds=round(time.time() - t0, 1))
 
 
 def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: dict, val_samples: list[Sample],

@@ -231,3 +231,55 @@ def test_few_held_out_images_keep_the_last_epoch(trained, tmp_path):
     assert prov["kept"].startswith("the last epoch") and prov["best_epoch"] == prov["epochs_run"] == 4
     events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert all(e["improved"] for e in events if e["event"] == "epoch")
+
+
+def _tag_red_squares(folder, n, seed):
+    """Scenes whose red squares also carry a new tag, as a person might add "red" to a collection."""
+    items = make_dataset(folder, n, seed=seed)
+    for image, labels in items:
+        image.with_suffix(".txt").write_text(", ".join(labels + (["zz-red"] if "red-square" in labels else [])))
+    return items
+
+
+def _new_label_scores(model_path, items):
+    from mlcnn_core.predict import Predictor
+
+    predictor = Predictor(load_model(model_path), device="cpu")
+    predicted = [predictor.predict_file(image).labels for image, _ in items]
+    truth = [labels + (["zz-red"] if "red-square" in labels else []) for _, labels in items]
+    hits = sum("zz-red" in p and "zz-red" in t for p, t in zip(predicted, truth, strict=True))
+    tagged = sum("zz-red" in p for p in predicted)
+    old_kept = sum(set(t) - {"zz-red"} <= set(p) for p, t in zip(predicted, truth, strict=True))
+    return hits / max(1, tagged), hits / sum("zz-red" in t for t in truth), old_kept / len(items)
+
+
+def test_new_label_rows_are_fitted_to_the_test_form(trained, tmp_path):
+    """A new tag on a drawing the model knows (``zz-red`` on red squares) is learnt from the person's
+    images by fitting its output row (--epochs 0: nothing else trained), and shares the positions of
+    the known label instead of taking them; the row left as added (--new-labels train) is noise."""
+    from mlcnn_core.modelfile import save_model
+
+    root, trained_out, _ = trained
+    parent = load_model(trained_out)
+    # the shipped models' pruning: a position keeps every label within half of its best (with the
+    # paper's best-label-only pruning a tag on a known drawing can only take that label's positions)
+    parent.card["prediction"] = dict(parent.card["prediction"], keep_ratio=0.5)
+    out = save_model(parent, tmp_path / "parent.safetensors")
+    _tag_red_squares(tmp_path / "new", 60, seed=9)
+    held_out = _tag_red_squares(tmp_path / "held", 60, seed=10)
+    fitted, unfitted = tmp_path / "fitted.safetensors", tmp_path / "unfitted.safetensors"
+    for path, mode in ((fitted, "fit"), (unfitted, "train")):
+        assert main(["train", "--init", str(out), "--data", str(tmp_path / "new"), "--out", str(path),
+                     "--epochs", "0", "--new-labels", mode, "--workers", "0",
+                     "--events", str(path.with_suffix(".jsonl"))]) == 0
+    events = [json.loads(line) for line in fitted.with_suffix(".jsonl").read_text().splitlines()]
+    fit = [e for e in events if e["event"] == "new_labels_fitted"]
+    assert [e["when"] for e in fit] == ["before training"]          # nothing trained: no second fit
+    assert fit[0]["labels"]["zz-red"]["images"] > 10
+    precision, recall, old_kept = _new_label_scores(fitted, held_out)
+    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
+    _, _, parent_old_kept = _new_label_scores(out, held_out)
+    assert old_kept >= parent_old_kept - 0.1
+    unfitted_precision, unfitted_recall, _ = _new_label_scores(unfitted, held_out)
+    assert unfitted_precision < 0.6 and unfitted_recall < 0.8, (unfitted_precision, unfitted_recall)
+    assert read_card(fitted)["provenance"]["epochs_run"] == 0

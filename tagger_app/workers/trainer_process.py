@@ -193,6 +193,8 @@ class TrainerProcess(QObject):
         elif kind == "labels_added":
             self.labelsAdded.emit(list(event.get("labels", [])))
             self.logLine.emit("New labels added to the model: " + ", ".join(event.get("labels", [])))
+        elif kind == "new_labels_fitted":
+            self.logLine.emit(_describe_fit(event))
         elif kind == "time_budget":
             self.logLine.emit(f"Time limit: {event.get('epochs')} epochs fit, the schedule is fitted to them")
         elif kind in ("done", "cancelled"):
@@ -252,6 +254,13 @@ def _describe_epoch(event: dict) -> str:
             f"accuracy {val.get('accuracy', 0):.3f}"
         )
     return text + f" ({event.get('seconds', 0):.1f} s)"
+
+
+def _describe_fit(event: dict) -> str:
+    parts = [f"{label} ({r.get('images')} images: precision {r.get('precision', 0):.2f}, "
+             f"recall {r.get('recall', 0):.2f})" for label, r in event.get("labels", {}).items()]
+    return (f"New labels fitted {event.get('when', '')} on the training images, "
+            f"{event.get('seconds', 0):.0f} s: " + "; ".join(parts))
 
 
 class EvaluationProcess(QObject):

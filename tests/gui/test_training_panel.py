@@ -128,6 +128,8 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     assert not (panel._run_dir / "model.safetensors.ckpt").exists()  # a finished run needs no checkpoint
     card = read_card(panel.new_model)
     assert card["labels"][: len(LABELS)] == LABELS and card["labels"][-1] == "sunset"
+    log = panel.log.toPlainText()
+    assert "New labels fitted before training" in log and "New labels fitted after training" in log, log
     assert card["provenance"]["init"] == str(tiny_model_path)
     # compared on the held-out images: both models, per label, "sunset" new
     n_held = held_out_count(library)

@@ -542,7 +542,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                 record["val"] = metrics
                 key = (metrics["accuracy"], metrics["mAP"])
                 improved = (state["best"] is None or key > tuple(state["best"])
-                            or len(val_samples) < MIN_IMAGES_TO_JUDGE)
+                            or len(scores["truth"]) < MIN_IMAGES_TO_JUDGE)
                 if improved:
                     state["best"] = list(key)
                     state["best_epoch"] = epoch + 1
@@ -595,19 +595,21 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
     card.setdefault("prediction", PredictConfig().to_dict())
     metrics: dict = {}
     threshold_source = "fitted on the held-out images" if val_samples else "none fitted (no held-out images)"
+    judged = 0  # readable held-out images: what the epoch choice and the threshold are judged on
     if val_samples:
         scores = dict(best_scores or {})
         if best_scores is None or not cancelled:
             scores.update(validation_scores(model, val_samples, cfg.device, cfg.bf16, baseline=not cancelled,
                                             seed=cfg.seed, single=best_scores is None))
-        kind = threshold_kind(cfg.threshold, len(scores["truth"]), card.get("threshold") if cfg.init else None)
+        judged = len(scores["truth"])
+        kind = threshold_kind(cfg.threshold, judged, card.get("threshold") if cfg.init else None)
         metrics["validation_single_pass"], threshold = evaluate_scores(scores["single"], scores["truth"], kind)
-        if cfg.init and len(scores["truth"]) < MIN_IMAGES_TO_JUDGE:
+        if cfg.init and judged < MIN_IMAGES_TO_JUDGE:
             # a threshold fitted on a handful of held-out images is noise: keep the parent's
             kept = Threshold.from_dict(card["threshold"], len(model.labels))
             metrics["validation_single_pass"] = set_metrics(kept.select(scores["single"]), scores["truth"])
             metrics["validation_single_pass"]["mAP"] = mean_average_precision(scores["single"], scores["truth"])
-            threshold_source = f"kept from {cfg.init} (fewer than {MIN_IMAGES_TO_JUDGE} held-out images)"
+            threshold_source = f"kept from {cfg.init} (fewer than {MIN_IMAGES_TO_JUDGE} readable held-out images)"
         else:
             card["threshold"] = threshold.to_dict()
         if "baseline" in scores:
@@ -618,8 +620,8 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
         "data": [str(p) for p in cfg.data], "recipe": asdict(recipe), "arch": card["arch"].get("name"),
         "init": cfg.init, "device": state.get("device"),
         "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
-        "kept": ("the best epoch on the held-out images" if len(val_samples) >= MIN_IMAGES_TO_JUDGE
-                 else f"the last epoch (fewer than {MIN_IMAGES_TO_JUDGE} held-out images)"),
+        "kept": ("the best epoch on the held-out images" if judged >= MIN_IMAGES_TO_JUDGE
+                 else f"the last epoch (fewer than {MIN_IMAGES_TO_JUDGE} readable held-out images)"),
         "val_fraction": cfg.val_fraction, "train_seconds": round(state.get("elapsed_s", time.time() - started), 1),
         "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled, "threshold": threshold_source,
         "history": state["history"], **({"parent": previous} if previous else {}),

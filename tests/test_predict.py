@@ -4,7 +4,15 @@ import torch
 
 from mlcnn_core.metrics import average_precision, mean_average_precision, set_metrics
 from mlcnn_core.modelfile import new_model
-from mlcnn_core.predict import PredictConfig, Predictor, map_peaks, multiscale_maps, prune_and_sum
+from mlcnn_core.predict import (
+    PredictConfig,
+    Predictor,
+    final_scores,
+    map_peaks,
+    multiscale_maps,
+    prune_and_sum,
+    soft_final_scores,
+)
 from mlcnn_core.threshold import Threshold, best_image_threshold, fit_global, fit_linear
 
 
@@ -60,6 +68,19 @@ def test_keep_ratio_is_validated_and_defaults_to_the_paper():
     for bad in (0.0, 1.5, -1):
         with pytest.raises(ValueError):
             PredictConfig.from_dict({"keep_ratio": bad})
+
+
+@pytest.mark.parametrize("scores,keep_ratio,multiscale", [("softmax", 0.5, False), ("softmax", 0.25, True),
+                                                         ("raw", 0.5, False)])
+def test_soft_scores_follow_the_hard_pruning_and_are_differentiable(scores, keep_ratio, multiscale):
+    torch.manual_seed(0)
+    raw = (3 * torch.randn(2, 6, 5, 7)).requires_grad_(True)
+    cfg = PredictConfig(scores=scores, keep_ratio=keep_ratio, multiscale=multiscale)
+    hard = final_scores(raw.detach(), cfg)[0]
+    soft = soft_final_scores(raw, cfg, sharpness=2000.0)
+    assert torch.allclose(soft, hard, atol=0.05 * float(hard.abs().max()))
+    soft.sum().backward()
+    assert raw.grad is not None and raw.grad.abs().sum() > 0
 
 
 def test_peaks_in_original_pixels():

@@ -396,6 +396,7 @@ class TrainingPanel(QWidget):
         self.trainer = TrainerProcess(self)
         self.evaluator = EvaluationProcess(self)
         self.recipe_defaults = RecipeDefaultsProcess(self)
+        self._recipe: dict = {}  # the recipe mlcnn train would use with "auto" everywhere
         self.label_counts = LabelCountsModel(self)
         self.comparison = ComparisonModel(self)
         self.kept_models = KeptModelsModel(self.registry, self)
@@ -490,6 +491,11 @@ class TrainingPanel(QWidget):
         self.defaults_note = QLabel("“auto” leaves the choice to the recipe.")
         self.defaults_note.setWordWrap(True)
         form.addRow(self.defaults_note)
+        self.rate_warning = QLabel()
+        self.rate_warning.setWordWrap(True)
+        self.rate_warning.setStyleSheet("color: #b35900")
+        self.rate_warning.hide()
+        form.addRow(self.rate_warning)
         for spin in (self.epochs_spin, self.batch_spin):
             spin.setSpecialValueText("auto")
         tabs.addTab(options, "Options")
@@ -748,6 +754,7 @@ class TrainingPanel(QWidget):
         key = (self.recipe_combo.currentText(), self.n_train, self.finetune_radio.isChecked())
         if tuple(recipe.get("key", ())) != key:
             return
+        self._recipe = recipe
         self.epochs_spin.setSpecialValueText(f"auto ({recipe['epochs']})")
         self.batch_spin.setSpecialValueText(f"auto ({recipe['batch_size']})")
         self.lr_spin.setSpecialValueText(f"auto ({recipe['lr']:.2g})")
@@ -758,6 +765,7 @@ class TrainingPanel(QWidget):
             f"{recipe['name']} recipe, {recipe['optimizer']}, {recipe['schedule']} schedule, "
             f"about {steps} steps."
         )
+        self._warn_about_rate()
 
     def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainRequest:
         """The ``mlcnn train`` options the panel's controls describe (``data``: the manifests)."""
@@ -782,6 +790,21 @@ class TrainingPanel(QWidget):
     def _show_command(self) -> None:
         if not self.trainer.is_running():
             self.command_label.setText(self.request().command_line())
+        self._warn_about_rate()
+
+    def _warn_about_rate(self) -> None:
+        """A fine-tune pulls the weights toward the current model's by rate × anchor per step (capped
+        at a full return): at or past the cap the old weights never move and only new labels learn."""
+        anchor = float(self._recipe.get("anchor", 0.0)) if self.finetune_radio.isChecked() else 0.0
+        rate = self.lr_spin.value()
+        if anchor > 0 and rate > 0 and rate * anchor >= 1.0:
+            self.rate_warning.setText(
+                f"At a rate of {rate:.2g} the pull toward the current model (anchor {anchor:g}) returns its "
+                f"weights after every step: only new labels will learn. Use a rate below {1 / anchor:.2g}."
+            )
+            self.rate_warning.show()
+        else:
+            self.rate_warning.hide()
 
     # ------------------------------------------------------------------ running
 

@@ -98,6 +98,15 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     panel.time_spin.setValue(0)
     # the recipe's defaults for this many images come from the core (a subprocess)
     qtbot.waitUntil(lambda: panel.epochs_spin.specialValueText().startswith("auto ("), timeout=60_000)
+    # a fine-tune's rate at or past the anchor's cap would leave the old weights where they are: said so
+    assert panel.rate_warning.isHidden()
+    panel.lr_spin.setValue(1e-3)
+    assert not panel.rate_warning.isHidden() and "only new labels will learn" in panel.rate_warning.text()
+    panel.lr_spin.setValue(1e-4)
+    assert panel.rate_warning.isHidden()
+    panel.lr_spin.setValue(1e-3)
+    panel.scratch_radio.setChecked(True)  # no anchor from scratch
+    assert panel.rate_warning.isHidden()
     library.close()
 
 

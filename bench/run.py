@@ -240,7 +240,8 @@ def render(r: dict, args) -> str:
         "Data: the emoji-scenes benchmark (`bench/emoji_scenes.py`, seed 0): noto-train 12,000 (`data/emoji`) or",
         "48,000 (`data/emoji48`, the same command with `--sets noto-train:48000`: its first 12,000 scenes are the",
         "same), noto-val 1,000, noto-test 1,000, openmoji-test 1,000 scenes, 67 labels (Unicode emoji subgroups),",
-        "≈1.35 labels per image.",
+        "≈1.35 labels per image; the starter also trained on openmoji-train 2,000 (`data/emoji`) and 8,000",
+        "(`data/emoji-om`, `--sets openmoji-train:8000`: its first 2,000 are the same).",
         "",
         f"Model under test: `{r['model']}` — arch `{card['arch'].get('name')}`, recipe "
         f"`{prov.get('recipe', {}).get('name')}`; it never saw OpenMoji. Its training, first run first:",
@@ -335,10 +336,11 @@ def render(r: dict, args) -> str:
         lines.append("")
     if r["starter"]:
         s = r["starter"]
-        prov = s["card"]["provenance"]
+        own = lineage_runs(s["card"]["provenance"])[len(lineage_runs(prov)):]  # after the Noto-only model's
         lines += ["## 5. The shipped starter model", "",
-                  f"`resources/models/starter.safetensors`: trained on {', '.join(prov.get('data', []))} "
-                  f"(fine-tuned from the Noto-only model: {prov.get('init')}), {prov.get('epochs_run')} epochs.", "",
+                  f"`resources/models/starter.safetensors`: the Noto-only model "
+                  f"({own[0].get('init') if own else '?'}) fine-tuned on both styles, first run first:", "",
+                  *[line for p in own for line in lineage({**p, "parent": None})], "",
                   "| set | precision | recall | accuracy | mAP |", "|---|---|---|---|---|"]
         for name in ("noto-test", "openmoji-test"):
             lines.append(f"| {name} | {fmt(s[name])} |")

@@ -4,12 +4,14 @@ server (Xvfb):
 
     xvfb-run -a -s "-screen 0 1400x900x24" python docs/take_screenshot.py docs/screenshot-main-window.png
     xvfb-run -a -s "-screen 0 1400x900x24" python docs/take_screenshot.py --training-panel \\
-        docs/screenshot-training-panel.png
+        --new-tag food:food- docs/screenshot-training-panel.png
 
 The main window: the folder tagged by the starter model, one image's confidence map shown.
 ``--training-panel``: the demo's sidecars taken as confirmed tags, the starter model fine-tuned on
 them from the Training panel (``mlcnn train`` as the panel's subprocess, 6 epochs, batch 8, 30 %
-held out), the panel floated and grabbed once the comparison on the held-out images is in.
+held out), the panel floated and grabbed once the comparison on the held-out images is in;
+``--new-tag TAG:PREFIX`` first adds a tag the model does not know to every sidecar with a label
+starting with PREFIX, as a person adding their own tag would.
 """
 
 from __future__ import annotations
@@ -46,13 +48,27 @@ def settle(app: QApplication, seconds: float = 1.0) -> None:
         time.sleep(0.02)
 
 
-def open_demo(app: QApplication, tmp: Path) -> MainWindow:
+def add_tag(folder: Path, tag: str, prefix: str) -> int:
+    """Add ``tag`` to every sidecar of ``folder`` with a label starting with ``prefix``; how many."""
+    tagged = 0
+    for sidecar in sorted(folder.glob("*.txt")):
+        labels = [t.strip() for t in sidecar.read_text(encoding="utf-8").split(",") if t.strip()]
+        if any(lab.startswith(prefix) for lab in labels) and tag not in labels:
+            sidecar.write_text(", ".join(labels + [tag]), encoding="utf-8")
+            tagged += 1
+    return tagged
+
+
+def open_demo(app: QApplication, tmp: Path, new_tag: str | None = None) -> MainWindow:
     """The window with a copy of the demo folder open (its sidecars as confirmed tags) and the starter model."""
     model = starter_model_path()
     if model is None:
         raise SystemExit(f"no starter model in {RESOURCES / 'models'}")
     folder = tmp / "demo"
     shutil.copytree(RESOURCES / "demo", folder)
+    if new_tag:
+        tag, _, prefix = new_tag.partition(":")
+        print(f"{add_tag(folder, tag, prefix or tag)} sidecars given the new tag {tag!r}")
     window = MainWindow(AppSettings(tmp / "settings.ini"), load_default_model=False)
     window.error_dialogs = False
     window.resize(1400, 900)
@@ -115,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="the PNG to write")
     parser.add_argument("image", nargs="?", default="noto-003.jpg", help="main window: the image whose map is shown")
     parser.add_argument("--training-panel", action="store_true", help="the Training panel after a fine-tune")
+    parser.add_argument("--new-tag", metavar="TAG:PREFIX", help="first add TAG to the sidecars with a PREFIX… label")
     args = parser.parse_args(argv)
     app = QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory(prefix="shot-") as tmp:
         tmp = Path(tmp)
         os.environ["XDG_DATA_HOME"] = str(tmp / "user-data")  # platformdirs: kept models, training runs
         os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
-        window = open_demo(app, tmp)
+        window = open_demo(app, tmp, args.new_tag)
         try:
             if args.training_panel:
                 training_panel_shot(app, window, args.out)

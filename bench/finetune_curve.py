@@ -203,10 +203,6 @@ def with_cat_tag(row: dict) -> dict:
     return dict(row, labels=sorted(set(row["labels"]) | {CAT_LABEL})) if shows_cat else row
 
 
-def read_truth_manifest(manifest: Path) -> list[dict]:
-    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
-
-
 def build_cat_sets(out_dir: Path, glyph_cache: Path, seed: int = 0) -> dict[str, Path]:
     """Noto scenes with and without a cat (see the module docstring); skipped when already built."""
     import emoji_scenes as es
@@ -478,8 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         held_out = sets[f"cat-{args.split}"]
         noto_dir = data / f"noto-{args.split}"
         # Noto scenes showing a cat are tagged `cat` too: a model that learnt it is right to say so
-        noto_cat = write_manifest(work / f"eval-noto-{args.split}-{args.eval_images}-cat.jsonl", noto_dir,
-                                  [with_cat_tag(r) for r in read_truth(noto_dir)[: args.eval_images]])
+        noto_rows = [with_cat_tag(r) for r in read_truth(noto_dir)[: args.eval_images]]
+        noto_cat = write_manifest(work / f"eval-noto-{args.split}-{args.eval_images}-cat.jsonl", noto_dir, noto_rows)
         variants = {}
         for name, (how, extra) in CAT_VARIANTS.items():
             out = work / f"{name}.safetensors"
@@ -518,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_without": CAT_SETS[held_out.name][1],
             "model": relative(str(cat_model)),
             "noto_before": base["noto"],
-            "noto_with_cat": sum("cat" in r["labels"] for r in read_truth_manifest(noto_cat)),
+            "noto_with_cat": sum(CAT_LABEL in r["labels"] for r in noto_rows),
             "variants": variants,
             "by_pruning": by_pruning,
         }

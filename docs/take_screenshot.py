@@ -27,6 +27,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QApplication
 
 from mlcnn_core.modelfile import RESOURCES, starter_model_path
+from mlcnn_core.sidecars import read_txt, write_txt
 from tagger_app.main_window import MainWindow
 from tagger_app.settings import AppSettings
 
@@ -52,9 +53,9 @@ def add_tag(folder: Path, tag: str, prefix: str) -> int:
     """Add ``tag`` to every sidecar of ``folder`` with a label starting with ``prefix``; how many."""
     tagged = 0
     for sidecar in sorted(folder.glob("*.txt")):
-        labels = [t.strip() for t in sidecar.read_text(encoding="utf-8").split(",") if t.strip()]
+        labels = read_txt(sidecar)
         if any(lab.startswith(prefix) for lab in labels) and tag not in labels:
-            sidecar.write_text(", ".join(labels + [tag]), encoding="utf-8")
+            write_txt(sidecar, [tag], policy="merge")
             tagged += 1
     return tagged
 

@@ -31,15 +31,15 @@ of a position's best, so both can be predicted.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageError, Sample, read_image, resize_short_side
+from .data import ImageError, Sample, multi_hot, read_image, resize_short_side
+from .metrics import per_label_metrics
 from .modelfile import TaggerModel
 from .predict import Predictor, final_scores, soft_final_scores
+from .spec import trunk_stride
 
 MAX_IMAGES = 400        # images of the person's corrections used, with and without a new label alternately
 MAX_FEATURE_BYTES = 1 << 29  # the last layer's input maps kept for the fit
@@ -109,7 +109,7 @@ def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
     MAX_IMAGES images and MAX_FEATURE_BYTES of maps (a wide head on large images fills memory fast)."""
     index = {lab: i for i, lab in enumerate(predictor.labels)}
     width = predictor.head.fcs[-1].in_features
-    stride = math.prod(layer[3] if layer[0] == "conv" else layer[2] for layer in predictor.model.net.spec["trunk"])
+    stride = trunk_stride(predictor.model.net.spec)
     by_shape: dict[tuple, dict] = {}
     used, taken = 0, 0
     for s in samples:
@@ -123,8 +123,7 @@ def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
         if used + cost > MAX_FEATURE_BYTES and taken:
             break
         used, taken = used + cost, taken + 1
-        truth = np.zeros(len(index), dtype=bool)
-        truth[[index[lab] for lab in s.labels if lab in index]] = True
+        truth = multi_hot(s.labels, index) > 0
         for view in (rgb, np.ascontiguousarray(rgb[:, ::-1])):
             g = by_shape.setdefault(view.shape, {"images": [], "truth": []})
             g["images"].append(view)
@@ -180,11 +179,8 @@ def _report(predictor: Predictor, groups: list[dict], new: list[str], new_idx: l
         raw = torch.einsum("nchw,lc->nlhw", g["hidden"], last.weight.float()) + last.bias.float()[:, None, None]
         chosen.append(predictor.threshold.select(final_scores(raw, predictor.config)[0].cpu().numpy()))
         truth.append(g["truth"].cpu().numpy())
-    chosen, truth = np.concatenate(chosen), np.concatenate(truth)
-    report = {}
-    for lab, j in zip(new, new_idx, strict=True):
-        tp = int((chosen[:, j] & truth[:, j]).sum())
-        report[lab] = {"images": int(truth[:, j].sum()) // 2,
-                       "precision": round(tp / max(1, int(chosen[:, j].sum())), 3),
-                       "recall": round(tp / max(1, int(truth[:, j].sum())), 3)}
-    return report
+    chosen, truth = np.concatenate(chosen)[:, new_idx], np.concatenate(truth)[:, new_idx]
+    per_label = per_label_metrics(chosen, truth, new)
+    return {lab: {"images": m["support"] // 2,  # each image counted with its mirror image
+                  "precision": round(m["precision"], 3), "recall": round(m["recall"], 3)}
+            for lab, m in per_label.items()}

@@ -583,6 +583,12 @@ def _fit_new_labels(model: TaggerModel, samples: list[Sample], new: list[str], d
     t0 = time.time()
     report = fit_new_rows(model, samples, new, device=device.type, bf16=bf16, seed=seed)
     events.emit("new_labels_fitted", when=when, labels=report, seconds=round(time.time() - t0, 1))
+    unseen = [lab for lab, r in report.items() if r["images"] == 0]
+    if unseen and when == "before training":
+        events.emit("warning", message=f"no readable training image has {', '.join(unseen)}: the model gains "
+                    f"{'this label' if len(unseen) == 1 else 'these labels'} but will not predict "
+                    f"{'it' if len(unseen) == 1 else 'them'} until images with "
+                    f"{'it' if len(unseen) == 1 else 'them'} are confirmed")
 
 
 def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: dict, val_samples: list[Sample],

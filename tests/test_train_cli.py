@@ -194,6 +194,22 @@ def test_finetune_with_a_linear_threshold_and_a_new_label(trained, tmp_path):
     assert card["name"] == "tuned" and card["created"] >= parent.card["created"]
 
 
+def test_a_new_label_only_on_unreadable_images_is_warned_about(trained, tmp_path):
+    root, out, _ = trained
+    data = tmp_path / "new"
+    for image, labels in make_dataset(data, 12, seed=7)[:6]:
+        image.with_suffix(".txt").write_text(", ".join(labels + ["zz-seen"]))
+    (data / "junk.jpg").write_bytes(b"not an image")
+    (data / "junk.txt").write_text("zz-unseen")
+    events = tmp_path / "ev.jsonl"
+    assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tmp_path / "m.safetensors"),
+                 "--epochs", "0", "--workers", "0", "--events", str(events)]) == 0
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    warnings = [e["message"] for e in lines if e["event"] == "warning"]
+    assert len(warnings) == 1 and "zz-unseen" in warnings[0] and "zz-seen" not in warnings[0].replace("zz-unseen", "")
+    assert read_card(tmp_path / "m.safetensors")["labels"][-2:] == ["zz-seen", "zz-unseen"]
+
+
 def test_epochs_within_budget():
     from mlcnn_core.train import epochs_within_budget
 

@@ -32,6 +32,7 @@ from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -453,6 +454,13 @@ class TrainingPanel(QWidget):
         self.mode_group.addButton(self.finetune_radio)
         self.mode_group.addButton(self.scratch_radio)
         form.addRow(self.finetune_radio)
+        self.new_only_check = QCheckBox("Teach only the new labels")
+        self.new_only_check.setToolTip(
+            "Fit the new labels' output rows to the confirmed images and train nothing else: the model's other "
+            "labels stay exactly as they are, and it takes seconds (mlcnn train --epochs 0)"
+        )
+        self.new_only_check.setEnabled(False)
+        form.addRow(self.new_only_check)
         form.addRow(self.scratch_radio)
         self.arch_combo = QComboBox()
         self.arch_combo.addItems(ARCHITECTURES)
@@ -602,6 +610,8 @@ class TrainingPanel(QWidget):
             widget.valueChanged.connect(lambda _v: self._show_command())
         self.arch_combo.currentTextChanged.connect(lambda _t: self._show_command())
         self.device_combo.currentTextChanged.connect(lambda _t: self._show_command())
+        self.new_only_check.toggled.connect(lambda _c: (self._set_running(self.trainer.is_running()),
+                                                        self._show_command()))
 
         self.trainer.started.connect(self._on_started)
         self.trainer.progress.connect(self._on_progress)
@@ -713,7 +723,7 @@ class TrainingPanel(QWidget):
                 f"{self.n_train} to train on, {self.n_held_out} held out (chosen by file name, never trained "
                 f"on; the comparison uses them)."
             )
-            new = [r[0] for r in self.label_counts.rows if r[3].startswith("new")]
+            new = self._new_labels()
             few = [r[0] for r in self.label_counts.rows if "too few" in r[3]]
             if new:
                 text += f"<br><span style='color:{NEW.name()}'>New labels (will be added): {', '.join(new)}</span>"
@@ -725,6 +735,9 @@ class TrainingPanel(QWidget):
         self.data_summary.setText(text)
         self._request_defaults()
         self._set_running(self.trainer.is_running())
+
+    def _new_labels(self) -> list[str]:
+        return [r[0] for r in self.label_counts.rows if r[3].startswith("new")]
 
     # ------------------------------------------------------------------ options
 
@@ -778,7 +791,7 @@ class TrainingPanel(QWidget):
             init=self.current_model if finetune else None,
             arch=self.arch_combo.currentText(),
             recipe=self.recipe_combo.currentText(),
-            epochs=self.epochs_spin.value() or None,
+            epochs=0 if self._teach_new_only() else (self.epochs_spin.value() or None),
             batch_size=self.batch_spin.value() or None,
             lr=self.lr_spin.value() or None,
             lr_max=(self.lr_max_spin.value() or None) if paper else None,
@@ -786,6 +799,9 @@ class TrainingPanel(QWidget):
             device=self.device_combo.currentText(),
             time_budget_min=self.time_spin.value() or None,
         )
+
+    def _teach_new_only(self) -> bool:
+        return self.new_only_check.isEnabled() and self.new_only_check.isChecked()
 
     def _show_command(self) -> None:
         if not self.trainer.is_running():
@@ -796,6 +812,8 @@ class TrainingPanel(QWidget):
         """A fine-tune pulls the weights toward the current model's by rate × anchor per step (capped
         at a full return): at or past the cap the old weights never move and only new labels learn."""
         anchor = float(self._recipe.get("anchor", 0.0)) if self.finetune_radio.isChecked() else 0.0
+        if self._teach_new_only():
+            anchor = 0.0
         rate = self.lr_spin.value()
         if anchor > 0 and rate > 0 and rate * anchor >= 1.0:
             self.rate_warning.setText(
@@ -833,6 +851,10 @@ class TrainingPanel(QWidget):
             widget.setEnabled(not running)
         self.arch_combo.setEnabled(not running and self.scratch_radio.isChecked())
         self.lr_max_spin.setEnabled(not running and self.recipe_combo.currentText() == "paper")
+        self.new_only_check.setEnabled(not running and self.finetune_radio.isChecked() and bool(self._new_labels()))
+        if self._teach_new_only():  # nothing is trained: the training options do not apply
+            for widget in (self.epochs_spin, self.batch_spin, self.lr_spin, self.lr_max_spin, self.time_spin):
+                widget.setEnabled(False)
 
     def start_training(self) -> bool:
         """Write the confirmed images as manifests in a new run folder and start ``mlcnn train``."""
@@ -882,10 +904,14 @@ class TrainingPanel(QWidget):
         self._start_event = event
         self.curves.clear(int(event.get("epochs", 1)))
         self.progress_bar.setRange(0, max(1, int(event.get("epochs", 1)) * int(event.get("steps_per_epoch", 1))))
-        self.status_label.setText(
-            f"Training on {event.get('train_images')} images, {event.get('epochs')} epochs, "
-            f"device {event.get('device')}"
-        )
+        if int(event.get("epochs", 1)) == 0:
+            self.status_label.setText(f"Fitting the new labels on {event.get('train_images')} images, "
+                                      f"device {event.get('device')}")
+        else:
+            self.status_label.setText(
+                f"Training on {event.get('train_images')} images, {event.get('epochs')} epochs, "
+                f"device {event.get('device')}"
+            )
 
     def _on_progress(self, event: dict) -> None:
         self.progress_bar.setRange(0, max(1, int(event.get("total_steps", 1))))

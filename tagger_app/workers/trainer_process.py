@@ -199,6 +199,8 @@ class TrainerProcess(QObject):
             self.logLine.emit(f"Time limit: {event.get('epochs')} epochs fit, the schedule is fitted to them")
         elif kind in ("done", "cancelled"):
             self._final = event
+        elif kind == "warning":
+            self.logLine.emit("Warning: " + str(event.get("message", "")))
         elif kind == "error":
             self._error_event = str(event.get("message", "unknown error"))
             self.logLine.emit("Error: " + self._error_event)

@@ -6,9 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import LABELS, make_images
 from PySide6.QtCore import Qt
+from safetensors.numpy import load_file
 
 from mlcnn_core.data import is_held_out
 from mlcnn_core.library import Library
@@ -107,6 +109,42 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     panel.lr_spin.setValue(1e-3)
     panel.scratch_radio.setChecked(True)  # no anchor from scratch
     assert panel.rate_warning.isHidden()
+    # "teach only the new labels" is a fine-tune of zero epochs, offered when there are new labels
+    assert not panel.new_only_check.isEnabled()
+    panel.finetune_radio.setChecked(True)
+    assert panel.new_only_check.isEnabled()
+    panel.new_only_check.setChecked(True)
+    command = panel.request().command_line()
+    assert "--epochs 0" in command and "--init" in command
+    assert not panel.epochs_spin.isEnabled() and not panel.lr_spin.isEnabled() and panel.rate_warning.isHidden()
+    panel.scratch_radio.setChecked(True)
+    assert not panel.new_only_check.isEnabled() and "--epochs 0" not in panel.request().command_line()
+    assert panel.epochs_spin.isEnabled()
+    library.close()
+
+
+def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
+    library = confirmed_library(tmp_path / "images")
+    panel.set_current_model(tiny_model_path)
+    panel.set_library(library)
+    panel.val_spin.setValue(VAL_FRACTION)
+    panel.device_combo.setCurrentText("cpu")
+    panel.new_only_check.setChecked(True)
+    with qtbot.waitSignal(panel.comparisonReady, timeout=TIMEOUT):
+        assert panel.start_training()
+    assert panel.last_error == "", panel.last_stderr
+    card = read_card(panel.new_model)
+    assert card["labels"][-1] == "sunset" and card["provenance"]["epochs_run"] == 0
+    assert "New labels fitted before training" in panel.log.toPlainText()
+    assert panel.curves.loss == [] and panel.activate_button.isEnabled()
+    before, after = load_file(str(tiny_model_path)), load_file(panel.new_model)
+    assert set(before) == set(after)
+    grown = [k for k in before if before[k].shape != after[k].shape]
+    assert grown and all(after[k].shape[0] == before[k].shape[0] + 1 for k in grown)  # one new output row
+    for key in before:  # everything else is the current model's, bit for bit
+        old = before[key]
+        new = after[key][: old.shape[0]] if key in grown else after[key]
+        assert np.array_equal(old, new), key
     library.close()
 
 

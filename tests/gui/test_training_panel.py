@@ -125,6 +125,11 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
 
 def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images")
+    (tmp_path / "images" / "zz-junk.png").write_bytes(b"not an image")  # the only image of a new tag
+    library.scan()
+    junk = next(r for r in library.images() if r.path.endswith("zz-junk.png"))
+    library.set_tag(junk.id, "unreadable-only", "added")
+    library.confirm_all(junk.id)
     panel.set_current_model(tiny_model_path)
     panel.set_library(library)
     panel.val_spin.setValue(VAL_FRACTION)
@@ -134,13 +139,15 @@ def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
         assert panel.start_training()
     assert panel.last_error == "", panel.last_stderr
     card = read_card(panel.new_model)
-    assert card["labels"][-1] == "sunset" and card["provenance"]["epochs_run"] == 0
-    assert "New labels fitted before training" in panel.log.toPlainText()
+    assert card["labels"][-2:] == ["sunset", "unreadable-only"] and card["provenance"]["epochs_run"] == 0
+    log = panel.log.toPlainText()
+    assert "New labels fitted before training" in log
+    assert "Warning: no readable training image has unreadable-only" in log, log
     assert panel.curves.loss == [] and panel.activate_button.isEnabled()
     before, after = load_file(str(tiny_model_path)), load_file(panel.new_model)
     assert set(before) == set(after)
     grown = [k for k in before if before[k].shape != after[k].shape]
-    assert grown and all(after[k].shape[0] == before[k].shape[0] + 1 for k in grown)  # one new output row
+    assert grown and all(after[k].shape[0] == before[k].shape[0] + 2 for k in grown)  # two new output rows
     for key in before:  # everything else is the current model's, bit for bit
         old = before[key]
         new = after[key][: old.shape[0]] if key in grown else after[key]

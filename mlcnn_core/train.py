@@ -53,6 +53,7 @@ from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
 from .model import build_model
 from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
+from .newlabels import MAX_IMAGES as NEW_LABEL_FIT_IMAGES
 from .newlabels import fit_new_rows
 from .optim import PaperRMSprop
 from .predict import PredictConfig, Predictor
@@ -585,10 +586,10 @@ def _fit_new_labels(model: TaggerModel, samples: list[Sample], new: list[str], d
     events.emit("new_labels_fitted", when=when, labels=report, seconds=round(time.time() - t0, 1))
     unseen = [lab for lab, r in report.items() if r["images"] == 0]
     if unseen and when == "before training":
-        events.emit("warning", message=f"no readable training image has {', '.join(unseen)}: the model gains "
-                    f"{'this label' if len(unseen) == 1 else 'these labels'} but will not predict "
-                    f"{'it' if len(unseen) == 1 else 'them'} until images with "
-                    f"{'it' if len(unseen) == 1 else 'them'} are confirmed")
+        them = "it" if len(unseen) == 1 else "them"
+        events.emit("warning", message=f"no readable training image has {', '.join(unseen)} among those the fit "
+                    f"of new labels used (at most {NEW_LABEL_FIT_IMAGES}): the model gains {them} but will not "
+                    f"predict {them} until more images with {them} are confirmed")
 
 
 def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: dict, val_samples: list[Sample],

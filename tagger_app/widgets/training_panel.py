@@ -610,8 +610,7 @@ class TrainingPanel(QWidget):
             widget.valueChanged.connect(lambda _v: self._show_command())
         self.arch_combo.currentTextChanged.connect(lambda _t: self._show_command())
         self.device_combo.currentTextChanged.connect(lambda _t: self._show_command())
-        self.new_only_check.toggled.connect(lambda _c: (self._set_running(self.trainer.is_running()),
-                                                        self._show_command()))
+        self.new_only_check.toggled.connect(lambda _c: self._on_new_only_toggled())
 
         self.trainer.started.connect(self._on_started)
         self.trainer.progress.connect(self._on_progress)
@@ -800,6 +799,10 @@ class TrainingPanel(QWidget):
             time_budget_min=self.time_spin.value() or None,
         )
 
+    def _on_new_only_toggled(self) -> None:
+        self._set_running(self.trainer.is_running())
+        self._show_command()
+
     def _teach_new_only(self) -> bool:
         return self.new_only_check.isEnabled() and self.new_only_check.isChecked()
 
@@ -811,9 +814,8 @@ class TrainingPanel(QWidget):
     def _warn_about_rate(self) -> None:
         """A fine-tune pulls the weights toward the current model's by rate × anchor per step (capped
         at a full return): at or past the cap the old weights never move and only new labels learn."""
-        anchor = float(self._recipe.get("anchor", 0.0)) if self.finetune_radio.isChecked() else 0.0
-        if self._teach_new_only():
-            anchor = 0.0
+        fine_tune = self.finetune_radio.isChecked() and not self._teach_new_only()
+        anchor = float(self._recipe.get("anchor", 0.0)) if fine_tune else 0.0
         rate = self.lr_spin.value()
         if anchor > 0 and rate > 0 and rate * anchor >= 1.0:
             self.rate_warning.setText(

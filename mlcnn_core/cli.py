@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
     t.add_argument("--time-budget", type=float, metavar="MIN",
                    help="train fewer epochs when the planned ones would take longer than MIN minutes "
-                        "(measured after the first epoch; the schedule is fitted to the epochs that fit)")
+                        "(planned again after every epoch from the median epoch time; the schedule is fitted "
+                        "to the epochs that fit)")
     t.add_argument("--events", metavar="FILE|-", help="JSON lines of progress (- for stdout)")
     t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.safetensors")
     device_flags(t)

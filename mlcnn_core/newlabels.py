@@ -95,13 +95,37 @@ def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], devi
 
 def _chosen(samples: list[Sample], new: set[str], seed: int) -> list[Sample]:
     """Images with a new label and images without one, alternately (in a seeded order), so that a
-    cap on their number keeps both kinds."""
+    cap on their number keeps both kinds; the images with new labels take each new label in turn
+    (the rarest first), so that a cap keeps every new label that has an image."""
     order = np.random.default_rng(seed).permutation(len(samples))
-    tagged = [samples[i] for i in order if new & set(samples[i].labels)]
+    tagged = _each_label_in_turn([samples[i] for i in order if new & set(samples[i].labels)], new)
     others = [samples[i] for i in order if not new & set(samples[i].labels)]
     mixed = [s for pair in zip(tagged, others, strict=False) for s in pair]
     rest = tagged[len(others):] + others[len(tagged):]
     return mixed + rest
+
+
+def _each_label_in_turn(tagged: list[Sample], new: set[str]) -> list[Sample]:
+    """``tagged`` reordered round-robin over the new labels they carry, the rarest label first; an
+    image with several new labels is taken once, for the first of them whose turn it is."""
+    queues: dict[str, list[int]] = {}
+    for i, s in enumerate(tagged):
+        for lab in new & set(s.labels):
+            queues.setdefault(lab, []).append(i)
+    turns = sorted(queues, key=lambda lab: (len(queues[lab]), lab))
+    taken: set[int] = set()
+    out: list[Sample] = []
+    heads = dict.fromkeys(turns, 0)
+    while len(taken) < len(tagged):
+        for lab in turns:
+            q = queues[lab]
+            while heads[lab] < len(q) and q[heads[lab]] in taken:
+                heads[lab] += 1
+            if heads[lab] < len(q):
+                taken.add(q[heads[lab]])
+                out.append(tagged[q[heads[lab]]])
+                heads[lab] += 1
+    return out
 
 
 def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:

@@ -236,11 +236,15 @@ def freeze_norm_stats(net: nn.Module) -> None:
             m.eval()
 
 
-def epochs_within_budget(planned: int, done: int, elapsed_s: float, budget_s: float) -> int:
-    """How many epochs fit in ``budget_s`` when ``done`` epochs (≥ 1) took ``elapsed_s``: never
-    fewer than are done, never more than ``planned``. The learning-rate schedule is then stretched
-    over that many, so a time-boxed run still ends with its rate annealed."""
-    per_epoch = elapsed_s / max(1, done)
+def epochs_within_budget(planned: int, epoch_seconds: list[float], elapsed_s: float, budget_s: float) -> int:
+    """How many epochs fit in ``budget_s`` when the epochs done so far (≥ 1) took ``epoch_seconds``
+    each and ``elapsed_s`` in all: never fewer than are done, never more than ``planned``. An epoch
+    is taken to last the median of those done, so one slow epoch (a first one paying one-off
+    set-up, or sharing the machine with other work) does not cut the run for good; the plan is
+    made again after every epoch. The learning-rate schedule is fitted to the epochs that fit, so
+    a time-boxed run still ends with its rate annealed."""
+    done = len(epoch_seconds)
+    per_epoch = float(np.median(epoch_seconds))
     return int(max(done, min(planned, done + (budget_s - elapsed_s) // max(per_epoch, 1e-9))))
 
 
@@ -487,6 +491,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     cancelled = False
     with CancelFlag() as cancel:
         first_epoch = state["epoch"]
+        planned_epochs = recipe.epochs - first_epoch  # what a time budget may cut and give back
+        epoch_seconds: list[float] = []               # this run's epochs, validation included
         for epoch in range(first_epoch, recipe.epochs):
             if epoch >= recipe.epochs or step >= total_steps or cancelled:
                 break
@@ -557,12 +563,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                 save_checkpoint(ckpt / "last.safetensors", net, optimizer, state)
             events.emit("epoch", **record, checkpoint=str(ckpt / "last.safetensors"), improved=improved,
                         elapsed_s=round(time.time() - started, 1))
+            epoch_seconds.append(time.time() - t_epoch)
             if cfg.time_budget_s and epoch_done:
-                fits = epochs_within_budget(recipe.epochs, epoch + 1 - first_epoch, time.time() - started,
+                fits = epochs_within_budget(planned_epochs, epoch_seconds, time.time() - started,
                                             cfg.time_budget_s) + first_epoch
-                if fits < recipe.epochs:
+                if fits != recipe.epochs:
                     recipe = replace(recipe, epochs=fits)
-                    total_steps = min(total_steps, fits * steps_per_epoch)
+                    total_steps = min(fits * steps_per_epoch, cfg.max_steps or fits * steps_per_epoch)
                     events.emit("time_budget", epochs=fits, total_steps=total_steps,
                                 budget_s=cfg.time_budget_s)
             since_best = epoch + 1 - state.get("best_epoch", epoch + 1)

@@ -213,10 +213,14 @@ def test_a_new_label_only_on_unreadable_images_is_warned_about(trained, tmp_path
 def test_epochs_within_budget():
     from mlcnn_core.train import epochs_within_budget
 
-    assert epochs_within_budget(planned=30, done=1, elapsed_s=10, budget_s=100) == 10
-    assert epochs_within_budget(planned=5, done=1, elapsed_s=10, budget_s=100) == 5    # never more than planned
-    assert epochs_within_budget(planned=30, done=3, elapsed_s=90, budget_s=60) == 3    # never fewer than done
-    assert epochs_within_budget(planned=30, done=2, elapsed_s=20, budget_s=55) == 5
+    assert epochs_within_budget(planned=30, epoch_seconds=[10], elapsed_s=10, budget_s=100) == 10
+    assert epochs_within_budget(planned=5, epoch_seconds=[10], elapsed_s=10, budget_s=100) == 5  # at most planned
+    assert epochs_within_budget(planned=30, epoch_seconds=[30, 30, 30], elapsed_s=90, budget_s=60) == 3  # never fewer
+    assert epochs_within_budget(planned=30, epoch_seconds=[10, 10], elapsed_s=20, budget_s=55) == 5
+    # a slow first epoch (set-up, a busy machine) alone would cut the run to 3 epochs; once the next
+    # two run at their usual pace the plan is made from the median and gives the epochs back
+    assert epochs_within_budget(planned=10, epoch_seconds=[30], elapsed_s=30, budget_s=100) == 3
+    assert epochs_within_budget(planned=10, epoch_seconds=[30, 10, 10], elapsed_s=50, budget_s=100) == 8
 
 
 def test_time_budget_shortens_the_run_and_its_schedule(tmp_path):

@@ -494,7 +494,7 @@ class TrainingPanel(QWidget):
         self.time_spin.setRange(0, 24 * 60)
         self.time_spin.setSuffix(" min")
         self.time_spin.setSpecialValueText("none")
-        self.time_spin.setToolTip("Train as many epochs as fit in this time (measured after the first epoch)")
+        self.time_spin.setToolTip("Train as many epochs as fit in this time (planned again after every epoch)")
         form.addRow("Time limit", self.time_spin)
         self.defaults_note = QLabel("“auto” leaves the choice to the recipe.")
         self.defaults_note.setWordWrap(True)

@@ -2,7 +2,8 @@
 """Fine-tuning on a person's corrections, measured: the k-curve, forgetting, and a new label.
 
 Starting from a model that never saw OpenMoji (trained on Noto scenes only), a person confirms k
-OpenMoji scenes (k = 25, 50, 100, 200, taken from ``openmoji-train``); each time the model is
+OpenMoji scenes (k = 25, 50, 100, 200 by default, taken from ``openmoji-train``; ``--ks`` takes
+others, up to its 2,000 scenes, to see how many corrections a new style needs); each time the model is
 fine-tuned with the CLI's defaults, exactly what the training panel runs::
 
     mlcnn train --init MODEL --data <manifest of the k images> --out K.safetensors

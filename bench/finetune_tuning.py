@@ -19,10 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", nargs="+", type=Path, help="JSON files written by bench/finetune_curve.py")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--intro", default="")
+    ap.add_argument("--title", default="Choosing the fine-tune defaults (validation sets)")
     args = ap.parse_args(argv)
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in args.results]
     base = runs[0]
-    lines = ["### Choosing the fine-tune defaults (validation sets)", ""]
+    lines = [f"### {args.title}", ""]
     if args.intro:
         lines += [args.intro, ""]
     start = next(r for r in base["curve"] if r["k"] == 0)

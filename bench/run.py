@@ -386,7 +386,8 @@ def lineage(prov: dict) -> list[str]:
     for p in lineage_runs(prov):
         recipe = p.get("recipe", {})
         n = (p.get("steps") or 0) * (recipe.get("batch_size") or 0)
-        lines.append(f"- {', '.join(p.get('data', []))}: {p.get('epochs_run')} epochs"
+        plural = "" if p.get("epochs_run") == 1 else "s"
+        lines.append(f"- {', '.join(p.get('data', []))}: {p.get('epochs_run')} epoch{plural}"
                      f"{f' (≈{n:,} crops)' if n else ''}, peak rate {recipe.get('lr')}, batch "
                      f"{recipe.get('batch_size')}, {p.get('train_seconds', 0) / 60:.0f} min"
                      f"{' on ' + p['device'] if p.get('device') else ''}"

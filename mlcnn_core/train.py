@@ -248,6 +248,11 @@ def epochs_within_budget(planned: int, epoch_seconds: list[float], elapsed_s: fl
     return int(max(done, min(planned, done + (budget_s - elapsed_s) // max(per_epoch, 1e-9))))
 
 
+def planned_steps(epochs: int, steps_per_epoch: int, max_steps: int | None) -> int:
+    """The optimiser steps the schedule spans: ``epochs`` of them, or ``max_steps`` when fewer."""
+    return min(epochs * steps_per_epoch, max_steps) if max_steps else epochs * steps_per_epoch
+
+
 def anchors(net: nn.Module, old_labels: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(parameter, starting value) pairs for :func:`pull_toward_start`. The output rows of labels
     added for this fine-tune have no starting value worth keeping and are left free."""
@@ -463,9 +468,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     anchored = anchors(net, len(model.labels) - len(new_labels)) if cfg.init and recipe.anchor > 0 else []
     ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = len(loader)
-    total_steps = recipe.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+    total_steps = planned_steps(recipe.epochs, steps_per_epoch, cfg.max_steps)
 
     state = {"epoch": 0, "step": 0, "best": None, "history": [], "skipped_unlabelled": 0}
     ckpt = checkpoint_dir(out)
@@ -569,7 +572,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                                             cfg.time_budget_s) + first_epoch
                 if fits != recipe.epochs:
                     recipe = replace(recipe, epochs=fits)
-                    total_steps = min(fits * steps_per_epoch, cfg.max_steps or fits * steps_per_epoch)
+                    total_steps = planned_steps(fits, steps_per_epoch, cfg.max_steps)
                     events.emit("time_budget", epochs=fits, total_steps=total_steps,
                                 budget_s=cfg.time_budget_s)
             since_best = epoch + 1 - state.get("best_epoch", epoch + 1)

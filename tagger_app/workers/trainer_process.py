@@ -50,6 +50,7 @@ class TrainRequest:
     val_fraction: float = 0.1
     device: str = "auto"
     time_budget_min: float | None = None  # train as many epochs as fit in this many minutes
+    anchor: float | None = None  # pull toward the --init model's weights (None: the fine-tune recipe's)
     extra: list[str] = field(default_factory=list)
 
     def arguments(self) -> list[str]:
@@ -72,6 +73,8 @@ class TrainRequest:
         ):
             if value is not None:
                 args += [flag, str(value)]
+        if self.init and self.anchor is not None:
+            args += ["--anchor", f"{self.anchor:g}"]
         if self.val_fraction != 0.1:
             args += ["--val-fraction", str(self.val_fraction)]
         if self.device != "auto":

@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train fewer epochs when the planned ones would take longer than MIN minutes "
                         "(planned again after every epoch from the median epoch time; the schedule is fitted "
                         "to the epochs that fit)")
-    t.add_argument("--events", metavar="FILE|-", help="JSON lines of progress (- for stdout)")
+    t.add_argument("--events", metavar="FILE|-",
+                   help="JSON lines of progress (- for stdout; FILE is started afresh unless --resume)")
     t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/last.safetensors")
     device_flags(t)
     t.set_defaults(func=cmd_train)

@@ -150,13 +150,14 @@ class TrainConfig:
 class Events:
     """JSON-lines progress for the GUI (``--events``), or a one-line progress bar on a terminal."""
 
-    def __init__(self, target: str | None, enabled: bool = True):
+    def __init__(self, target: str | None, enabled: bool = True, append: bool = False):
+        """``append``: a resumed run adds to the file its first part wrote; a new run starts it afresh."""
         self.enabled = enabled
         self.file = None
         if enabled and target == "-":
             self.file = sys.stdout
         elif enabled and target:
-            self.file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self.file = open(target, "a" if append else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.bar = enabled and not target and sys.stderr.isatty()
 
     def emit(self, event: str, **fields) -> None:
@@ -417,7 +418,7 @@ def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events
 def train(cfg: TrainConfig, on_event: Callable[[str, dict], None] | None = None) -> TaggerModel | None:
     """Train (or fine-tune) and write ``cfg.out``; returns the model on rank 0."""
     rank, world, local_rank = _distributed()
-    events = Events(cfg.events, enabled=rank == 0)
+    events = Events(cfg.events, enabled=rank == 0, append=cfg.resume)
     try:
         return _train(cfg, rank, world, local_rank, events)
     except Exception as e:

@@ -94,17 +94,23 @@ def test_finetune_grows_labels_and_resume(trained, tmp_path):
     for image, labels in items[:15]:
         image.with_suffix(".txt").write_text(", ".join(labels + ["zz-new"]))
     tuned = tmp_path / "tuned.safetensors"
+    events_file = tmp_path / "ev.jsonl"
+    events_file.write_text('{"event": "done", "from": "an earlier run"}\n')
     assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "2",
-                 "--workers", "0", "--events", str(tmp_path / "ev.jsonl")]) == 0
+                 "--workers", "0", "--events", str(events_file)]) == 0
+    first = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [e["event"] for e in first].count("start") == 1 and not any("from" in e for e in first)  # a new file
     old, new = load_model(out), load_model(tuned)
     assert new.labels == old.labels + ["zz-new"]
     assert read_card(tuned)["provenance"]["init"] == str(out)
     # resume continues from the checkpoint's epoch
     assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "3",
-                 "--workers", "0", "--resume", "--events", str(tmp_path / "ev2.jsonl")]) == 0
-    events = [json.loads(line) for line in (tmp_path / "ev2.jsonl").read_text().splitlines()]
-    assert events[1]["event"] == "resumed" and events[1]["epoch"] == 2
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3]
+                 "--workers", "0", "--resume", "--events", str(events_file)]) == 0
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert events[: len(first)] == first  # a resumed run adds to its events
+    resumed = events[len(first):]
+    assert resumed[1]["event"] == "resumed" and resumed[1]["epoch"] == 2
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):

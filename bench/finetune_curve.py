@@ -50,6 +50,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from emoji_scenes import read_truth  # noqa: E402
+
 CAT_LABEL = "cat"
 KEEP_RATIOS = ("1", "0.5", "0.25")
 # 🐱 cat face, 🐈 cat, 🐈‍⬛ black cat; every emoji of the "cat-face" subgroup (😺 😸 😹 😻 😼 😽 🙀 😿 😾) is one too.
@@ -168,10 +170,6 @@ def evaluate(model: Path, data: Path, out: Path, per_label: bool = False, extra:
 
 
 # ------------------------------------------------------------------------------------------ data
-
-
-def read_truth(set_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (set_dir / "truth.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def write_manifest(path: Path, set_dir: Path, rows: list[dict]) -> Path:

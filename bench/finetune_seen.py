@@ -36,16 +36,17 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(HERE)]
 
-from mlcnn_core.data import read_image  # noqa: E402
+from emoji_scenes import read_truth  # noqa: E402
+from finetune_curve import fmt  # noqa: E402
+
 from mlcnn_core.modelfile import load_model  # noqa: E402
 from mlcnn_core.predict import Predictor  # noqa: E402
 
 
-def read_truth(set_dir: Path) -> dict[str, dict]:
-    rows = [json.loads(line) for line in (set_dir / "truth.jsonl").read_text(encoding="utf-8").splitlines()]
-    return {r["image"]: r for r in rows}
+def truth_by_image(set_dir: Path) -> dict[str, dict]:
+    return {r["image"]: r for r in read_truth(set_dir)}
 
 
 def corrected_emoji(manifest: Path, train_truth: dict[str, dict]) -> set[str]:
@@ -63,7 +64,7 @@ def predicted_labels(model_path: Path, scenes: list[dict], set_dir: Path, cache:
         if cached["images"] == [s["image"] for s in scenes]:
             return cached["labels"]
     predictor = Predictor(load_model(model_path), device="cpu", bf16=False)
-    labels = [predictor.predict_array(read_image(set_dir / s["image"])).labels for s in scenes]
+    labels = [p.labels for _, p in predictor.predict_files(set_dir / s["image"] for s in scenes)]
     cache.write_text(json.dumps({"model": str(model_path), "images": [s["image"] for s in scenes],
                                  "labels": labels}), encoding="utf-8")
     return labels
@@ -93,10 +94,6 @@ def split_scores(scenes: list[dict], predicted: list[list[str]], seen: set[str])
             "accuracy_seen": mean(accuracy[True]), "accuracy_other": mean(accuracy[False])}
 
 
-def fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parent", required=True, help="the model the fine-tunes started from")
@@ -112,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = Path(args.data)
     eval_dir = data / f"openmoji-{args.split}"
-    scenes = list(read_truth(eval_dir).values())[: args.eval_images]
-    train_truth = read_truth(data / "openmoji-train")
+    scenes = read_truth(eval_dir)[: args.eval_images]
+    train_truth = truth_by_image(data / "openmoji-train")
     parent = Path(args.parent)
     parent_pred = predicted_labels(parent, scenes, eval_dir,
                                    Path(args.run[0].split("=", 1)[1]) / f"seen-{args.split}-parent.json")

@@ -655,11 +655,7 @@ class TrainingPanel(QWidget):
         root = str(library.root) if library is not None else None
         self.other_folders = [f for f in (recent_folders or []) if f != root]
         self.other_list.blockSignals(True)
-        checked = {
-            self.other_list.item(i).text()
-            for i in range(self.other_list.count())
-            if self.other_list.item(i).checkState() == Qt.CheckState.Checked
-        }
+        checked = {item.text() for item in self._checked_other_items()}
         self.other_list.clear()
         for folder in self.other_folders:
             item = QListWidgetItem(folder)
@@ -699,14 +695,16 @@ class TrainingPanel(QWidget):
 
     # ------------------------------------------------------------------ what training would use
 
+    def _checked_other_items(self) -> list[QListWidgetItem]:
+        """The other libraries ticked under "Also train on confirmed images of"."""
+        items = (self.other_list.item(i) for i in range(self.other_list.count()))
+        return [item for item in items if item.checkState() == Qt.CheckState.Checked]
+
     def refresh_data(self) -> None:
         sources = []
         if self.library is not None:
             sources.append(TrainingSource(self.library.root, self.library.confirmed_images()))
-        for i in range(self.other_list.count()):
-            item = self.other_list.item(i)
-            if item.checkState() != Qt.CheckState.Checked:
-                continue
+        for item in self._checked_other_items():
             library = existing_library(item.text())
             if library is None:
                 item.setToolTip("No confirmed images here (or the folder is gone)")
@@ -840,8 +838,7 @@ class TrainingPanel(QWidget):
         """Learning a new style without the pull back forgets the old one unless images of it are
         trained on too: say so while no other library is ticked."""
         weak = self.keep_combo.currentData() is not None
-        replaying = any(self.other_list.item(i).checkState() == Qt.CheckState.Checked
-                        for i in range(self.other_list.count()))
+        replaying = bool(self._checked_other_items())
         self.keep_note.setVisible(weak and not replaying and self.keep_combo.isEnabled())
 
     def _teach_new_only(self) -> bool:

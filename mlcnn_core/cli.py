@@ -70,14 +70,22 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def _load_for_prediction(args: argparse.Namespace):
-    """The model named by ``--model`` (else the starter), with ``--keep-ratio`` applied to its card."""
+    """The model named by ``--model`` (else the starter), with ``--summed`` and ``--keep-ratio`` applied to
+    its card."""
     from .modelfile import load_model
     from .predict import PredictConfig
 
     model = load_model(_model_path(args.model))
+    prediction = dict(model.card.get("prediction", {}))
+    if args.summed and prediction.get("rescore") is not None:
+        if "summed_threshold" not in model.card:
+            raise SystemExit(f"mlcnn: {args.model or 'the starter'} has no threshold for the summed vector "
+                             "(its card lacks summed_threshold)")
+        prediction["rescore"] = None
+        model.card["threshold"] = model.card["summed_threshold"]
     if args.keep_ratio is not None:
-        cfg = PredictConfig.from_dict({**model.card.get("prediction", {}), "keep_ratio": args.keep_ratio})
-        model.card["prediction"] = cfg.to_dict()
+        prediction["keep_ratio"] = args.keep_ratio
+    model.card["prediction"] = PredictConfig.from_dict(prediction).to_dict()
     return model
 
 
@@ -194,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--keep-ratio", type=float, metavar="R",
                        help="per-position pruning: keep labels within R of the best (1 = the paper's, best "
                             "label only); default: the model card's. The card's threshold was fitted for its own R")
+        p.add_argument("--summed", action="store_true",
+                       help="choose labels from the paper's summed vector with its own threshold, not the "
+                            "card's rescored one (rescore.py)")
 
     t = sub.add_parser("train", help="train a model, or fine-tune one with --init")
     t.add_argument("--data", action="append", required=True, metavar="PATH",

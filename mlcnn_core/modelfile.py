@@ -92,8 +92,9 @@ def validate_card(card: object, where: str) -> dict:
         from .spec import validate_spec
         validate_spec(card.get("arch"))
         Threshold.from_dict(card.get("threshold", {}), len(labels))
-        if "baseline_threshold" in card:
-            Threshold.from_dict(card["baseline_threshold"], len(labels))
+        for key in ("baseline_threshold", "summed_threshold"):
+            if key in card:
+                Threshold.from_dict(card[key], len(labels))
     except (ValueError, TypeError, AttributeError) as e:
         fail(f"bad model card: {e}")
     return card
@@ -176,7 +177,7 @@ def add_labels(model: TaggerModel, new: list[str]) -> None:
         return
     grow_labels(model.net, len(new))
     card = dict(model.card, labels=model.labels + list(new))
-    for key in ("threshold", "baseline_threshold"):
+    for key in ("threshold", "baseline_threshold", "summed_threshold"):
         if key in card and card[key].get("kind") == "linear":
             card[key] = dict(card[key], weights=list(card[key]["weights"]) + [0.0] * len(new))
     model.card = card

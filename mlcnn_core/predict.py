@@ -20,6 +20,11 @@ Readings of the ambiguous sentences, each with its alternative behind a flag:
   zero: summed raw winners can be negative and rank labels backwards. ``scores="softmax"``
   (default) turns each position's outputs into a distribution over labels before pooling;
   ``scores="raw"`` sums the raw outputs as written.
+* "picking a threshold as a linear function of the confidence values": the summed vector grows
+  with a drawing's area, so small drawings and labels that won a few positions inside another's
+  drawing get the same sums. ``rescore`` (weights of rescore.py's logistic model, fitted on
+  held-out images) turns each surviving label's map into a score in (0, 1) before the threshold;
+  ``None`` (default) is the paper's summed vector.
 * "we only keep the highest confidence label for each spatial point" also means that two true
   labels covering the same drawing (a person's new tag ``cat`` on what the model knows as
   ``cat-face``) can never both be predicted: one wins every position it shares with the other.
@@ -43,6 +48,7 @@ import torch.nn.functional as F
 from .data import ImageError, read_image, resize_short_side, to_tensor
 from .model import fold_batchnorm
 from .modelfile import TaggerModel
+from .rescore import FEATURES, label_features, rescore
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
 from .threshold import Threshold
 
@@ -54,10 +60,12 @@ class PredictConfig:
     scores: str = "softmax"         # "softmax" | "raw"
     multiscale: bool = True
     keep_ratio: float = 1.0         # 1: keep only the best label per position (the paper)
+    rescore: tuple[float, ...] | None = None  # rescore.py's weights and bias; None: the summed vector
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["pool_kernels"] = list(self.pool_kernels)
+        d["rescore"] = None if self.rescore is None else list(self.rescore)
         return d
 
     @classmethod
@@ -65,9 +73,12 @@ class PredictConfig:
         d = dict(d or {})
         cfg = cls(pool_kernels=tuple(int(k) for k in d.get("pool_kernels", (3, 5, 7))),
                   pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
-                  multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)))
+                  multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)),
+                  rescore=None if d.get("rescore") is None else tuple(float(w) for w in d["rescore"]))
         if (cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw")
-                or not 0.0 < cfg.keep_ratio <= 1.0):
+                or not 0.0 < cfg.keep_ratio <= 1.0
+                or (cfg.rescore is not None and (cfg.scores != "softmax" or len(cfg.rescore) != len(FEATURES) + 1
+                                                 or not all(math.isfinite(w) for w in cfg.rescore)))):
             raise ValueError(f"bad prediction settings {d}")
         return cfg
 
@@ -109,7 +120,20 @@ def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, t
     conf = raw.softmax(dim=1) if cfg.scores == "softmax" else raw
     maps = multiscale_maps(conf, cfg)
     scores, winner = prune_and_sum(maps, cfg.keep_ratio, log_domain=cfg.scores == "raw")
+    if cfg.rescore is not None:
+        scores = rescore(maps, scores, cfg.rescore)
     return scores, maps, winner
+
+
+def rescore_examples(raw: torch.Tensor, truth: np.ndarray, cfg: PredictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """What rescore.py's logistic model is fitted on: for test-form outputs [N, l, h, w] and their true
+    labels [N, l], the features of every label that survives pruning ([n, len(FEATURES)]) and whether
+    it is true ([n])."""
+    conf = raw.softmax(dim=1)
+    maps = multiscale_maps(conf, cfg)
+    sums, _ = prune_and_sum(maps, cfg.keep_ratio)
+    alive = (sums > 0).cpu().numpy()
+    return label_features(maps, sums).cpu().numpy()[alive], np.asarray(truth, bool)[alive]
 
 
 def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 20.0) -> torch.Tensor:
@@ -124,7 +148,8 @@ def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 
         kept = torch.sigmoid(sharpness / 4 * (maps - (best + math.log(cfg.keep_ratio))))
     else:
         kept = torch.sigmoid(sharpness * (maps - best * cfg.keep_ratio))
-    return (maps * kept).sum(dim=(2, 3))
+    sums = (maps * kept).sum(dim=(2, 3))
+    return sums if cfg.rescore is None else rescore(maps, sums, cfg.rescore, hard=False)
 
 
 def map_peaks(maps: np.ndarray, image_size: tuple[int, int], refine: bool = True) -> list[tuple[int, int]]:

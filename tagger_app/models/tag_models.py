@@ -70,7 +70,8 @@ class ImageTagModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.COLUMNS[section]
         if role == Qt.ItemDataRole.ToolTipRole and section == 1:
-            return "The label's share of the image's evidence: its summed confidence map, over all labels' sums"
+            return ("How sure the model is of the label: its rescored score, or (models without rescoring) its share "
+                    "of the image's evidence, its summed confidence map over all labels' sums")
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole):

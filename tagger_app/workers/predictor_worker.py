@@ -8,7 +8,8 @@ moment it arrives, then handed to the GUI by signal.
 Scores: the core's per-label scores are sums of pruned confidences over the map's positions (each
 position keeps only its best label). The worker divides them by their total, giving each label's
 share of the image's evidence in [0, 1] (the shares sum to 1; a model read with raw outputs can
-sum to negative values, which count as no evidence). That is what the library stores and
+sum to negative values, which count as no evidence). A rescored model (rescore.py) already gives
+each label a score in (0, 1), which is kept as it is. That is what the library stores and
 the tag panel draws as a confidence bar; the order and the thresholded labels are the core's.
 """
 
@@ -45,11 +46,20 @@ class PredictionJob:
     batch: bool = False
 
 
+def display_confidences(scores: dict[str, float], rescored: bool) -> dict[str, float]:
+    """The core's per-label scores as the confidences in [0, 1] the library stores and the panel draws."""
+    positive = {k: max(float(v), 0.0) for k, v in scores.items()}
+    if rescored:
+        return positive
+    total = sum(positive.values())
+    return {k: v / total if total > 0 else 0.0 for k, v in positive.items()}
+
+
 @dataclass
 class PredictionResult:
     image_id: int
     labels: list[str]
-    confidences: dict[str, float]  # each label's share of the evidence, summing to 1
+    confidences: dict[str, float]  # in [0, 1]: see display_confidences
     label_names: list[str]
     maps: np.ndarray  # float32 [L, h, w]
     winner: np.ndarray  # int32 [h, w]
@@ -194,9 +204,7 @@ class PredictorWorker(QObject):
             self.imageFailed.emit(job.image_id, message)
             self._count(job)
             return
-        positive = {k: max(float(v), 0.0) for k, v in prediction.confidences.items()}
-        total = sum(positive.values())
-        confidences = {k: v / total if total > 0 else 0.0 for k, v in positive.items()}
+        confidences = display_confidences(prediction.confidences, self._predictor.config.rescore is not None)
         result = PredictionResult(
             job.image_id,
             list(prediction.labels),

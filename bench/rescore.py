@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import load_truth, raw_outputs, truth_matrix  # bench/run.py
+from run import load_truth, raw_outputs, rescore_candidates, truth_matrix  # bench/run.py
 
 from mlcnn_core.metrics import mean_average_precision, set_metrics
 from mlcnn_core.modelfile import load_model, save_model
-from mlcnn_core.predict import PredictConfig, Predictor, final_scores, rescore_examples
+from mlcnn_core.predict import PredictConfig, Predictor, final_scores
 from mlcnn_core.rescore import FEATURES, fit_rescore
 from mlcnn_core.threshold import Threshold, fit_threshold
 
@@ -60,7 +60,7 @@ def main() -> int:
     raws = {name: raw_outputs(predictor, r) for name, r in rows.items()}
     val = [Path(d).name for d in args.val]
 
-    examples = [_examples(raws[n], truths[n], base) for n in val]
+    examples = [rescore_candidates(raws[n], truths[n], base) for n in val]
     features = np.concatenate([f for f, _ in examples])
     labels = np.concatenate([y for _, y in examples])
     weights = fit_rescore(features, labels)
@@ -98,12 +98,6 @@ def main() -> int:
             encoding="utf-8")
     print(f"done in {seconds} s")
     return 0
-
-
-def _examples(raws: list[torch.Tensor], truth: np.ndarray, cfg: PredictConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates of images of different sizes, one image at a time."""
-    parts = [rescore_examples(raw[None], truth[i:i + 1], cfg) for i, raw in enumerate(raws)]
-    return np.concatenate([f for f, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 def _fmt(m: dict) -> str:

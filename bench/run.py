@@ -98,11 +98,17 @@ def readings(raws: dict, truths: dict) -> list[dict]:
     return rows
 
 
+def rescore_candidates(raws: list[torch.Tensor], truth: np.ndarray, cfg: PredictConfig
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """rescore_examples of images of different sizes, one image at a time."""
+    parts = [rescore_examples(raw[None], truth[i:i + 1], cfg) for i, raw in enumerate(raws)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([y for _, y in parts])
+
+
 def rescored_reading(raws: dict, truths: dict, cfg: PredictConfig, summed: dict) -> dict:
     """The ``summed`` row's reading with rescore.py's logistic model between the sums and a global
     threshold; the model and the threshold fitted on noto-val."""
-    parts = [rescore_examples(raw[None], truths["noto-val"][i:i + 1], cfg) for i, raw in enumerate(raws["noto-val"])]
-    weights = fit_rescore(np.concatenate([f for f, _ in parts]), np.concatenate([y for _, y in parts]))
+    weights = fit_rescore(*rescore_candidates(raws["noto-val"], truths["noto-val"], cfg))
     rescored = dataclasses.replace(cfg, rescore=weights)
     scores = {name: variant_scores(r, rescored) for name, r in raws.items()}
     threshold = fit_threshold(scores["noto-val"], truths["noto-val"], kind="global", at_least_one=True)

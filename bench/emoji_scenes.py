@@ -6,7 +6,9 @@ colour. Its labels are the Unicode emoji *subgroups* of the emoji it shows (67 l
 with Unicode Emoji 15.0). Two artwork styles:
 
 * ``noto``     - Noto Color Emoji (Debian ``fonts-noto-color-emoji``), the training style;
-* ``openmoji`` - OpenMoji (npm ``openmoji``), a second artist the model never sees in training.
+* ``openmoji`` - OpenMoji (npm ``openmoji``), a second artist the model never sees in training;
+* ``twemoji``  - Twemoji (npm ``@twemoji/svg``), a third artist, which the shipped starter (trained on
+  the first two) never sees: the new style of the fine-tuning benchmark that starts from it.
 
 Output per set ``<out>/<set>/``: ``000000.jpg`` + ``000000.txt`` (labels, ", "-separated), ...,
 ``truth.jsonl`` (labels and emoji boxes per image) and a ``DONE`` marker; ``<out>/labels.json``
@@ -54,8 +56,9 @@ HERE = Path(__file__).resolve().parent
 EMOJI_TEST_PATH = Path("/usr/share/unicode/emoji/emoji-test.txt")
 NOTO_FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 DEFAULT_OPENMOJI_DIR = HERE / ".npm" / "node_modules" / "openmoji"
+DEFAULT_TWEMOJI_DIR = HERE / ".npm" / "node_modules" / "@twemoji" / "svg"
 
-STYLES = ("noto", "openmoji")
+STYLES = ("noto", "openmoji", "twemoji")
 EXCLUDED_GROUPS = frozenset({"Flags", "Component"})
 MIN_PER_LABEL = 8
 # Label/emoji counts that the selection must give, per emoji-test.txt version.
@@ -263,20 +266,26 @@ class NotoRenderer:
         return crop_to_alpha(np.asarray(im))
 
 
-class OpenMojiRenderer:
-    def __init__(self, openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, render_px: int = 360):
-        self.svg_dir = Path(openmoji_dir) / "color" / "svg"
+class SvgRenderer:
+    """One SVG file per emoji, named by its code points: ``0023-FE0F-20E3.svg`` (OpenMoji) or, with
+    ``short_hex``, ``23-20e3.svg`` (Twemoji: lower case, no leading zeros)."""
+
+    def __init__(self, package_dir: Path, svg_dir: Path, name: str, render_px: int, short_hex: bool):
+        self.svg_dir = svg_dir
         if not self.svg_dir.is_dir():
-            raise FileNotFoundError(f"{self.svg_dir} (npm openmoji; run bash bench/setup.sh)")
-        self.render_px = render_px  # the 72-unit view box; glyphs cover ~2/3 of it
+            raise FileNotFoundError(f"{self.svg_dir} (npm {name}; run bash bench/setup.sh)")
+        self.render_px = render_px
+        self.short_hex = short_hex
         version = ""
-        pkg = Path(openmoji_dir) / "package.json"
+        pkg = Path(package_dir) / "package.json"
         if pkg.exists():
             version = json.loads(pkg.read_text(encoding="utf-8")).get("version", "")
-        self.source_id = f"openmoji:{version}:{render_px}"
+        self.source_id = f"{name}:{version}:{render_px}"
 
     def find(self, entry: EmojiEntry) -> Path | None:
         for name in openmoji_names(entry.codepoints):
+            if self.short_hex:
+                name = "-".join(part.lstrip("0").lower() for part in name.split("-"))
             p = self.svg_dir / f"{name}.svg"
             if p.exists():
                 return p
@@ -291,6 +300,28 @@ class OpenMojiRenderer:
         png = cairosvg.svg2png(url=str(path), output_width=self.render_px, output_height=self.render_px)
         arr = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
         return crop_to_alpha(arr)
+
+
+class OpenMojiRenderer(SvgRenderer):
+    def __init__(self, openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, render_px: int = 360):
+        # the 72-unit view box; glyphs cover ~2/3 of it
+        super().__init__(openmoji_dir, Path(openmoji_dir) / "color" / "svg", "openmoji", render_px, short_hex=False)
+
+
+class TwemojiRenderer(SvgRenderer):
+    def __init__(self, twemoji_dir: Path = DEFAULT_TWEMOJI_DIR, render_px: int = 240):
+        # the 36-unit view box, filled edge to edge: 240 px gives glyphs of OpenMoji's size
+        super().__init__(twemoji_dir, Path(twemoji_dir), "@twemoji/svg", render_px, short_hex=True)
+
+
+def renderer_for(style: str, openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, twemoji_dir: Path = DEFAULT_TWEMOJI_DIR):
+    if style == "noto":
+        return NotoRenderer()
+    if style == "openmoji":
+        return OpenMojiRenderer(openmoji_dir)
+    if style == "twemoji":
+        return TwemojiRenderer(twemoji_dir)
+    raise ValueError(f"unknown style {style!r}; one of {STYLES}")
 
 
 def openmoji_names(codepoints: Sequence[int]) -> list[str]:
@@ -313,7 +344,8 @@ def _cache_key(style: str, source_id: str, entries: Sequence[EmojiEntry]) -> str
 
 
 def load_glyph_pool(style: str, tax: Taxonomy, cache_dir: Path | None = None,
-                    openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, verbose: bool = True) -> GlyphPool:
+                    openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, verbose: bool = True,
+                    twemoji_dir: Path = DEFAULT_TWEMOJI_DIR) -> GlyphPool:
     """Render (or load from ``<cache_dir>/.glyphs-<style>.npz``) every glyph of a style.
 
     Without the artwork (no font or SVGs on this machine) an existing cache is used as it is, so a
@@ -321,7 +353,7 @@ def load_glyph_pool(style: str, tax: Taxonomy, cache_dir: Path | None = None,
     entries = tax.entries
     cache = Path(cache_dir) / f".glyphs-{style}.npz" if cache_dir is not None else None
     try:
-        renderer = NotoRenderer() if style == "noto" else OpenMojiRenderer(openmoji_dir)
+        renderer = renderer_for(style, openmoji_dir, twemoji_dir)
         key = _cache_key(style, renderer.source_id, entries)
     except FileNotFoundError as exc:
         if cache is None or not cache.exists():
@@ -851,12 +883,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/emoji")
     ap.add_argument("--sets", type=SetSpec.parse, nargs="+", required=True,
-                    help="sets as <style>-<split>:<count>, style noto or openmoji (e.g. noto-train:12000)")
+                    help="sets as <style>-<split>:<count>, style noto, openmoji or twemoji (e.g. noto-train:12000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--chunk-size", type=int, default=250)
     ap.add_argument("--openmoji-dir", type=Path, default=DEFAULT_OPENMOJI_DIR,
                     help="the npm openmoji package folder (default: bench/.npm/node_modules/openmoji)")
+    ap.add_argument("--twemoji-dir", type=Path, default=DEFAULT_TWEMOJI_DIR,
+                    help="the npm @twemoji/svg package folder (default: bench/.npm/node_modules/@twemoji/svg)")
     ap.add_argument("--emoji-test", type=Path, default=EMOJI_TEST_PATH)
     ap.add_argument("--restyle", type=float, default=0.0, metavar="P",
                     help="in *-train sets, redraw each emoji in another style with probability P "
@@ -879,7 +913,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for style in STYLES:
         needed = any(s.style == style for s in args.sets)
         try:
-            pools[style] = load_glyph_pool(style, tax, args.out, args.openmoji_dir, verbose=True)
+            pools[style] = load_glyph_pool(style, tax, args.out, args.openmoji_dir, verbose=True,
+                                           twemoji_dir=args.twemoji_dir)
         except (FileNotFoundError, ImportError) as exc:
             if needed:
                 raise SystemExit(f"[{style}] artwork unavailable: {exc}") from exc

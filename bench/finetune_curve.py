@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Fine-tuning on a person's corrections, measured: the k-curve, forgetting, and a new label.
 
-Starting from a model that never saw OpenMoji (trained on Noto scenes only), a person confirms k
-OpenMoji scenes (k = 25, 50, 100, 200 by default, taken from ``openmoji-train``; ``--ks`` takes
-others, up to its 2,000 scenes, to see how many corrections a new style needs); each time the model is
+Starting from a model that never saw a style (``--new-style``: OpenMoji for the Noto-only model,
+Twemoji for the shipped starter, which saw Noto and OpenMoji), a person confirms k scenes of that
+style (k = 25, 50, 100, 200 by default, taken from ``<style>-train``; ``--ks`` takes others, up to
+its 2,000 scenes, to see how many corrections a new style needs); each time the model is
 fine-tuned with the CLI's defaults, exactly what the training panel runs::
 
     mlcnn train --init MODEL --data <manifest of the k images> --out K.safetensors
 
-and measured with ``mlcnn evaluate --no-baseline`` on other OpenMoji scenes (``openmoji-test``;
-``--split val`` uses ``openmoji-val`` for tuning) and on Noto scenes (``noto-test``/``noto-val``)
+and measured with ``mlcnn evaluate --no-baseline`` on other scenes of that style (``<style>-test``;
+``--split val`` uses ``<style>-val`` for tuning) and on Noto scenes (``noto-test``/``noto-val``)
 to see whether what the model knew held.
 
 A new label: ``cat`` on scenes showing a cat emoji (🐱 🐈 🐈‍⬛ and the cat faces 😺…😾), which the
@@ -27,7 +28,8 @@ Every command runs under ``nice``; timings are wall-clock on this machine. Resul
 Usage::
 
     python bench/finetune_curve.py --model runs/noto/model.safetensors [--ks 25 50 100 200]
-        [--eval-images 400] [--split test|val] [--train-flag=--epochs=20 ...] [--skip-cat]
+        [--new-style openmoji|twemoji] [--eval-images 400] [--split test|val]
+        [--train-flag=--epochs=20 ...] [--skip-cat]
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ sys.path.insert(0, str(HERE))
 from emoji_scenes import read_truth  # noqa: E402
 
 CAT_LABEL = "cat"
+STYLE_NAMES = {"noto": "Noto", "openmoji": "OpenMoji", "twemoji": "Twemoji"}
+OLD_STYLE = "noto"  # the style every starting model knows; the cat scenes are drawn in it too
 KEEP_RATIOS = ("1", "0.5", "0.25")
 # 🐱 cat face, 🐈 cat, 🐈‍⬛ black cat; every emoji of the "cat-face" subgroup (😺 😸 😹 😻 😼 😽 🙀 😿 😾) is one too.
 CAT_CODEPOINTS = {(0x1F431,), (0x1F408,), (0x1F408, 0x200D, 0x2B1B)}
@@ -303,6 +307,9 @@ def fmt(v) -> str:
 def write_report(results: dict, path_md: Path, path_json: Path) -> None:
     path_json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     split = results["split"]
+    new = results.get("new_style", "openmoji")
+    New = STYLE_NAMES[new]
+    about = results.get("about") or f"a model that never saw {New}"
     lines = [
         "## Fine-tuning on a person's corrections",
         "",
@@ -312,21 +319,21 @@ def write_report(results: dict, path_md: Path, path_json: Path) -> None:
         "machine). "
         f"Produced by `{results['command']}`.",
         "",
-        f"Start: `{results['base_model']}`, a model trained on Noto scenes only (it never saw OpenMoji). "
-        f"Each row fine-tunes it on the first k of one seeded permutation of `openmoji-train` with the "
+        f"Start: `{results['base_model']}`, {about}. "
+        f"Each row fine-tunes it on the first k of one seeded permutation of `{new}-train` with the "
         f"CLI's defaults (the training panel's command) and evaluates single-pass prediction with the "
-        f"model's own fitted threshold on the first {results['eval_images']} images of `openmoji-{split}` and "
+        f"model's own fitted threshold on the first {results['eval_images']} images of `{new}-{split}` and "
         f"`noto-{split}` (`mlcnn evaluate --no-baseline --no-bf16`). k = 0 is the starting model. "
         f"{'Extra training flags: `' + ' '.join(results['train_flags']) + '`.' if results['train_flags'] else ''}",
         "",
-        "| k | fine-tune | epochs × steps | OpenMoji precision | recall | accuracy | mAP | Noto precision | "
+        f"| k | fine-tune | epochs × steps | {New} precision | recall | accuracy | mAP | Noto precision | "
         "recall | accuracy | mAP |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base_noto = results["curve"][0]["noto"]
     for row in results["curve"]:
         t = row.get("train")
-        om, no = row["openmoji"], row["noto"]
+        om, no = row[new], row["noto"]
         steps = f"{t['epochs']} × {t['steps'] // max(1, t['epochs'])}" if t else "—"
         lines.append(f"| {row['k']} | {t['seconds']:.0f} s |  {steps} |" if t else f"| {row['k']} | — | — |")
         lines[-1] += (
@@ -338,7 +345,7 @@ def write_report(results: dict, path_md: Path, path_json: Path) -> None:
     for row in results["curve"]:
         if row.get("train"):
             lines.append(f"- k = {row['k']}: `{row['train']['command']}`")
-        lines.append(f"  - `{row['openmoji']['command']}`")
+        lines.append(f"  - `{row[new]['command']}`")
         lines.append(f"  - `{row['noto']['command']}`")
     cat = results.get("new_label")
     if cat:
@@ -400,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(REPO / "runs/noto/model.safetensors"))
     parser.add_argument("--data", default=str(REPO / "data/emoji"), help="the emoji-scenes benchmark folder")
+    parser.add_argument("--new-style", default="openmoji", choices=["openmoji", "twemoji"],
+                        help="the style the person corrects, one the model never saw")
+    parser.add_argument("--about", help="what the starting model is, for the report (default: one that never "
+                                        "saw the new style)")
     parser.add_argument("--work", default=str(REPO / "runs/finetune"))
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--ks", type=int, nargs="+", default=[25, 50, 100, 200])
@@ -428,9 +439,13 @@ def main(argv: list[str] | None = None) -> int:
         "eval_images": args.eval_images,
         "train_flags": flags,
         "ks": args.ks,
+        "new_style": args.new_style,
+        "about": args.about,
     }
+    styles = (args.new_style, OLD_STYLE)
+    new_name = STYLE_NAMES[args.new_style]
     eval_sets = {}
-    for style in ("openmoji", "noto"):
+    for style in styles:
         set_dir = data / f"{style}-{args.split}"
         eval_sets[style] = write_manifest(
             work / f"eval-{style}-{args.split}-{args.eval_images}.jsonl",
@@ -441,24 +456,24 @@ def main(argv: list[str] | None = None) -> int:
     pool = ThreadPoolExecutor(max_workers=max(1, args.parallel))
 
     def measure(name: str, m: Path) -> dict:
-        styles = ("openmoji", "noto")
         jobs = [pool.submit(evaluate, m, eval_sets[s], work / f"{name}-{s}-{args.split}.json") for s in styles]
         row = {s: job.result() for s, job in zip(styles, jobs, strict=True)}
         timings[f"evaluate {name}"] = sum(row[s]["seconds"] for s in styles)
         print(
-            f"  {name}: OpenMoji accuracy {row['openmoji']['accuracy']:.3f} mAP {row['openmoji']['mAP']:.3f}; "
+            f"  {name}: {new_name} accuracy {row[args.new_style]['accuracy']:.3f} "
+            f"mAP {row[args.new_style]['mAP']:.3f}; "
             f"Noto accuracy {row['noto']['accuracy']:.3f} mAP {row['noto']['mAP']:.3f}",
             flush=True,
         )
         return row
 
     def k_curve() -> list[dict]:
-        om_dir = data / "openmoji-train"
-        subsets = nested_subsets(read_truth(om_dir), args.ks, args.seed)
+        new_dir = data / f"{args.new_style}-train"
+        subsets = nested_subsets(read_truth(new_dir), args.ks, args.seed)
         rows = []
         for k in args.ks:
             print(f"k = {k}", flush=True)
-            manifest = write_manifest(work / f"openmoji-k{k}.jsonl", om_dir, subsets[k])
+            manifest = write_manifest(work / f"{args.new_style}-k{k}.jsonl", new_dir, subsets[k])
             out = work / f"k{k}.safetensors"
             train = fine_tune(model, [manifest], out, flags)
             timings[f"fine-tune k={k}"] = train["seconds"]

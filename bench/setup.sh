@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bench/emoji_scenes.py needs on a fresh Debian machine (run as root; idempotent).
 #   - Noto Color Emoji font, Unicode emoji-test.txt, libcairo (for cairosvg)
-#   - OpenMoji SVGs from npm, under bench/.npm/ (gitignored)
+#   - OpenMoji and Twemoji SVGs from npm, under bench/.npm/ (gitignored)
 #   - cairosvg, scikit-image, scikit-learn from PyPI
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,9 +19,10 @@ if [ "$need_apt" = 1 ]; then
 fi
 
 OPENMOJI_VERSION="${OPENMOJI_VERSION:-17}"
-if [ ! -d "$here/.npm/node_modules/openmoji/color/svg" ]; then
+TWEMOJI_VERSION="${TWEMOJI_VERSION:-15.0.0}"
+if [ ! -d "$here/.npm/node_modules/openmoji/color/svg" ] || [ ! -f "$here/.npm/node_modules/@twemoji/svg/1f600.svg" ]; then
     mkdir -p "$here/.npm"
-    npm install --no-audit --no-fund --prefix "$here/.npm" "openmoji@${OPENMOJI_VERSION}"
+    npm install --no-audit --no-fund --prefix "$here/.npm" "openmoji@${OPENMOJI_VERSION}" "@twemoji/svg@${TWEMOJI_VERSION}"
 fi
 
 if ! python3 -c 'import cairosvg, skimage, sklearn' 2>/dev/null; then

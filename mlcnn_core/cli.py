@@ -70,8 +70,8 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def _load_for_prediction(args: argparse.Namespace):
-    """The model named by ``--model`` (else the starter), with ``--summed`` and ``--keep-ratio`` applied to
-    its card."""
+    """The model named by ``--model`` (else the starter), with ``--summed``, ``--keep-ratio`` and
+    ``--short-side`` applied to its card."""
     from .modelfile import load_model
     from .predict import PredictConfig
 
@@ -85,6 +85,8 @@ def _load_for_prediction(args: argparse.Namespace):
         model.card["threshold"] = model.card["summed_threshold"]
     if args.keep_ratio is not None:
         prediction["keep_ratio"] = args.keep_ratio
+    if args.short_side is not None:
+        prediction["short_side"] = args.short_side
     model.card["prediction"] = PredictConfig.from_dict(prediction).to_dict()
     return model
 
@@ -205,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--summed", action="store_true",
                        help="choose labels from the paper's summed vector with its own threshold, not the "
                             "card's rescored one (rescore.py)")
+        p.add_argument("--short-side", type=int, metavar="PX",
+                       help="resize each image so that its shorter side is PX pixels before the single pass "
+                            "(64-2048); default: the model card's (256 for a new model). The card's threshold "
+                            "was fitted at its own size")
 
     t = sub.add_parser("train", help="train a model, or fine-tune one with --init")
     t.add_argument("--data", action="append", required=True, metavar="PATH",

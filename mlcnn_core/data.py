@@ -73,14 +73,19 @@ def read_image(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> np
     return np.array(rgb)  # writable, so torch can take it without a copy or a warning
 
 
+def short_side_size(height: int, width: int, short: int = SHORT_SIDE) -> tuple[int, int]:
+    """(height, width) of an image resized so its shorter side is ``short`` pixels."""
+    scale = short / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_short_side(rgb: np.ndarray, short: int = SHORT_SIDE) -> np.ndarray:
     """Resize so the shorter side is ``short`` pixels, keeping the aspect ratio."""
     h, w = rgb.shape[:2]
-    scale = short / min(h, w)
-    if scale == 1.0:
+    if min(h, w) == short:
         return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    new_h, new_w = short_side_size(h, w, short)
+    return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if short < min(h, w) else cv2.INTER_LINEAR)
 
 
 def random_crop_flip(rgb: np.ndarray, rng: np.random.Generator, crop: int = CROP) -> np.ndarray:

@@ -45,12 +45,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageError, read_image, resize_short_side, to_tensor
+from .data import SHORT_SIDE, ImageError, read_image, resize_short_side, to_tensor
 from .model import fold_batchnorm
 from .modelfile import TaggerModel
 from .rescore import FEATURES, label_features, rescore
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
 from .threshold import Threshold
+
+MIN_SHORT_SIDE, MAX_SHORT_SIDE = 64, 2048
 
 
 @dataclass
@@ -61,6 +63,7 @@ class PredictConfig:
     multiscale: bool = True
     keep_ratio: float = 1.0         # 1: keep only the best label per position (the paper)
     rescore: tuple[float, ...] | None = None  # rescore.py's weights and bias; None: the summed vector
+    short_side: int = SHORT_SIDE    # the image is resized so that its shorter side has this many pixels
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,9 +77,10 @@ class PredictConfig:
         cfg = cls(pool_kernels=tuple(int(k) for k in d.get("pool_kernels", (3, 5, 7))),
                   pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
                   multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)),
-                  rescore=None if d.get("rescore") is None else tuple(float(w) for w in d["rescore"]))
+                  rescore=None if d.get("rescore") is None else tuple(float(w) for w in d["rescore"]),
+                  short_side=int(d.get("short_side", SHORT_SIDE)))
         if (cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw")
-                or not 0.0 < cfg.keep_ratio <= 1.0
+                or not 0.0 < cfg.keep_ratio <= 1.0 or not MIN_SHORT_SIDE <= cfg.short_side <= MAX_SHORT_SIDE
                 or (cfg.rescore is not None and (cfg.scores != "softmax" or len(cfg.rescore) != len(FEATURES) + 1
                                                  or not all(math.isfinite(w) for w in cfg.rescore)))):
             raise ValueError(f"bad prediction settings {d}")
@@ -220,6 +224,10 @@ class Predictor:
         self.head = net.head.eval().to(self.device)
         self.mean = list(model.mean)
 
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        """The image as the single pass sees it: its shorter side ``config.short_side`` pixels."""
+        return resize_short_side(rgb, self.config.short_side)
+
     # --- the forward pass -------------------------------------------------------------------
     @torch.inference_mode()
     def raw_maps(self, batch_resized: np.ndarray) -> torch.Tensor:
@@ -244,7 +252,7 @@ class Predictor:
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray]) -> list[Prediction]:
         """Predict RGB uint8 images of any sizes; images whose resized shapes match share a batch."""
-        resized = [resize_short_side(rgb) for rgb in images]
+        resized = [self.resize(rgb) for rgb in images]
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(resized):
             groups.setdefault(r.shape, []).append(i)
@@ -277,7 +285,7 @@ class Predictor:
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict an image file; raises :class:`ImageError` when it cannot be read."""
-        return self.predict_array(read_image(path))
+        return self.predict_array(read_image(path, self.config.short_side))
 
     def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 8, workers: int = 2
                       ) -> Iterator[tuple[Path, Prediction | ImageError]]:
@@ -289,10 +297,10 @@ class Predictor:
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), max(1, batch_size))]
         ahead = max(1, workers)
         with ThreadPoolExecutor(max_workers=ahead) as pool:
-            futures = [pool.submit(_decode_all, c) for c in chunks[:ahead]]
+            futures = [pool.submit(_decode_all, c, self.config.short_side) for c in chunks[:ahead]]
             for n, chunk in enumerate(chunks):
                 if n + ahead < len(chunks):
-                    futures.append(pool.submit(_decode_all, chunks[n + ahead]))
+                    futures.append(pool.submit(_decode_all, chunks[n + ahead], self.config.short_side))
                 decoded = futures[n].result()
                 futures[n] = None
                 good = [d for d in decoded if not isinstance(d, ImageError)]
@@ -319,12 +327,12 @@ class Predictor:
         return logits.float().softmax(dim=1).mean(dim=0).cpu().numpy()
 
 
-def _decode_all(paths: list[Path]) -> list:
+def _decode_all(paths: list[Path], min_side: int) -> list:
     """Decoded images, or the ImageError of each one that cannot be read."""
     out = []
     for p in paths:
         try:
-            out.append(read_image(p))
+            out.append(read_image(p, min_side))
         except ImageError as e:
             out.append(e)
     return out

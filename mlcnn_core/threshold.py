@@ -98,19 +98,25 @@ def fit_linear(scores: np.ndarray, truth: np.ndarray, ridge: float = 1e-2) -> Th
     return Threshold(kind="linear", weights=[float(c) for c in coef[:-1]], bias=float(coef[-1]))
 
 
-def fit_global(scores: np.ndarray, truth: np.ndarray) -> Threshold:
+def fit_global(scores: np.ndarray, truth: np.ndarray, at_least_one: bool = False) -> Threshold:
+    """The one cut with the best accuracy, judged with the selection it will make (``at_least_one``
+    included: an image it would leave empty keeps its best label, so the best cut is higher)."""
     scores, truth = np.asarray(scores, np.float64), np.asarray(truth, bool)
     positive = scores[scores > 0]
     if positive.size == 0:
-        return Threshold(kind="global", bias=0.0)
+        return Threshold(kind="global", bias=0.0, at_least_one=at_least_one)
     candidates = np.unique(np.quantile(positive, np.linspace(0, 1, 401)))
     candidates = np.concatenate([[0.0], (candidates[:-1] + candidates[1:]) / 2, [candidates[-1]]])
-    best = max(candidates, key=lambda t: set_metrics((scores > t) & (scores > 0), truth)["accuracy"])
-    return Threshold(kind="global", bias=float(best))
+
+    def accuracy(t: float) -> float:
+        return set_metrics(Threshold(kind="global", bias=float(t), at_least_one=at_least_one).select(scores),
+                           truth)["accuracy"]
+
+    return Threshold(kind="global", bias=float(max(candidates, key=accuracy)), at_least_one=at_least_one)
 
 
 def fit_threshold(scores: np.ndarray, truth: np.ndarray, kind: str = "linear",
                   at_least_one: bool = False) -> Threshold:
-    t = fit_linear(scores, truth) if kind == "linear" else fit_global(scores, truth)
+    t = fit_linear(scores, truth) if kind == "linear" else fit_global(scores, truth, at_least_one)
     t.at_least_one = at_least_one
     return t

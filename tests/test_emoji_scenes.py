@@ -152,6 +152,31 @@ SMALL_TRAIN = es.Geometry(64, 64, 1.33)
 SMALL_EVAL = es.Geometry(64, 96, 2.0)
 
 
+def test_svg_renderers_find_files_by_each_package_naming(tmp_path):
+    """OpenMoji names files 0023-FE0F-20E3.svg, Twemoji 23-20e3.svg; both may drop FE0F."""
+    keycap = es.EmojiEntry((0x23, 0xFE0F, 0x20E3), "fully-qualified", "Symbols", "keycap", "keycap: #")
+    copyright_ = es.EmojiEntry((0xA9, 0xFE0F), "fully-qualified", "Symbols", "other-symbol", "copyright")
+    om = tmp_path / "openmoji"
+    (om / "color" / "svg").mkdir(parents=True)
+    (om / "color" / "svg" / "0023-FE0F-20E3.svg").write_text("<svg/>")
+    (om / "color" / "svg" / "00A9.svg").write_text("<svg/>")
+    tw = tmp_path / "twemoji"
+    tw.mkdir()
+    (tw / "23-20e3.svg").write_text("<svg/>")
+    (tw / "a9.svg").write_text("<svg/>")
+    (tw / "package.json").write_text('{"version": "15.0.0"}')
+    openmoji, twemoji = es.renderer_for("openmoji", openmoji_dir=om), es.renderer_for("twemoji", twemoji_dir=tw)
+    assert openmoji.find(keycap).name == "0023-FE0F-20E3.svg"
+    assert openmoji.find(copyright_).name == "00A9.svg"
+    assert twemoji.find(keycap).name == "23-20e3.svg"
+    assert twemoji.find(copyright_).name == "a9.svg"
+    assert twemoji.source_id == "@twemoji/svg:15.0.0:240"
+    with pytest.raises(FileNotFoundError):
+        es.renderer_for("twemoji", twemoji_dir=tmp_path / "absent")
+    with pytest.raises(ValueError):
+        es.renderer_for("apple")
+
+
 def test_sample_count_distribution():
     rng = np.random.default_rng(123)
     n = 20000

@@ -135,6 +135,18 @@ def test_linear_fit_learns_a_relative_threshold():
     assert linear.kind == "linear" and acc_linear > 0.85 and acc_linear > acc_global + 0.05
 
 
+def test_global_fit_judges_cuts_with_the_at_least_one_rule_it_will_be_used_with():
+    # each image's true label is its best; a low cut also keeps image 0's false label, a high one
+    # empties image 1 unless the best label is kept
+    scores = np.array([[5.0, 3.0], [1.0, 2.0]])
+    truth = np.array([[True, False], [False, True]])
+    plain = fit_global(scores, truth)
+    assert set_metrics(plain.select(scores), truth)["accuracy"] == 0.75
+    kept = fit_global(scores, truth, at_least_one=True)
+    assert kept.at_least_one and kept.bias >= 3.0
+    assert set_metrics(kept.select(scores), truth)["accuracy"] == 1.0
+
+
 def test_section_4_1_metrics_by_hand():
     truth = np.array([[1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]], bool)
     pred = np.array([[1, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]], bool)
@@ -173,7 +185,29 @@ def test_predictor_outputs_for_any_aspect_ratio():
     assert batch[2].image_size == (300, 100)
 
 
+def test_short_side_sets_the_single_pass_input_and_is_validated():
+    assert PredictConfig.from_dict({}).short_side == 256  # cards written before the setting existed
+    assert PredictConfig.from_dict({"short_side": 288}).to_dict()["short_side"] == 288
+    for bad in (0, 63, 4096):
+        with pytest.raises(ValueError):
+            PredictConfig.from_dict({"short_side": bad})
+    torch.manual_seed(0)
+    model = new_model("tiny", labels=["a", "b", "c"])
+    rgb = np.random.default_rng(1).integers(0, 255, (150, 300, 3), dtype=np.uint8)
+    shapes = {}
+    for short in (128, 256):
+        model.card["prediction"] = PredictConfig(short_side=short).to_dict()
+        predictor = Predictor(model, device="cpu", bf16=False)
+        assert predictor.resize(rgb).shape == (short, 2 * short, 3)
+        p = predictor.predict_array(rgb)
+        shapes[short] = p.maps.shape[1:]
+        assert p.image_size == (300, 150)  # peaks stay in the original image's pixels
+        assert all(0 <= x < 300 and 0 <= y < 150 for x, y in p.peaks.values())
+    assert shapes[256][0] > shapes[128][0] and shapes[256][1] > shapes[128][1]
+
+
 def test_raw_scores_reading():
+    torch.manual_seed(0)
     model = new_model("tiny", labels=["a", "b"])
     model.card["prediction"] = PredictConfig(scores="raw").to_dict()
     p = Predictor(model, device="cpu", bf16=False).predict_array(np.full((64, 64, 3), 128, np.uint8))

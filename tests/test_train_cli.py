@@ -73,6 +73,20 @@ def test_keep_ratio_overrides_the_cards_pruning(trained, tmp_path, capsys):
     assert "prediction settings" in capsys.readouterr().err
 
 
+def test_short_side_overrides_the_cards_input_size(trained, tmp_path, capsys):
+    root, out, _ = trained
+    reports = {}
+    for short in ("64", "128"):
+        report = tmp_path / f"eval-{short}.json"
+        args = ["evaluate", "--model", str(out), "--data", str(root / "val"), "--no-baseline", "--short-side", short,
+                "--json", str(report)]
+        assert main(args) == 0
+        reports[short] = json.loads(report.read_text())["single_pass"]["cost"]["gflops_per_image"]
+    assert reports["128"] == pytest.approx(4 * reports["64"], rel=0.15)  # FLOPs grow with the pixels
+    assert main(["predict", "--model", str(out), "--short-side", "20", str(root / "val")]) == 2
+    assert "prediction settings" in capsys.readouterr().err
+
+
 def test_evaluate_and_info(trained, tmp_path, capsys):
     root, out, _ = trained
     report = tmp_path / "eval.json"

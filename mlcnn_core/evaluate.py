@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import ImageError, Sample, multi_hot, read_image
+from .data import ImageError, Sample, multi_hot, read_image, short_side_size
 from .metrics import mean_average_precision, per_label_metrics, set_metrics
 from .modelfile import TaggerModel
 from .predict import Predictor
@@ -73,7 +73,7 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
         t0 = time.perf_counter()
         single.append(predictor.predict_array(rgb).scores)
         t_single += time.perf_counter() - t0
-        height, width = predictor.resize(rgb).shape[:2]
+        height, width = short_side_size(*rgb.shape[:2], predictor.config.short_side)
         flops_single += counter.single_pass(height, width)
         if baseline:
             t0 = time.perf_counter()

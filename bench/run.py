@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlcnn_core.data import Sample, read_image
+from mlcnn_core.data import Sample
 from mlcnn_core.evaluate import evaluate
 from mlcnn_core.metrics import mean_average_precision, set_metrics
 from mlcnn_core.modelfile import load_model, read_card, save_model
@@ -52,11 +52,17 @@ def load_truth(folder: Path) -> list[dict]:
     return rows
 
 
+def ten_crop_scores(predictor: Predictor, rows: list[dict], seed: int = 0) -> np.ndarray:
+    """Section 4.2's baseline score vector of each image (ten random 224×224 crops, seeded)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([predictor.ten_crop_scores(predictor.read(r["path"]), rng) for r in rows])
+
+
 def raw_outputs(predictor: Predictor, rows: list[dict]) -> list[torch.Tensor]:
     """Test-form output of each image, computed once and post-processed by every variant."""
     out = []
     for r in rows:
-        out.append(predictor.raw_maps(predictor.resize(read_image(r["path"], predictor.config.short_side)))[0].cpu())
+        out.append(predictor.raw_maps(predictor.read_resized(r["path"]))[0].cpu())
     return out
 
 
@@ -226,8 +232,7 @@ def main() -> int:
     baseline_threshold = None
     if "baseline_threshold" not in model.card:
         print("  the card has no 10-crop threshold (training was stopped early): fitting one on noto-val", flush=True)
-        rng = np.random.default_rng(0)
-        crops = np.stack([predictor.ten_crop_scores(read_image(r["path"]), rng) for r in rows["noto-val"]])
+        crops = ten_crop_scores(predictor, rows["noto-val"])
         kind = model.card["threshold"]["kind"]
         baseline_threshold = fit_threshold(crops, truths["noto-val"], kind=kind, at_least_one=True)
     table3 = {}

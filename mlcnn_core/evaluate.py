@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import ImageError, Sample, multi_hot, read_image, short_side_size
+from .data import ImageError, Sample, multi_hot, short_side_size
 from .metrics import mean_average_precision, per_label_metrics, set_metrics
 from .modelfile import TaggerModel
 from .predict import Predictor
@@ -65,7 +65,7 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
     unreadable = 0
     for s in samples:
         try:
-            rgb = read_image(s.image)
+            rgb = predictor.read(s.image)
         except ImageError:
             unreadable += 1
             continue

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageError, Sample, multi_hot, read_image
+from .data import ImageError, Sample, multi_hot
 from .metrics import per_label_metrics
 from .modelfile import TaggerModel
 from .predict import Predictor, final_scores, soft_final_scores
@@ -140,7 +140,7 @@ def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
         if taken >= MAX_IMAGES:
             break
         try:
-            rgb = predictor.resize(read_image(s.image, predictor.config.short_side))
+            rgb = predictor.read_resized(s.image)
         except ImageError:
             continue
         cost = 2 * 4 * width * -(-rgb.shape[0] // stride) * -(-rgb.shape[1] // stride)  # two views, float32

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -228,6 +228,16 @@ class Predictor:
         """The image as the single pass sees it: its shorter side ``config.short_side`` pixels."""
         return resize_short_side(rgb, self.config.short_side)
 
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        """Decode an image file, large enough for the single pass and for the 10-crop baseline (a
+        big JPEG is decoded at a reduced scale, never below either's short side); raises
+        :class:`ImageError` when it cannot be read."""
+        return read_image(path, max(self.config.short_side, SHORT_SIDE))
+
+    def read_resized(self, path: str | os.PathLike) -> np.ndarray:
+        """An image file as the single pass sees it."""
+        return self.resize(self.read(path))
+
     # --- the forward pass -------------------------------------------------------------------
     @torch.inference_mode()
     def raw_maps(self, batch_resized: np.ndarray) -> torch.Tensor:
@@ -285,7 +295,7 @@ class Predictor:
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict an image file; raises :class:`ImageError` when it cannot be read."""
-        return self.predict_array(read_image(path, self.config.short_side))
+        return self.predict_array(self.read(path))
 
     def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 8, workers: int = 2
                       ) -> Iterator[tuple[Path, Prediction | ImageError]]:
@@ -297,10 +307,10 @@ class Predictor:
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), max(1, batch_size))]
         ahead = max(1, workers)
         with ThreadPoolExecutor(max_workers=ahead) as pool:
-            futures = [pool.submit(_decode_all, c, self.config.short_side) for c in chunks[:ahead]]
+            futures = [pool.submit(_decode_all, c, self.read) for c in chunks[:ahead]]
             for n, chunk in enumerate(chunks):
                 if n + ahead < len(chunks):
-                    futures.append(pool.submit(_decode_all, chunks[n + ahead], self.config.short_side))
+                    futures.append(pool.submit(_decode_all, chunks[n + ahead], self.read))
                 decoded = futures[n].result()
                 futures[n] = None
                 good = [d for d in decoded if not isinstance(d, ImageError)]
@@ -327,12 +337,12 @@ class Predictor:
         return logits.float().softmax(dim=1).mean(dim=0).cpu().numpy()
 
 
-def _decode_all(paths: list[Path], min_side: int) -> list:
+def _decode_all(paths: list[Path], read: Callable[[Path], np.ndarray]) -> list:
     """Decoded images, or the ImageError of each one that cannot be read."""
     out = []
     for p in paths:
         try:
-            out.append(read_image(p, min_side))
+            out.append(read(p))
         except ImageError as e:
             out.append(e)
     return out

@@ -45,7 +45,6 @@ from .data import (
     label_vocabulary,
     load_samples,
     multi_hot,
-    read_image,
     split_samples,
     to_tensor,
 )
@@ -294,7 +293,7 @@ def validation_scores(model: TaggerModel, samples: list[Sample], device: str, bf
     singles, crops, truth = [], [], []
     for s in samples:
         try:
-            rgb = read_image(s.image)
+            rgb = predictor.read(s.image)
         except ImageError:
             continue
         if single:

@@ -206,6 +206,20 @@ def test_short_side_sets_the_single_pass_input_and_is_validated():
     assert shapes[256][0] > shapes[128][0] and shapes[256][1] > shapes[128][1]
 
 
+def test_predictor_decodes_large_jpegs_big_enough_for_its_input_and_the_baseline(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.full((2400, 3200, 3), 120, np.uint8)).save(path)
+    model = new_model("tiny", labels=["a", "b"])
+    for short, least in ((600, 600), (128, 256)):  # 256: the 10-crop baseline's resize
+        model.card["prediction"] = PredictConfig(short_side=short).to_dict()
+        predictor = Predictor(model, device="cpu", bf16=False)
+        rgb = predictor.read(path)
+        assert least <= min(rgb.shape[:2]) < 2400
+        assert predictor.read_resized(path).shape == (short, round(short * 4 / 3), 3)
+
+
 def test_raw_scores_reading():
     torch.manual_seed(0)
     model = new_model("tiny", labels=["a", "b"])

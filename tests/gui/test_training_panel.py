@@ -111,13 +111,16 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     # told that the old style is kept only by training on images of it too
     assert "--anchor" not in panel.request().command_line() and panel.keep_note.isHidden()
     panel.keep_combo.setCurrentIndex(1)
+    assert "--anchor 200 " in panel.request().command_line() + " " and not panel.keep_note.isHidden()
+    assert panel.rate_warning.isHidden()  # 1e-3 × 200 still lets the weights move
+    panel.keep_combo.setCurrentIndex(2)
     assert "--anchor 0 " in panel.request().command_line() + " "
     assert panel.rate_warning.isHidden() and not panel.keep_note.isHidden()
     panel.keep_combo.setCurrentIndex(0)
     assert not panel.rate_warning.isHidden()
     panel.scratch_radio.setChecked(True)  # no anchor from scratch
     assert panel.rate_warning.isHidden() and not panel.keep_combo.isEnabled()
-    panel.keep_combo.setCurrentIndex(1)
+    panel.keep_combo.setCurrentIndex(2)
     assert "--anchor" not in panel.request().command_line() and panel.keep_note.isHidden()
     panel.keep_combo.setCurrentIndex(0)
     # "teach only the new labels" is a fine-tune of zero epochs, offered when there are new labels
@@ -288,7 +291,7 @@ def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_pa
     panel.set_library(here, [str(here.root), str(tmp_path / "there"), str(never_opened)])
     assert panel.other_list.count() == 2
     assert panel.n_train + panel.n_held_out == 6
-    panel.keep_combo.setCurrentIndex(1)  # learn a new style: replaying another library is suggested...
+    panel.keep_combo.setCurrentIndex(2)  # learn a new style: replaying another library is suggested...
     assert not panel.keep_note.isHidden()
     panel.other_list.item(0).setCheckState(Qt.CheckState.Checked)
     assert panel.n_train + panel.n_held_out == 12

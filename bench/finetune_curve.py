@@ -311,7 +311,7 @@ def write_report(results: dict, path_md: Path, path_json: Path) -> None:
     New = STYLE_NAMES[new]
     about = results.get("about") or f"a model that never saw {New}"
     lines = [
-        "## Fine-tuning on a person's corrections",
+        f"## Fine-tuning on a person's corrections: {New} scenes",
         "",
         f"Machine: {results['machine']}. Date: {results['date']}. Every step's time added up: "
         f"{sum(results['timings'].values()) / 60:.1f} min; this invocation: {results['total_seconds'] / 60:.1f} min "
@@ -324,7 +324,9 @@ def write_report(results: dict, path_md: Path, path_json: Path) -> None:
         f"CLI's defaults (the training panel's command) and evaluates single-pass prediction with the "
         f"model's own fitted threshold on the first {results['eval_images']} images of `{new}-{split}` and "
         f"`noto-{split}` (`mlcnn evaluate --no-baseline --no-bf16`). k = 0 is the starting model. "
-        f"{'Extra training flags: `' + ' '.join(results['train_flags']) + '`.' if results['train_flags'] else ''}",
+        f"{'Extra training flags: `' + ' '.join(results['train_flags']) + '`. ' if results['train_flags'] else ''}"
+        + (f"Each fine-tune also trains on {results['replay']} seeded `noto-train` scenes (`--replay`: what the "
+           "panel's \"Also train on confirmed images of\" another library does)." if results.get("replay") else ""),
         "",
         f"| k | fine-tune | epochs × steps | {New} precision | recall | accuracy | mAP | Noto precision | "
         "recall | accuracy | mAP |",
@@ -417,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=400, help="first N images of each evaluation set")
     parser.add_argument("--split", default="test", choices=["test", "val"], help="val: for tuning the recipe")
     parser.add_argument("--train-flag", action="append", default=[], help="extra mlcnn train flag (tuning)")
+    parser.add_argument("--replay", type=int, default=0, metavar="N",
+                        help=f"also train every k on N seeded {OLD_STYLE}-train scenes (the panel's other library)")
     parser.add_argument("--skip-cat", action="store_true")
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -441,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         "ks": args.ks,
         "new_style": args.new_style,
         "about": args.about,
+        "replay": args.replay,
     }
     styles = (args.new_style, OLD_STYLE)
     new_name = STYLE_NAMES[args.new_style]
@@ -470,12 +475,17 @@ def main(argv: list[str] | None = None) -> int:
     def k_curve() -> list[dict]:
         new_dir = data / f"{args.new_style}-train"
         subsets = nested_subsets(read_truth(new_dir), args.ks, args.seed)
+        replay = []
+        if args.replay:
+            old_dir = data / f"{OLD_STYLE}-train"
+            old_rows = nested_subsets(read_truth(old_dir), [args.replay], args.seed)[args.replay]
+            replay = [write_manifest(work / f"{OLD_STYLE}-replay{args.replay}.jsonl", old_dir, old_rows)]
         rows = []
         for k in args.ks:
             print(f"k = {k}", flush=True)
             manifest = write_manifest(work / f"{args.new_style}-k{k}.jsonl", new_dir, subsets[k])
             out = work / f"k{k}.safetensors"
-            train = fine_tune(model, [manifest], out, flags)
+            train = fine_tune(model, [manifest, *replay], out, flags)
             timings[f"fine-tune k={k}"] = train["seconds"]
             rows.append({"k": k, "train": train, **measure(f"k{k}", out)})
         return rows

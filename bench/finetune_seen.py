@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """What a fine-tune on k corrections learnt: the drawings it was shown against the ones it was not.
 
-OpenMoji draws 1,337 emoji for the 67 labels; k corrected scenes show only some of them (200 scenes
-hold about 270 emoji). ``finetune_curve.py`` scores all held-out scenes, where most emoji are
-drawings the fine-tune never saw. This script splits the held-out emoji by whether the same emoji
-(same code points) appears in the k corrections, and reports for each fine-tuned model, next to
-its parent on the same emoji:
+A style (OpenMoji, Twemoji: ``--style``) draws 1,337 emoji for the 67 labels; k corrected scenes
+show only some of them (200 scenes hold about 270 emoji). ``finetune_curve.py`` scores all
+held-out scenes, where most emoji are drawings the fine-tune never saw. This script splits the
+held-out emoji by whether the same emoji (same code points) appears in the k corrections, and
+reports for each fine-tuned model, next to its parent on the same emoji:
 
 * found: the share of held-out emoji whose label is among the model's predicted labels for the
   scene (the recall of objects, with the model's own threshold);
 * accuracy of the scenes all of whose emoji were seen, and of the others (section 4.1's accuracy).
 
-It reads work folders written by ``finetune_curve.py`` (``openmoji-k<K>.jsonl`` and
-``k<K>.safetensors``), predicts the first ``--eval-images`` scenes of ``openmoji-<split>`` in float32
+It reads work folders written by ``finetune_curve.py`` (``<style>-k<K>.jsonl`` and
+``k<K>.safetensors``), predicts the first ``--eval-images`` scenes of ``<style>-<split>`` in float32
 (as ``finetune_curve.py`` evaluates), and caches each model's predicted labels in
 ``<work>/seen-<split>-k<K>.json``.
 
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a finetune_curve.py work folder, named as the report should call it")
     parser.add_argument("--data", default=str(REPO / "data/emoji"))
     parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--style", default="openmoji", choices=["openmoji", "twemoji"],
+                        help="the new style the fine-tunes were corrected in (finetune_curve.py --new-style)")
     parser.add_argument("--eval-images", type=int, default=400)
     parser.add_argument("--out", help="write the table as a Markdown section here (for bench/run.py --include)")
     parser.add_argument("--title", default="Which drawings a fine-tune learns")
@@ -108,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     data = Path(args.data)
-    eval_dir = data / f"openmoji-{args.split}"
+    eval_dir = data / f"{args.style}-{args.split}"
     scenes = read_truth(eval_dir)[: args.eval_images]
-    train_truth = truth_by_image(data / "openmoji-train")
+    train_truth = truth_by_image(data / f"{args.style}-train")
     parent = Path(args.parent)
     parent_pred = predicted_labels(parent, scenes, eval_dir,
                                    Path(args.run[0].split("=", 1)[1]) / f"seen-{args.split}-parent.json")
@@ -118,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.run:
         name, work = spec.split("=", 1)
         work = Path(work)
-        found = (re.fullmatch(r"openmoji-k(\d+)\.jsonl", p.name) for p in work.glob("openmoji-k*.jsonl"))
+        found = (re.fullmatch(rf"{args.style}-k(\d+)\.jsonl", p.name) for p in work.glob(f"{args.style}-k*.jsonl"))
         ks = sorted(int(m.group(1)) for m in found if m and (work / f"k{m.group(1)}.safetensors").is_file())
         for k in ks:
-            seen = corrected_emoji(work / f"openmoji-k{k}.jsonl", train_truth)
+            seen = corrected_emoji(work / f"{args.style}-k{k}.jsonl", train_truth)
             pred = predicted_labels(work / f"k{k}.safetensors", scenes, eval_dir, work / f"seen-{args.split}-k{k}.json")
             after, before = split_scores(scenes, pred, seen), split_scores(scenes, parent_pred, seen)
             rows.append({"setting": name, "k": k, "distinct_emoji": len(seen), "after": after, "before": before})

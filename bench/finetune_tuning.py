@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from finetune_curve import STYLE_NAMES  # bench/finetune_curve.py
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -26,22 +28,30 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"### {args.title}", ""]
     if args.intro:
         lines += [args.intro, ""]
+    new = base.get("new_style", "openmoji")
+    if any(r.get("new_style", "openmoji") != new for r in runs):
+        raise SystemExit("the runs fine-tune on different styles")
+    New = STYLE_NAMES[new]
     start = next(r for r in base["curve"] if r["k"] == 0)
-    lines += [f"Start: `{base['base_model']}`, OpenMoji accuracy {start['openmoji']['accuracy']:.3f} / mAP "
-              f"{start['openmoji']['mAP']:.3f}, Noto accuracy {start['noto']['accuracy']:.3f} / mAP "
-              f"{start['noto']['mAP']:.3f} on the first {base['eval_images']} images of openmoji-val and noto-val. "
-              "Each cell: OpenMoji accuracy / Noto accuracy (Noto mAP) after fine-tuning on k OpenMoji scenes.", "",
+    lines += [f"Start: `{base['base_model']}`, {New} accuracy {start[new]['accuracy']:.3f} / mAP "
+              f"{start[new]['mAP']:.3f}, Noto accuracy {start['noto']['accuracy']:.3f} / mAP "
+              f"{start['noto']['mAP']:.3f} on the first {base['eval_images']} images of {new}-val and noto-val. "
+              f"Each cell: {New} accuracy / Noto accuracy (Noto mAP) after fine-tuning on k {New} scenes.", "",
               "| setting (extra `mlcnn train` flags) | " + " | ".join(f"k = {k}" for k in base["ks"]) + " |",
               "|---|" + "---|" * len(base["ks"])]
     for run in runs:
         by_k = {r["k"]: r for r in run["curve"]}
         flags = " ".join(run.get("train_flags") or []) or "defaults"
+        if run.get("replay"):
+            flags += f"` + {run['replay']} Noto scenes (`--replay {run['replay']}`)"
+        else:
+            flags += "`"
         cells = []
         for k in base["ks"]:
             r = by_k.get(k)
-            cells.append(f"{r['openmoji']['accuracy']:.3f} / {r['noto']['accuracy']:.3f} ({r['noto']['mAP']:.3f})"
+            cells.append(f"{r[new]['accuracy']:.3f} / {r['noto']['accuracy']:.3f} ({r['noto']['mAP']:.3f})"
                          if r else "")
-        lines.append(f"| `{flags}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{flags} | " + " | ".join(cells) + " |")
     lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in runs), ""]
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

@@ -153,7 +153,8 @@ def render(results: dict, variants: dict, costs: dict, ten_crop: float, best: st
            fitted: dict, seconds: float) -> str:
     sets = list(next(iter(results.values())))
     short = variants[best][0]
-    lines = [f"## Rescoring the summed vector, and the input size ({Path(args.model).name})", "",
+    title = "the 10-crop baseline" if BASELINE in results else "the input size"
+    lines = [f"## Rescoring the summed vector, and {title} ({Path(args.model).name})", "",
              f"`python bench/rescore.py {' '.join(sys.argv[1:])}` ({seconds:.0f} s). The logistic model of "
              f"`mlcnn_core/rescore.py` was fitted on every label with a non-zero sum in {', '.join(args.val)}, "
              "then a global threshold on its output, at each input size (the image resized so that its shorter "
@@ -169,6 +170,12 @@ def render(results: dict, variants: dict, costs: dict, ten_crop: float, best: st
         name = f"**{tag}**" if tag == best else tag
         lines.append(f"| {name} | {cost:.2f} | {ten_crop / cost:.2f}× | "
                      + " | ".join(_fmt(per_set[n]) for n in sets) + " |")
+    if BASELINE in results:
+        lines += ["", "The 10-crop rows score the same images with section 4.2's baseline (ten random 224×224 crops "
+                  "of the image at 256 px, their softmax distributions averaged), thresholded with the card's "
+                  "`baseline_threshold` and with one refitted on the validation sets above by the same rule as the "
+                  "single pass's (a global cut, at least one label per image)"
+                  + ("; `--out` keeps the refitted one." if args.out else ".")]
     return "\n".join(lines) + "\n"
 
 

@@ -157,7 +157,8 @@ def starter_section(path: str, data: Path, limit: int | None = None) -> dict:
     print("5. starter", flush=True)
     model = load_model(path)
     predictor = Predictor(model)
-    starter = {"card": read_card(path), "pointing": {}}
+    starter = {"card": read_card(path), "pointing": {},
+               "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     for name in ("noto-test", "openmoji-test"):
         rows = load_truth(data / name)[:limit]
         samples = [Sample(r["path"], tuple(r["labels"])) for r in rows]
@@ -281,7 +282,12 @@ def render(r: dict, args) -> str:
         "# Benchmarks",
         "",
         f"Measured on {r['date'][:10]}, {r['machine']} (the project's 2-core CPU machine, no GPU),",
-        f"by `{r['command']}` in {r['seconds']:.0f} s.",
+        f"by `{r['command']}` in {r['seconds']:.0f} s."
+        + (f" This file was rendered from that measurement ({args.json}) by `python bench/run.py "
+           f"{' '.join(sys.argv[1:])}`: the starter's section"
+           + (f" was measured again on {r['starter']['date'][:10]}," if (r.get("starter") or {}).get("date") else "")
+           + " and the included sections are files written by the commands each one names."
+           if args.render_only else ""),
         "Data: the emoji-scenes benchmark (`bench/emoji_scenes.py`, seed 0): noto-train 12,000 (`data/emoji`) or",
         "48,000 (`data/emoji48`, the same command with `--sets noto-train:48000`: its first 12,000 scenes are the",
         "same), noto-val 1,000, noto-test 1,000, openmoji-test 1,000 scenes, 67 labels (Unicode emoji subgroups),",
@@ -389,7 +395,8 @@ def render(r: dict, args) -> str:
         if "noto-test 10-crop" in s:
             short = (s["card"].get("prediction") or {}).get("short_side", 256)
             lines += [f"Table 3 and the pointing game again, on this model (single pass at {short} px as its card "
-                      "says; the 10-crop baseline with the card's `baseline_threshold`, fitted by its training):", "",
+                      "says; the 10-crop baseline with the card's `baseline_threshold`, fitted on validation images "
+                      "by its training or by `bench/rescore.py --baseline`):", "",
                       "| set | method | precision | recall | accuracy | mAP | GFLOPs/img |",
                       "|---|---|---|---|---|---|---|"]
             for name in ("noto-test", "openmoji-test"):

@@ -41,17 +41,15 @@ def main(argv: list[str] | None = None) -> int:
               "|---|" + "---|" * len(base["ks"])]
     for run in runs:
         by_k = {r["k"]: r for r in run["curve"]}
-        flags = " ".join(run.get("train_flags") or []) or "defaults"
+        setting = f"`{' '.join(run.get('train_flags') or []) or 'defaults'}`"
         if run.get("replay"):
-            flags += f"` + {run['replay']} Noto scenes (`--replay {run['replay']}`)"
-        else:
-            flags += "`"
+            setting += f" + {run['replay']} Noto scenes (`--replay {run['replay']}`)"
         cells = []
         for k in base["ks"]:
             r = by_k.get(k)
             cells.append(f"{r[new]['accuracy']:.3f} / {r['noto']['accuracy']:.3f} ({r['noto']['mAP']:.3f})"
                          if r else "")
-        lines.append(f"| `{flags} | " + " | ".join(cells) + " |")
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in runs), ""]
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

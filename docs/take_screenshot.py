@@ -127,12 +127,40 @@ def training_panel_shot(app: QApplication, window: MainWindow, out: str, epochs:
     print(f"saved {out}: {panel.status_label.text()}; {panel.result_summary.text()}")
 
 
+def activated_shot(app: QApplication, window: MainWindow, out: str, tag: str | None) -> None:
+    """After the training panel's run: "Use the new model", Tag all, and the new model's map of ``tag``
+    (else of its best label) on the first image where it predicts it."""
+    panel = window.training_panel
+    ready = []
+    window.modelReady.connect(ready.append)
+    panel.activate_button.click()
+    wait(app, lambda: ready)
+    window.training_dock.hide()
+    done = []
+    window.batchFinished.connect(lambda *a: done.append(a))
+    window.tag_all()
+    wait(app, lambda: done, timeout=TRAINING_TIMEOUT)
+    records = window.images.records()
+    shown = next((r for r in records if tag in getattr(window.library.prediction(r.id), "labels", [])), records[0])
+    window.gallery.select_image(shown.id)
+    wait(app, lambda: window.viewer._maps is not None and window.viewer.view.image_size()[0] > 0)
+    prediction = window.library.prediction(shown.id)
+    label = tag if tag in prediction.labels else max(prediction.scores, key=prediction.scores.get)
+    window.viewer.show_label(label)
+    settle(app)
+    window.grab().save(out)
+    print(f"saved {out}: {window.model.name}, {Path(shown.path).name}, map of {label!r}; "
+          f"predicted {prediction.labels}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="the PNG to write")
     parser.add_argument("image", nargs="?", default="noto-003.jpg", help="main window: the image whose map is shown")
     parser.add_argument("--training-panel", action="store_true", help="the Training panel after a fine-tune")
     parser.add_argument("--new-tag", metavar="TAG:PREFIX", help="first add TAG to the sidecars with a PREFIX… label")
+    parser.add_argument("--activated", metavar="PNG",
+                        help="with --training-panel: then use the new model, Tag all, and grab the main window here")
     args = parser.parse_args(argv)
     app = QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory(prefix="shot-") as tmp:
@@ -143,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.training_panel:
                 training_panel_shot(app, window, args.out)
+                if args.activated:
+                    activated_shot(app, window, args.activated, (args.new_tag or "").partition(":")[0] or None)
             else:
                 main_window_shot(app, window, args.out, args.image)
         finally:

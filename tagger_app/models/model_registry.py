@@ -102,10 +102,13 @@ class ModelRegistry:
         return path
 
     def keep(self, source: str | Path, stem: str = "fine-tuned") -> KeptModel:
-        """Move a freshly trained model file into the folder; returns it as kept."""
+        """Move a freshly trained model file into the folder, under its own name when that is free;
+        returns it as kept."""
         source = Path(source)
         card = read_card(source)
-        target = self.new_model_path(stem)
+        target = self.root / source.name
+        if target.exists() or not re.fullmatch(r"[\w.-]+\.safetensors", source.name):
+            target = self.new_model_path(stem)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(target))
         return KeptModel(target, card)

@@ -804,6 +804,12 @@ class TrainingPanel(QWidget):
         )
         self._warn_about_rate()
 
+    def model_file_name(self, run_dir: Path) -> str:
+        """``fine-tuned-<run's UTC time>.safetensors`` (or ``trained-…``): a fine-tune's card takes its
+        name from this file's, and the model is kept under the same name."""
+        stem = "fine-tuned" if self.finetune_radio.isChecked() else "trained"
+        return f"{stem}-{run_dir.name[:15]}.safetensors"
+
     def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainRequest:
         """The ``mlcnn train`` options the panel's controls describe (``data``: the manifests)."""
         run_dir = run_dir or self.runs_dir / "<run>"
@@ -811,7 +817,7 @@ class TrainingPanel(QWidget):
         paper = self.recipe_combo.currentText() == "paper"
         return TrainRequest(
             data=data or [str(run_dir / f"confirmed-{i}.jsonl") for i in range(max(1, len(self.sources)))],
-            out=str(run_dir / "model.safetensors"),
+            out=str(run_dir / self.model_file_name(run_dir)),
             init=self.current_model if finetune else None,
             arch=self.arch_combo.currentText(),
             recipe=self.recipe_combo.currentText(),

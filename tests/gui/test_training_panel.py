@@ -193,9 +193,10 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     assert panel.progress_bar.value() == panel.progress_bar.maximum()
     # the new model is kept, with a card, and has the new label
     assert panel.new_model and Path(panel.new_model).parent == tmp_path / "models"
-    assert not (panel._run_dir / "model.safetensors.ckpt").exists()  # a finished run needs no checkpoint
+    assert not list(panel._run_dir.glob("*.ckpt"))  # a finished run needs no checkpoint
     card = read_card(panel.new_model)
     assert card["labels"][: len(LABELS)] == LABELS and card["labels"][-1] == "sunset"
+    assert card["name"] == Path(panel.new_model).stem == "fine-tuned-" + panel._run_dir.name[:15]
     log = panel.log.toPlainText()
     assert "New labels fitted before training" in log and "New labels fitted after training" in log, log
     assert card["provenance"]["init"] == str(tiny_model_path)
@@ -242,8 +243,9 @@ def test_cancel_keeps_checkpoint(qtbot, panel, tmp_path, tiny_model_path):
     assert ended == ["cancelled"]
     assert "Cancelled" in panel.result_summary.text()
     run_dir = panel._run_dir
-    assert (run_dir / "model.safetensors.ckpt" / "last.safetensors").is_file()
-    assert (run_dir / "model.safetensors").is_file()
+    model_file = run_dir / panel.model_file_name(run_dir)
+    assert (model_file.parent / (model_file.name + ".ckpt") / "last.safetensors").is_file()
+    assert model_file.is_file()
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
     assert panel.new_model is None and not panel.activate_button.isEnabled()
     library.close()

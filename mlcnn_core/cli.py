@@ -50,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       max_steps=args.max_steps,
                       time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
                       new_labels=args.new_labels,
+                      short_sides=tuple(args.short_side_range) if args.short_side_range else None,
                       extra_card={"name": args.name} if args.name else {})
     train(cfg)
     return 0
@@ -239,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --init, labels the model lacks: fit: their output rows are fitted to the test form "
                         "of the training images before and after the fine-tune (positions without the label are "
                         "negatives); train: learnt by the fine-tune alone, in the training form")
+    t.add_argument("--short-side-range", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="scale augmentation: each batch resizes its images so their shorter side is a random "
+                        "size in [LO, HI] (log-uniform), then crops min(size, 256) square: below 256 whole scenes "
+                        "drawn smaller, above it zoomed crops (default: 256 for every batch, the paper's)")
     t.add_argument("--workers", type=int, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", help="the model's name in its card (default: kept from --init, else empty)")

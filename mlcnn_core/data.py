@@ -29,6 +29,7 @@ from .sidecars import SidecarError, existing_txt_sidecar, find_stem_collisions, 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 SHORT_SIDE = 256
 CROP = 256
+MIN_TRAIN_SIDE = 64  # smallest short side that --short-side-range accepts
 # Refuse decompression bombs with our own message; Pillow's own limit would only warn first.
 MAX_PIXELS = 120_000_000
 
@@ -218,7 +219,11 @@ class TrainingSet:
 
     Returns (uint8 [CROP, CROP, 3], multi-hot targets). Mean subtraction and the float
     conversion happen on the batch in the training process (cheaper to send uint8 between
-    processes). An unreadable image is replaced by a random other one, and counted."""
+    processes). An unreadable image is replaced by a random other one, and counted.
+
+    A key is an index, or (index, short side) from :class:`ScaledBatches`: the image's shorter side
+    is then resized to that size and the crop is ``min(short side, crop)`` square, so a smaller size
+    shows the whole scene smaller and a larger one zooms in."""
 
     def __init__(self, samples: list[Sample], labels: list[str], seed: int = 0, crop: int = CROP):
         self.samples = samples
@@ -230,17 +235,70 @@ class TrainingSet:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        i, short = key if isinstance(key, tuple) else (key, self.crop)
+        crop = min(short, self.crop)
         rng = np.random.default_rng((self.seed, self.epoch, i))
         for _ in range(10):
             sample = self.samples[i]
             try:
-                rgb = resize_short_side(read_image(sample.image, self.crop), self.crop)
-                return random_crop_flip(rgb, rng, self.crop), multi_hot(sample.labels, self.index)
+                rgb = resize_short_side(read_image(sample.image, short), short)
+                return random_crop_flip(rgb, rng, crop), multi_hot(sample.labels, self.index)
             except ImageError as e:
                 warnings.warn(str(e), stacklevel=1)
                 i = int(rng.integers(0, len(self.samples)))
         raise ImageError("ten unreadable images in a row; is the dataset readable?")
+
+
+class ScaledBatches:
+    """Batches of (index, short side) keys for :class:`TrainingSet`: scale augmentation.
+
+    Each batch draws one short side log-uniformly in ``short_sides`` = (lo, hi), since a batch's
+    crops must share a size: below the crop size the batch is whole scenes at that size (objects
+    drawn smaller, as a larger image read at a small size shows them); above it, crops of a zoomed
+    image. The paper trains at one scale (short side 256, section 2.1.3); this is ours. ``indices``
+    is an index sampler (a RandomSampler, or a DistributedSampler for this rank)."""
+
+    def __init__(self, indices, batch_size: int, short_sides: tuple[int, int], seed: int = 0,
+                 drop_last: bool = True):
+        lo, hi = short_sides
+        if not MIN_TRAIN_SIDE <= lo <= hi:
+            raise ValueError(f"training short sides must satisfy {MIN_TRAIN_SIDE} <= lo <= hi, got {lo}, {hi}")
+        self.indices = indices
+        self.batch_size = batch_size
+        self.short_sides = (lo, hi)
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.indices, "set_epoch"):
+            self.indices.set_epoch(epoch)
+
+    def short_side(self, batch: int) -> int:
+        lo, hi = self.short_sides
+        rng = np.random.default_rng((self.seed, self.epoch, batch, 0x5CA1E))
+        return lo if lo == hi else int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        batch: list[int] = []
+        number = 0
+        for i in self.indices:
+            batch.append(int(i))
+            if len(batch) == self.batch_size:
+                yield self._keys(batch, number)
+                batch, number = [], number + 1
+        if batch and not self.drop_last:
+            yield self._keys(batch, number)
+
+    def _keys(self, batch: list[int], number: int) -> list[tuple[int, int]]:
+        short = self.short_side(number)
+        return [(i, short) for i in batch]
 
 
 def compute_mean_pixel(samples: list[Sample], limit: int = 2000, seed: int = 0) -> list[float]:

@@ -38,8 +38,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import (
+    CROP,
     ImageError,
     Sample,
+    ScaledBatches,
     TrainingSet,
     compute_mean_pixel,
     label_vocabulary,
@@ -143,6 +145,7 @@ class TrainConfig:
     max_steps: int | None = None      # stop early (tests, quick benchmarks)
     time_budget_s: float | None = None  # fewer epochs when the planned ones would not fit in this time
     new_labels: str = "fit"           # "fit": new labels' rows fitted on the test form (newlabels.py); "train"
+    short_sides: tuple[int, int] | None = None  # scale augmentation: (lo, hi) short side before the crop
     extra_card: dict = field(default_factory=dict)
 
 
@@ -459,11 +462,18 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                if world > 1 else None)
     workers = cfg.workers if cfg.workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
     per_rank_batch = max(1, recipe.batch_size // world)
-    loader = DataLoader(dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
-                        # not persistent: each epoch's workers start from the dataset with its new
-                        # epoch number, so crops and flips differ from epoch to epoch
-                        num_workers=workers, persistent_workers=False, drop_last=len(dataset) > per_rank_batch,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    drop_last = len(dataset) > per_rank_batch
+    # not persistent: each epoch's workers start from the dataset with its new epoch number, so
+    # crops and flips differ from epoch to epoch
+    common = {"num_workers": workers, "persistent_workers": False, "pin_memory": device.type == "cuda",
+              "generator": torch.Generator().manual_seed(cfg.seed)}
+    if cfg.short_sides:
+        indices = sampler or torch.utils.data.RandomSampler(dataset, generator=common["generator"])
+        sampler = ScaledBatches(indices, per_rank_batch, cfg.short_sides, seed=cfg.seed, drop_last=drop_last)
+        loader = DataLoader(dataset, batch_sampler=sampler, **common)
+    else:
+        loader = DataLoader(dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+                            drop_last=drop_last, **common)
     optimizer = make_optimizer(net, recipe)
     anchored = anchors(net, len(model.labels) - len(new_labels)) if cfg.init and recipe.anchor > 0 else []
     ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
@@ -640,7 +650,8 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
         "epochs_run": state["epoch"], "steps": state["step"], "best_epoch": state.get("best_epoch"),
         "kept": ("the best epoch on the held-out images" if judged >= MIN_IMAGES_TO_JUDGE
                  else f"the last epoch (fewer than {MIN_IMAGES_TO_JUDGE} readable held-out images)"),
-        "val_fraction": cfg.val_fraction, "train_seconds": round(state.get("elapsed_s", time.time() - started), 1),
+        "val_fraction": cfg.val_fraction, "short_sides": list(cfg.short_sides or (CROP, CROP)),
+        "train_seconds": round(state.get("elapsed_s", time.time() - started), 1),
         "skipped_unlabelled": state["skipped_unlabelled"], "cancelled": cancelled, "threshold": threshold_source,
         "history": state["history"], **({"parent": previous} if previous else {}),
     }

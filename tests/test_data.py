@@ -7,6 +7,7 @@ from mlcnn_core.data import (
     DatasetError,
     ImageError,
     Sample,
+    ScaledBatches,
     TrainingSet,
     is_held_out,
     load_samples,
@@ -116,3 +117,36 @@ def test_training_crops_change_with_the_epoch(tmp_path):
         ds.epoch = epoch
         crops.add(ds[0][0].tobytes())
     assert len(crops) > 1
+
+
+def test_scaled_batches_share_one_short_side_per_batch(tmp_path):
+    # a 32-pixel grid: a crop of a bigger resize shows fewer grid lines, a smaller one the whole grid smaller
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[::32] = 255
+    Image.fromarray(image).save(tmp_path / "grid.png")
+    ds = TrainingSet([Sample(str(tmp_path / "grid.png"), ("a",))], ["a"])
+
+    def grid_lines(crop):
+        bright = crop[:, :, 0].mean(axis=1) > 100
+        return int(bright[0]) + int((bright[1:] & ~bright[:-1]).sum())
+
+    assert ds[0][0].shape == ds[0, 256][0].shape == (256, 256, 3)
+    assert grid_lines(ds[0][0]) == grid_lines(ds[0, 128][0]) == 8
+    assert ds[0, 128][0].shape == (128, 128, 3)
+    assert ds[0, 512][0].shape == (256, 256, 3) and grid_lines(ds[0, 512][0]) == 4
+
+    batches = ScaledBatches(range(100), 8, (128, 400), seed=3)
+    keys = list(batches)
+    assert len(keys) == len(batches) == 12 and all(len(b) == 8 for b in keys)
+    assert sorted(i for b in keys for i, _ in b) == list(range(96))
+    sides = [{s for _, s in b} for b in keys]
+    assert all(len(s) == 1 for s in sides)
+    sides = {s.pop() for s in sides}
+    assert len(sides) > 3 and min(sides) >= 128 and max(sides) <= 400
+    assert [b[0][1] for b in ScaledBatches(range(100), 8, (128, 400), seed=3)] == [b[0][1] for b in keys]
+    batches.set_epoch(1)
+    assert [b[0][1] for b in batches] != [b[0][1] for b in keys]
+    assert len(ScaledBatches(range(100), 8, (200, 200), drop_last=False)) == 13
+    for bad in [(32, 256), (300, 200)]:
+        with pytest.raises(ValueError, match="short sides"):
+            ScaledBatches(range(10), 4, bad)

@@ -150,14 +150,15 @@ def test_paper_recipe_runs(tmp_path):
     assert card["arch"]["norm"] is False
 
 
-def test_torchrun_two_processes_on_cpu(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--short-side-range", "96", "320"]], ids=["fixed-scale", "scale-range"])
+def test_torchrun_two_processes_on_cpu(tmp_path, extra):
     make_dataset(tmp_path / "d", 64, seed=4)
     out = tmp_path / "ddp.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
            "-m", "mlcnn_core.cli", "train", "--data", str(tmp_path / "d"), "--out", str(out), "--arch", "tiny",
            "--epochs", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu",
-           "--events", str(tmp_path / "ddp.jsonl")]
+           "--events", str(tmp_path / "ddp.jsonl"), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in (tmp_path / "ddp.jsonl").read_text().splitlines()]

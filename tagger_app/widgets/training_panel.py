@@ -94,6 +94,12 @@ def training_runs_dir() -> Path:
 # ------------------------------------------------------------------------------------------ data
 
 
+
+def model_stem(finetune: bool) -> str:
+    """How a run's model file and the copy kept of it are named: ``fine-tuned`` or ``trained``."""
+    return "fine-tuned" if finetune else "trained"
+
+
 @dataclass
 class TrainingSource:
     """Confirmed images of one library: (absolute path, the person's tags)."""
@@ -807,8 +813,7 @@ class TrainingPanel(QWidget):
     def model_file_name(self, run_dir: Path) -> str:
         """``fine-tuned-<run's UTC time>.safetensors`` (or ``trained-…``): a fine-tune's card takes its
         name from this file's, and the model is kept under the same name."""
-        stem = "fine-tuned" if self.finetune_radio.isChecked() else "trained"
-        return f"{stem}-{run_dir.name[:15]}.safetensors"
+        return f"{model_stem(self.finetune_radio.isChecked())}-{run_dir.name[:15]}.safetensors"
 
     def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainRequest:
         """The ``mlcnn train`` options the panel's controls describe (``data``: the manifests)."""
@@ -983,7 +988,7 @@ class TrainingPanel(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         try:
-            kept = self.registry.keep(event["model"], stem="fine-tuned" if self._train_request.init else "trained")
+            kept = self.registry.keep(event["model"], stem=model_stem(bool(self._train_request.init)))
         except (OSError, ValueError) as e:
             self._on_failed(f"The trained model could not be kept: {e}", "")
             return

@@ -94,7 +94,6 @@ def training_runs_dir() -> Path:
 # ------------------------------------------------------------------------------------------ data
 
 
-
 def model_stem(finetune: bool) -> str:
     """How a run's model file and the copy kept of it are named: ``fine-tuned`` or ``trained``."""
     return "fine-tuned" if finetune else "trained"

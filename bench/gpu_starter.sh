@@ -73,19 +73,6 @@ for name in "${names[@]}"; do
 done
 echo "trained in $(( $(date +%s) - t1 )) s"
 for name in "${names[@]}"; do
-    $PY - "$name" "$models/$name.events.jsonl" <<'EOF' || true
-import json, sys
-name, path = sys.argv[1:]
-for line in open(path):
-    e = json.loads(line)
-    if e["event"] == "epoch":
-        v = e.get("val", {})
-        print(name, "epoch", e["epoch"], "loss %.4f" % e["train_loss"], "img/s", e["images_per_s"], "s", e["seconds"],
-              "val acc %.4f mAP %.4f" % (v.get("accuracy", 0), v.get("mAP", 0)))
-    elif e["event"] == "time_budget":
-        print(name, "time budget: epochs cut to", e["epochs"])
-    elif e["event"] == "done":
-        print(name, "done in", e["seconds"], "s")
-EOF
+    $PY bench/events_summary.py "$name" "$models/$name.events.jsonl" || true
 done
 exit $status

@@ -60,19 +60,6 @@ for name in $RUNS; do
 done
 echo "trained in $(( $(date +%s) - t1 )) s"
 for name in $RUNS; do
-    grep -h '"event": "epoch"\|"event": "time_budget"\|"event": "done"' "$models/$name.events.jsonl" 2>/dev/null \
-        | $PY -c "
-import json, sys
-for line in sys.stdin:
-    e = json.loads(line)
-    if e['event'] == 'epoch':
-        v = e.get('val', {})
-        print('$name', 'epoch', e['epoch'], 'loss %.4f' % e['train_loss'], 'img/s', e['images_per_s'],
-              's', e['seconds'], 'val acc %.4f mAP %.4f' % (v.get('accuracy', 0), v.get('mAP', 0)))
-    elif e['event'] == 'time_budget':
-        print('$name', 'time budget: epochs cut to', e['epochs'])
-    else:
-        print('$name', 'done in', e['seconds'], 's; validation', json.dumps(e['metrics'].get('validation_single_pass')))
-" || true
+    $PY bench/events_summary.py "$name" "$models/$name.events.jsonl" || true
 done
 exit $status

@@ -51,6 +51,7 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     results = []
+    truths = {Path(folder).name: load_truth(Path(folder)) for folder in args.set}
     for item in args.model:
         name, sep, path = item.partition("=")
         if not sep or not Path(path).is_file():
@@ -60,17 +61,16 @@ def main() -> int:
         card_cfg = predictor.config
         for size in args.short_side or [card_cfg.short_side]:
             predictor.config = dataclasses.replace(card_cfg, short_side=size)
-            for folder in args.set:
-                rows = load_truth(Path(folder))
+            for set_name, rows in truths.items():
                 game = pointing_game(raw_outputs(predictor, rows), rows, model.labels, predictor.config)
-                results.append({"model": name, "path": path, "short_side": size, "set": Path(folder).name,
+                results.append({"model": name, "path": path, "short_side": size, "set": set_name,
                                 "hits": game["hits"], "pairs": game["pairs"], "rate": game["rate"]})
-                print(f"{name} at {size} px, {Path(folder).name}: {game['hits']} / {game['pairs']} = "
+                print(f"{name} at {size} px, {set_name}: {game['hits']} / {game['pairs']} = "
                       f"{100 * game['rate']:.1f} % of true labels' peaks inside one of their boxes", flush=True)
     seconds = time.time() - t0
     print(f"done in {seconds:.0f} s")
     if args.md:
-        Path(args.md).write_text(render(results, [Path(s).name for s in args.set], args, seconds), encoding="utf-8")
+        Path(args.md).write_text(render(results, list(truths), args, seconds), encoding="utf-8")
         Path(args.md).with_suffix(".json").write_text(
             json.dumps({"command": sys.argv, "results": results}, indent=1) + "\n", encoding="utf-8")
     return 0

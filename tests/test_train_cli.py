@@ -259,7 +259,6 @@ def test_time_budget_shortens_the_run_and_its_schedule(tmp_path):
     assert read_card(out)["provenance"]["recipe"]["epochs"] == 1
 
 
-
 def test_short_side_range_trains_at_several_scales(tmp_path, capsys):
     make_dataset(tmp_path / "d", 40, seed=7)
     out, events_file = tmp_path / "m.safetensors", tmp_path / "e.jsonl"
@@ -267,12 +266,16 @@ def test_short_side_range_trains_at_several_scales(tmp_path, capsys):
                  "--batch-size", "8", "--workers", "1", "--short-side-range", "96", "320",
                  "--events", str(events_file)]) == 0
     assert read_card(out)["provenance"]["short_sides"] == [96, 320]
-    epochs = [json.loads(line) for line in events_file.read_text().splitlines() if '"epoch"' in line]
-    assert all(e["train_loss"] > 0 for e in epochs if e["event"] == "epoch")
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    # the scaled batches cover each epoch as the plain loader would: every planned step ran
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == 2 * events[0]["steps_per_epoch"]
     assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "x.safetensors"),
                  "--arch", "tiny", "--epochs", "1", "--short-side-range", "20", "300"]) != 0
     assert "short sides" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
 
 def test_few_held_out_images_keep_the_last_epoch(trained, tmp_path):
     """Too few held-out images to judge by: the last epoch is kept, not the one that scored best."""

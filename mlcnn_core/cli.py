@@ -41,6 +41,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"--epochs {args.epochs}: give 1 or more (0 only with --init: fit new labels, train nothing)")
     if args.time_budget is not None and args.time_budget <= 0:
         return _fail(f"--time-budget {args.time_budget:g}: give the minutes training may take, more than 0")
+    if args.short_side_range:
+        from .data import MIN_TRAIN_SIDE
+
+        lo, hi = args.short_side_range
+        if not MIN_TRAIN_SIDE <= lo <= hi:
+            return _fail(f"--short-side-range {lo} {hi}: give LO <= HI, LO at least {MIN_TRAIN_SIDE} pixels")
     cfg = TrainConfig(data=args.data, out=args.out, arch=args.arch, init=args.init, recipe=args.recipe,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,

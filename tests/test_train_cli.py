@@ -271,9 +271,13 @@ def test_short_side_range_trains_at_several_scales(tmp_path, capsys):
     # the scaled batches cover each epoch as the plain loader would: every planned step ran
     steps = [e for e in events if e["event"] == "step"]
     assert steps[-1]["step"] == steps[-1]["total_steps"] == 2 * events[0]["steps_per_epoch"]
-    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "x.safetensors"),
-                 "--arch", "tiny", "--epochs", "1", "--short-side-range", "20", "300"]) != 0
-    assert "short sides" in capsys.readouterr().err
+    capsys.readouterr()
+    # a bad range is refused before any data is read: the folder named here does not even exist
+    for bad in (["20", "300"], ["300", "200"]):
+        assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"),
+                     "--arch", "tiny", "--epochs", "1", "--short-side-range", *bad]) != 0
+        err = capsys.readouterr().err
+        assert f"--short-side-range {bad[0]} {bad[1]}" in err and "missing" not in err
     assert not (tmp_path / "x.safetensors").exists()
 
 

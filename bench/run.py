@@ -391,7 +391,7 @@ def render(r: dict, args) -> str:
         lines += ["## 5. The shipped starter model", "",
                   f"`resources/models/starter.safetensors`: the Noto-only model "
                   f"({own[0].get('init') if own else '?'}) fine-tuned on both styles, first run first:", "",
-                  *[line for p in own for line in lineage({**p, "parent": None})], ""]
+                  *[line for p in own for line in lineage({**p, "parent": None})], *soup_lines(s["card"]), ""]
         if "noto-test 10-crop" in s:
             short = (s["card"].get("prediction") or {}).get("short_side", 256)
             lines += [f"Table 3 and the pointing game again, on this model (single pass at {short} px as its card "
@@ -464,7 +464,32 @@ def lineage(prov: dict) -> list[str]:
                      f"{f' (≈{n:,} crops)' if n else ''}, peak rate {recipe.get('lr')}, batch "
                      f"{recipe.get('batch_size')}, {p.get('train_seconds', 0) / 60:.0f} min"
                      f"{' on ' + p['device'] if p.get('device') else ''}"
+                     f"{scale_of(p.get('short_sides'))}"
                      f"{', from ' + p['init'] if p.get('init') else ''}; best epoch {p.get('best_epoch')}")
+    return lines
+
+
+def scale_of(short_sides: list[int] | None) -> str:
+    """A run's scale augmentation (``mlcnn train --short-side-range``), if it had one."""
+    if not short_sides or short_sides[0] == short_sides[1]:
+        return ""
+    return f", short sides {short_sides[0]}–{short_sides[1]} px"
+
+
+def soup_lines(card: dict) -> list[str]:
+    """A soup's ingredients (bench/soup.py), one line each: the model itself or the run that made it."""
+    prov = card.get("provenance", {})
+    if not prov.get("soup"):
+        return []
+    own = {k: v for k, v in prov.items() if k not in ("parent", "soup")}
+    lines = ["", "then the mean of the weights of these models (`bench/soup_select.py`, a greedy soup chosen on "
+             "the validation sets; the \"Model soups\" section below):", ""]
+    for entry in prov["soup"]:
+        run = entry.get("run") or {}
+        if run == own:
+            lines.append(f"- `{entry['model']}`: the model above")
+        else:
+            lines += [f"- `{entry['model']}`: " + line[2:] for line in lineage({**run, "parent": None})]
     return lines
 
 

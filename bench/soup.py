@@ -33,6 +33,13 @@ def soup(state_dicts: list[dict[str, torch.Tensor]], weights: list[float]) -> di
     return out
 
 
+def soup_entry(path: str, weight: float, model) -> dict:
+    """How a soup's card names an ingredient: its file, weight, name and the training run that made it
+    (its card's provenance without its parents', which the soup's own card already holds)."""
+    run = {k: v for k, v in model.card.get("provenance", {}).items() if k not in ("parent", "soup")}
+    return {"model": path, "weight": weight, "name": model.name, "run": run}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="an ingredient (give two or more)")
@@ -52,8 +59,7 @@ def main() -> int:
             ap.error(f"{path} has another architecture or label set than {args.model[0]}")
     first.net.load_state_dict(soup([m.net.state_dict() for m in models], weights))
     provenance = dict(first.card.get("provenance", {}))
-    provenance["soup"] = [{"model": p, "weight": w, "name": m.name} for p, w, m in zip(args.model, weights, models,
-                                                                                    strict=True)]
+    provenance["soup"] = [soup_entry(p, w, m) for p, w, m in zip(args.model, weights, models, strict=True)]
     first.card = dict(first.card, provenance=provenance, name=args.name or first.name)
     save_model(first, args.out)
     print(f"wrote {args.out}: the weighted mean of " + ", ".join(f"{p} ({w:g})" for p, w in zip(args.model, weights,

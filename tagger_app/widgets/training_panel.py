@@ -254,6 +254,26 @@ class ComparisonModel(ColumnTableModel):
 # ------------------------------------------------------------------------------------------ curves
 
 
+class LogView(QPlainTextEdit):
+    """A read-only log that keeps its last line in view, also when its lines rewrap after a resize,
+    until the person scrolls up to read; scrolling back to the end follows it again."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.following = True
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._scrolled)
+        bar.rangeChanged.connect(self._range_changed)
+
+    def _scrolled(self, value: int) -> None:
+        self.following = value >= self.verticalScrollBar().maximum()
+
+    def _range_changed(self, _low: int, high: int) -> None:
+        if self.following:
+            self.verticalScrollBar().setValue(high)
+
+
 class TrainingCurves(QWidget):
     """Training loss (left axis) and held-out accuracy (right axis, 0–1) against epochs."""
 
@@ -573,8 +593,7 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.status_label)
         self.curves = TrainingCurves()
         layout.addWidget(self.curves, 2)
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
+        self.log = LogView()
         self.log.setMaximumBlockCount(2000)
         self.log.setMinimumHeight(60)
         layout.addWidget(self.log, 1)

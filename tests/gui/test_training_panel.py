@@ -346,3 +346,25 @@ def test_in_the_main_window_confirm_train_activate_predict(
         window.tag_all()
     record = window.images.records()[0]
     assert window.library.prediction(record.id).model_hash == window.model.hash
+
+
+def test_log_keeps_its_last_line_in_view_until_scrolled_up(qtbot):
+    from tagger_app.widgets.training_panel import LogView
+
+    log = LogView()
+    qtbot.addWidget(log)
+    log.resize(300, 120)
+    log.show()
+    bar = log.verticalScrollBar()
+    for i in range(60):
+        log.appendPlainText(f"line {i}: " + "words that wrap " * 4)
+    qtbot.waitUntil(lambda: bar.maximum() > 0)
+    assert bar.value() == bar.maximum()
+    log.resize(160, 120)  # the lines rewrap: more of them, the end still in view
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum())
+    bar.setValue(bar.maximum() // 2)  # the person scrolls up to read
+    log.appendPlainText("another line")
+    assert 0 < bar.value() < bar.maximum() and not log.following
+    bar.setValue(bar.maximum())  # back to the end: follows again
+    log.appendPlainText("and one more")
+    assert bar.value() == bar.maximum()

@@ -1,0 +1,54 @@
+"""bench/two_scale.py: a second pass's features beside the first's, fitted on validation sets only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlcnn_core.modelfile import new_model, save_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "two_scale.py"
+
+
+def _scene_set(folder: Path, count: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    rows = []
+    for i in range(count):
+        h, w = int(rng.integers(64, 96)), int(rng.integers(64, 128))
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+        labels = sorted({str(x) for x in rng.choice(["x", "y", "z"], size=int(rng.integers(1, 3)))})
+        rows.append({"image": f"{i}.jpg", "width": w, "height": h, "labels": labels,
+                     "objects": [{"label": lab, "box": [0, 0, w, h]} for lab in labels]})
+    (folder / "truth.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder
+
+
+def test_two_scale_reads_every_pair_and_costs_both_passes(tmp_path):
+    torch.manual_seed(0)
+    model = save_model(new_model("tiny", labels=["x", "y", "z"], name="t"), tmp_path / "t.safetensors")
+    val, test = _scene_set(tmp_path / "val", 24, 1), _scene_set(tmp_path / "test", 8, 2)
+    md = tmp_path / "two.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--val", str(val), "--test", str(test),
+                           "--primary", "96", "--second", "64", "--md", str(md)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(md.with_suffix(".json").read_text(encoding="utf-8"))
+    single, both = result["results"]
+    assert single["passes"] == [96] and both["passes"] == [96, 64]
+    assert len(single["weights"]) == 5 and len(both["weights"]) == 9   # four features per pass, and a bias
+    assert both["gflops"] > single["gflops"] > 0
+    assert both["ten_crop_ratio"] < single["ten_crop_ratio"]
+    for r in result["results"]:
+        assert set(r["metrics"]) == {"val", "test"}
+        assert 0.0 <= r["pooled_val_accuracy"] <= 1.0
+        assert r["pooled_val_accuracy"] == pytest.approx(r["metrics"]["val"]["accuracy"])
+    table = md.read_text(encoding="utf-8")
+    assert "| 96 px + 64 px |" in table.replace("**", "")

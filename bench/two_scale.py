@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rescore import measure  # bench/rescore.py
 from run import load_truth, raw_outputs, truth_matrix  # bench/run.py
 
 from mlcnn_core.data import short_side_size
 from mlcnn_core.evaluate import ForwardFlops
-from mlcnn_core.metrics import mean_average_precision, set_metrics
 from mlcnn_core.modelfile import load_model
 from mlcnn_core.predict import Predictor, multiscale_maps, prune_and_sum
 from mlcnn_core.rescore import FEATURES, fit_rescore, label_features
@@ -57,11 +57,7 @@ def fit_and_read(feats: dict, alive: dict, truths: dict, val: list[str]) -> tupl
     scores = {n: np.where(alive[n], 1.0 / (1.0 + np.exp(-(feats[n] @ w + b))), 0.0) for n in feats}
     th = fit_threshold(np.concatenate([scores[n] for n in val]), np.concatenate([truths[n] for n in val]),
                        kind="global", at_least_one=True)
-    metrics = {}
-    for n in feats:
-        metrics[n] = set_metrics(th.select(scores[n]), truths[n])
-        metrics[n]["mAP"] = mean_average_precision(scores[n], truths[n])
-    return metrics, weights, th.to_dict()
+    return {n: measure(scores[n], truths[n], th) for n in feats}, weights, th.to_dict()
 
 
 def main() -> int:

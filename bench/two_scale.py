@@ -6,8 +6,8 @@ single pass misses, and at what cost?
         --test data/emoji/noto-test --test data/emoji/openmoji-test \
         --second 248 192 160 128 --md bench/results/two-scale.md
 
-The single pass at the card's size (288 px for the starter) misses large emoji more often than a
-pass at 248 px does, and small ones less often. Each row here fits rescore.py's logistic model on the
+Which emoji the single pass misses depends on the input size (a large drawing read at a smaller
+size is nearer the sizes the network was trained on). Each row here fits rescore.py's logistic model on the
 validation sets over the features of both passes side by side (a label is a candidate when it
 survives pruning in either pass), then a global threshold (at least one label per image), and reads
 the test sets with them. The first row is the card's single pass refitted the same way. Cost: forward
@@ -32,21 +32,16 @@ from run import load_truth, raw_outputs, truth_matrix  # bench/run.py
 from mlcnn_core.data import short_side_size
 from mlcnn_core.evaluate import ForwardFlops
 from mlcnn_core.modelfile import load_model
-from mlcnn_core.predict import Predictor, multiscale_maps, prune_and_sum
-from mlcnn_core.rescore import FEATURES, fit_rescore, label_features
+from mlcnn_core.predict import Predictor, candidate_features
+from mlcnn_core.rescore import FEATURES, fit_rescore
 from mlcnn_core.threshold import fit_threshold
 
 
 def features_of(raws: list[torch.Tensor], cfg) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, rescore.py's features of every label [N, l, len(FEATURES)] and whether the label
-    survived pruning [N, l]."""
-    feats, alive = [], []
-    for raw in raws:
-        maps = multiscale_maps(raw[None].float().softmax(dim=1), cfg)
-        sums, _ = prune_and_sum(maps, cfg.keep_ratio)
-        feats.append(label_features(maps, sums)[0].numpy())
-        alive.append((sums[0] > 0).numpy())
-    return np.stack(feats), np.stack(alive)
+    """candidate_features of images of different sizes, one image at a time: [N, l, len(FEATURES)]
+    and [N, l]."""
+    parts = [candidate_features(raw[None], cfg) for raw in raws]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([a for _, a in parts])
 
 
 def fit_and_read(feats: dict, alive: dict, truths: dict, val: list[str]) -> tuple[dict, tuple, dict]:

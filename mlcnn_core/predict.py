@@ -129,15 +129,20 @@ def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, t
     return scores, maps, winner
 
 
+def candidate_features(raw: torch.Tensor, cfg: PredictConfig) -> tuple[np.ndarray, np.ndarray]:
+    """rescore.py's features of every label of test-form outputs [N, l, h, w] ([N, l, len(FEATURES)])
+    and whether the label survives pruning ([N, l]: the candidates the logistic model scores)."""
+    maps = multiscale_maps(raw.softmax(dim=1), cfg)
+    sums, _ = prune_and_sum(maps, cfg.keep_ratio)
+    return label_features(maps, sums).cpu().numpy(), (sums > 0).cpu().numpy()
+
+
 def rescore_examples(raw: torch.Tensor, truth: np.ndarray, cfg: PredictConfig) -> tuple[np.ndarray, np.ndarray]:
     """What rescore.py's logistic model is fitted on: for test-form outputs [N, l, h, w] and their true
     labels [N, l], the features of every label that survives pruning ([n, len(FEATURES)]) and whether
     it is true ([n])."""
-    conf = raw.softmax(dim=1)
-    maps = multiscale_maps(conf, cfg)
-    sums, _ = prune_and_sum(maps, cfg.keep_ratio)
-    alive = (sums > 0).cpu().numpy()
-    return label_features(maps, sums).cpu().numpy()[alive], np.asarray(truth, bool)[alive]
+    features, alive = candidate_features(raw, cfg)
+    return features[alive], np.asarray(truth, bool)[alive]
 
 
 def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 20.0) -> torch.Tensor:

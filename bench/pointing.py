@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from run import load_truth, pointing_game, raw_outputs  # bench/run.py
+from run import load_truth, one_pass_predictor, pointing_game, raw_outputs  # bench/run.py
 
 from mlcnn_core.modelfile import load_model
-from mlcnn_core.predict import Predictor
 
 
 def render(results: list[dict], sets: list[str], args: argparse.Namespace, seconds: float) -> str:
@@ -57,7 +56,7 @@ def main() -> int:
         if not sep or not Path(path).is_file():
             ap.error(f"--model {item!r}: expected NAME=PATH of a model file")
         model = load_model(path)
-        predictor = Predictor(model)
+        predictor = one_pass_predictor(model)
         card_cfg = predictor.config
         for size in args.short_side or [card_cfg.short_side]:
             predictor.config = dataclasses.replace(card_cfg, short_side=size)

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import load_truth, raw_outputs, rescore_candidates, ten_crop_scores, truth_matrix  # bench/run.py
+from run import (  # bench/run.py
+    load_truth,
+    one_pass_predictor,
+    raw_outputs,
+    rescore_candidates,
+    ten_crop_scores,
+    truth_matrix,
+)
 
 from mlcnn_core.data import short_side_size
 from mlcnn_core.evaluate import ForwardFlops
@@ -66,7 +73,7 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     model = load_model(args.model)
-    card_predictor = Predictor(model)
+    card_predictor = one_pass_predictor(model)  # a card's second pass: bench/two_scale.py
     card_cfg = card_predictor.config
     sets = {Path(d).name: Path(d) for d in args.val + args.test}
     rows = {name: load_truth(path) for name, path in sets.items()}
@@ -123,6 +130,7 @@ def main() -> int:
     print(f"best on validation: {best} (pooled accuracy {val_accuracy(best):.4f})", flush=True)
     if args.out:
         model.card["prediction"] = cfg.to_dict()
+        model.card.pop("single_pass", None)
         model.card["summed_threshold"] = variants[f"summed, global threshold refitted, {short} px"][2].to_dict()
         model.card["threshold"] = th.to_dict()
         if args.baseline:

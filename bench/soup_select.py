@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from rescore import measure, scores_of  # bench/rescore.py
-from run import load_truth, raw_outputs, rescore_candidates, truth_matrix  # bench/run.py
+from run import load_truth, one_pass_predictor, raw_outputs, rescore_candidates, truth_matrix  # bench/run.py
 from soup import soup, soup_entry  # bench/soup.py
 
 from mlcnn_core.modelfile import load_model, save_model
@@ -36,7 +36,7 @@ from mlcnn_core.threshold import fit_threshold
 
 def validation_reading(model, rows: dict, truths: dict, short: int) -> dict:
     """Rescore and threshold fitted on all the sets of ``rows`` at ``short`` px; metrics per set and pooled."""
-    predictor = Predictor(model)
+    predictor = one_pass_predictor(model)
     base = dataclasses.replace(predictor.config, short_side=short, rescore=None)
     predictor = Predictor(model, config=base)
     raws = {name: raw_outputs(predictor, r) for name, r in rows.items()}

@@ -4,7 +4,8 @@ single pass misses, and at what cost?
     python bench/two_scale.py --model resources/models/starter.safetensors \
         --val data/emoji/noto-val --val data/emoji/openmoji-val \
         --test data/emoji/noto-test --test data/emoji/openmoji-test \
-        --second 248 192 160 128 --md bench/results/two-scale.md
+        --second 248 192 160 128 --md bench/results/two-scale.md \
+        [--out resources/models/starter.safetensors]
 
 Which emoji the single pass misses depends on the input size (a large drawing read at a smaller
 size is nearer the sizes the network was trained on). Each row here fits rescore.py's logistic model on the
@@ -12,7 +13,9 @@ validation sets over the features of both passes side by side (a label is a cand
 survives pruning in either pass), then a global threshold (at least one label per image), and reads
 the test sets with them. The first row is the card's single pass refitted the same way. Cost: forward
 GFLOPs per test image of both passes (``torch.utils.flop_counter``) and the 10-crop baseline's over
-it. Only validation data choose anything; nothing is written to the model.
+it. Only validation data choose anything. ``--out`` writes the model with the best row on validation
+(pooled accuracy; ties go to the cheaper reading) as its card's reading, and the card's reading before
+it as ``single_pass`` (``mlcnn predict --single-pass``).
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from rescore import measure  # bench/rescore.py
-from run import load_truth, raw_outputs, truth_matrix  # bench/run.py
+from run import load_truth, one_pass_predictor, raw_outputs, truth_matrix  # bench/run.py
 
 from mlcnn_core.data import short_side_size
 from mlcnn_core.evaluate import ForwardFlops
-from mlcnn_core.modelfile import load_model
+from mlcnn_core.modelfile import load_model, save_model
 from mlcnn_core.predict import Predictor, candidate_features
 from mlcnn_core.rescore import FEATURES, fit_rescore
 from mlcnn_core.threshold import fit_threshold
@@ -63,12 +66,15 @@ def main() -> int:
     ap.add_argument("--primary", type=int, help="the first pass's short side (default: the card's)")
     ap.add_argument("--second", type=int, nargs="+", required=True, metavar="PX", help="second-pass sizes to try")
     ap.add_argument("--md", help="markdown table of the results (and a .json beside it)")
+    ap.add_argument("--out", help="write the model read as the best row on validation here")
     args = ap.parse_args()
     t0 = time.time()
     model = load_model(args.model)
-    card = Predictor(model)
+    card = one_pass_predictor(model)
     base = dataclasses.replace(card.config, rescore=None)
     primary = args.primary or base.short_side
+    if args.out and primary != base.short_side:
+        ap.error("--out keeps the card's one-pass reading beside the new one: leave --primary at the card's size")
     sets = {Path(d).name: Path(d) for d in args.val + args.test}
     val, tests = [Path(d).name for d in args.val], [Path(d).name for d in args.test]
     rows = {n: load_truth(p) for n, p in sets.items()}
@@ -98,7 +104,11 @@ def main() -> int:
                         "metrics": metrics})
         print(f"  {' + '.join(map(str, passes)):>10s} px  {gflops:.2f} GFLOPs  pooled val acc {100 * pooled:.2f}  "
               + "  ".join(f"{n} {_fmt(m)}" for n, m in metrics.items()), flush=True)
-    best = max(results, key=lambda r: r["pooled_val_accuracy"])
+    best = max(results, key=lambda r: (r["pooled_val_accuracy"], -r["gflops"]))
+    print(f"best on validation: {' + '.join(map(str, best['passes']))} px "
+          f"(pooled accuracy {best['pooled_val_accuracy']:.4f})", flush=True)
+    if args.out:
+        write_reading(model, card, best, val, args.out)
     seconds = round(time.time() - t0, 1)
     if args.md:
         Path(args.md).write_text(render(results, best, ten_crop, args, seconds), encoding="utf-8")
@@ -107,6 +117,26 @@ def main() -> int:
              "seconds": seconds, "results": results}, indent=1), encoding="utf-8")
     print(f"done in {seconds} s")
     return 0
+
+
+def write_reading(model, one_pass: Predictor, best: dict, val: list[str], out: str) -> None:
+    """Save ``model`` read as ``best``; for two passes, the card's one-pass reading is kept as
+    ``single_pass``."""
+    card = model.card
+    prediction = dataclasses.replace(one_pass.config, rescore=tuple(best["weights"]),
+                                     second_short_side=best["passes"][1] if len(best["passes"]) > 1 else None)
+    card.pop("single_pass", None)
+    if prediction.second_short_side is not None:
+        rescored = None if one_pass.config.rescore is None else list(one_pass.config.rescore)
+        card["single_pass"] = {"rescore": rescored, "threshold": one_pass.threshold.to_dict()}
+    card["prediction"] = prediction.to_dict()
+    card["threshold"] = best["threshold"]
+    before = card.get("prediction_source", "card").split("; second pass by bench/two_scale.py")[0]
+    card["prediction_source"] = (f"{before}; second pass by bench/two_scale.py on {', '.join(val)}: "
+                                 f"{' + '.join(map(str, best['passes']))} px chosen there")
+    card.setdefault("metrics", {})["validation_two_pass"] = {n: best["metrics"][n] for n in val}
+    save_model(model, out)
+    print(f"wrote {out}", flush=True)
 
 
 def _fmt(m: dict) -> str:

@@ -77,19 +77,17 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def _load_for_prediction(args: argparse.Namespace):
-    """The model named by ``--model`` (else the starter), with ``--summed``, ``--keep-ratio`` and
-    ``--short-side`` applied to its card."""
+    """The model named by ``--model`` (else the starter), with ``--single-pass``, ``--summed``,
+    ``--keep-ratio`` and ``--short-side`` applied to its card."""
     from .modelfile import load_model
-    from .predict import PredictConfig
+    from .predict import PredictConfig, card_reading
 
     model = load_model(_model_path(args.model))
-    prediction = dict(model.card.get("prediction", {}))
-    if args.summed and prediction.get("rescore") is not None:
-        if "summed_threshold" not in model.card:
-            raise SystemExit(f"mlcnn: {args.model or 'the starter'} has no threshold for the summed vector "
-                             "(its card lacks summed_threshold)")
-        prediction["rescore"] = None
-        model.card["threshold"] = model.card["summed_threshold"]
+    try:
+        model.card = card_reading(model.card, summed=args.summed, single_pass=args.single_pass)
+    except ValueError as e:
+        raise SystemExit(f"mlcnn: {args.model or 'the starter'}: {e}") from None
+    prediction = dict(model.card["prediction"])
     if args.keep_ratio is not None:
         prediction["keep_ratio"] = args.keep_ratio
     if args.short_side is not None:
@@ -130,7 +128,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["data"] = args.data
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    rows = [("single pass", result["single_pass"])]
+    passes = result["single_pass"]["passes"]
+    method = "single pass" if len(passes) == 1 else " + ".join(f"{px}" for px in passes) + " px"
+    rows = [(method, result["single_pass"])]
     if "ten_crop" in result:
         rows.append(("10-crop baseline", result["ten_crop"]))
     print(f"{result['images']} images, {result['labels']} labels, device {result['device']}, bf16 {result['bf16']}")
@@ -139,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{name:<18}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['accuracy']:>10.3f}{r['mAP']:>7.3f}"
               f"{r['cost']['gflops_per_image']:>9.2f}{r['cost']['ms_per_image']:>8.1f}")
     if "cost_ratio" in result:
-        print(f"10-crop / single-pass cost: {result['cost_ratio']['flops']:.2f}× FLOPs, "
+        print(f"10-crop / {rows[0][0]} cost: {result['cost_ratio']['flops']:.2f}× FLOPs, "
               f"{result['cost_ratio']['time']:.2f}× time")
     return 0
 
@@ -212,10 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per-position pruning: keep labels within R of the best (1 = the paper's, best "
                             "label only); default: the model card's. The card's threshold was fitted for its own R")
         p.add_argument("--summed", action="store_true",
-                       help="choose labels from the paper's summed vector with its own threshold, not the "
-                            "card's rescored one (rescore.py)")
+                       help="choose labels from the paper's summed vector of one pass with its own threshold, "
+                            "not the card's rescored one (rescore.py)")
+        p.add_argument("--single-pass", action="store_true",
+                       help="for a card that reads each image twice (a second, smaller pass), read it once, "
+                            "with the card's one-pass rescoring and threshold (section 2.6's single pass)")
         p.add_argument("--short-side", type=int, metavar="PX",
-                       help="resize each image so that its shorter side is PX pixels before the single pass "
+                       help="resize each image so that its shorter side is PX pixels before the (first) pass "
                             "(64-2048); default: the model card's (256 for a new model). The card's threshold "
                             "was fitted at its own size")
 

@@ -3,6 +3,8 @@
 Both are scored with the thresholds stored in the model card, which training fitted on
 validation data (never on the data evaluated here). Each method's forward cost is reported
 twice: multiply-accumulates counted by torch's FLOP counter, and wall time on this machine.
+``single_pass`` is the card's reading: for a card with a second pass (predict.py) it costs both
+passes, and ``single_pass["passes"]`` lists their short sides.
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
         t0 = time.perf_counter()
         single.append(predictor.predict_array(rgb).scores)
         t_single += time.perf_counter() - t0
-        height, width = short_side_size(*rgb.shape[:2], predictor.config.short_side)
-        flops_single += counter.single_pass(height, width)
+        flops_single += sum(counter.single_pass(*short_side_size(*rgb.shape[:2], short))
+                            for short in predictor.config.passes)
         if baseline:
             t0 = time.perf_counter()
             crops.append(predictor.ten_crop_scores(rgb, rng))
@@ -87,6 +89,7 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
     result["single_pass"] = _score(single_arr, truth_arr, predictor.threshold, labels, per_label)
     result["single_pass"]["cost"] = {"gflops_per_image": flops_single / max(n, 1) / 1e9,
                                      "ms_per_image": 1000 * t_single / max(n, 1)}
+    result["single_pass"]["passes"] = predictor.config.passes
     if baseline:
         if baseline_threshold is not None:
             base_t, source = baseline_threshold, "given"

@@ -95,7 +95,11 @@ def validate_card(card: object, where: str) -> dict:
         for key in ("baseline_threshold", "summed_threshold"):
             if key in card:
                 Threshold.from_dict(card[key], len(labels))
-    except (ValueError, TypeError, AttributeError) as e:
+        if "single_pass" in card:  # the one-pass reading of a card with a second pass (predict.py)
+            from .predict import card_reading
+            Threshold.from_dict(card["single_pass"]["threshold"], len(labels))
+            card_reading(card, single_pass=True)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
         fail(f"bad model card: {e}")
     return card
 
@@ -177,9 +181,16 @@ def add_labels(model: TaggerModel, new: list[str]) -> None:
         return
     grow_labels(model.net, len(new))
     card = dict(model.card, labels=model.labels + list(new))
+    def grown(threshold: dict) -> dict:
+        if threshold.get("kind") != "linear":
+            return threshold
+        return dict(threshold, weights=list(threshold["weights"]) + [0.0] * len(new))
+
     for key in ("threshold", "baseline_threshold", "summed_threshold"):
-        if key in card and card[key].get("kind") == "linear":
-            card[key] = dict(card[key], weights=list(card[key]["weights"]) + [0.0] * len(new))
+        if key in card:
+            card[key] = grown(card[key])
+    if "single_pass" in card:
+        card["single_pass"] = dict(card["single_pass"], threshold=grown(card["single_pass"]["threshold"]))
     model.card = card
 
 

@@ -67,7 +67,7 @@ def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], devi
     w_old = last.weight.detach()[old_idx].float().to(dev)
     b_old = last.bias.detach()[old_idx].float().to(dev)
     for g in groups:
-        g["old"] = torch.einsum("nchw,lc->nlhw", g["hidden"], w_old) + b_old[:, None, None]
+        g["old"] = [torch.einsum("nchw,lc->nlhw", h, w_old) + b_old[:, None, None] for h in g["hidden"]]
     _set_targets(groups, predictor, new_idx, old_idx, labels)
 
     w_new = torch.zeros(len(new_idx), last.in_features, device=dev, requires_grad=True)
@@ -78,9 +78,9 @@ def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], devi
     for _ in range(steps):
         loss = weight_decay * (w_new ** 2).sum()
         for g in groups:
-            z_new = torch.einsum("nchw,lc->nlhw", g["hidden"], w_new) + b_new[:, None, None]
-            raw = torch.cat([g["old"], z_new], dim=1)[:, inverse]
-            scores = soft_final_scores(raw, predictor.config)
+            raws = [torch.cat([old, torch.einsum("nchw,lc->nlhw", h, w_new) + b_new[:, None, None]], dim=1)[:, inverse]
+                    for h, old in zip(g["hidden"], g["old"], strict=True)]
+            scores = soft_final_scores(raws[0], predictor.config, second=_second(raws))
             loss = loss + g["weight"] * _loss(scores, g, new_idx, old_idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,9 +128,15 @@ def _each_label_in_turn(tagged: list[Sample], new: set[str]) -> list[Sample]:
     return out
 
 
+def _second(raws: list[torch.Tensor]) -> torch.Tensor | None:
+    """The second pass's outputs of a reading of two passes, else None."""
+    return raws[1] if len(raws) > 1 else None
+
+
 def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
-    """The last layer's input maps of each image and its mirror image, grouped by map size; at most
-    MAX_IMAGES images and MAX_FEATURE_BYTES of maps (a wide head on large images fills memory fast)."""
+    """The last layer's input maps of each image and its mirror image, one list entry per pass of the
+    reading, grouped by map sizes; at most MAX_IMAGES images and MAX_FEATURE_BYTES of maps (a wide
+    head on large images fills memory fast)."""
     index = {lab: i for i, lab in enumerate(predictor.labels)}
     width = predictor.head.fcs[-1].in_features
     stride = trunk_stride(predictor.model.net.spec)
@@ -140,24 +146,27 @@ def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
         if taken >= MAX_IMAGES:
             break
         try:
-            rgb = predictor.read_resized(s.image)
+            passes = predictor.resize_passes(predictor.read(s.image))
         except ImageError:
             continue
-        cost = 2 * 4 * width * -(-rgb.shape[0] // stride) * -(-rgb.shape[1] // stride)  # two views, float32
+        # two views (the image and its mirror), float32
+        cost = sum(2 * 4 * width * -(-v.shape[0] // stride) * -(-v.shape[1] // stride) for v in passes)
         if used + cost > MAX_FEATURE_BYTES and taken:
             break
         used, taken = used + cost, taken + 1
         truth = multi_hot(s.labels, index) > 0
-        for view in (rgb, np.ascontiguousarray(rgb[:, ::-1])):
-            g = by_shape.setdefault(view.shape, {"images": [], "truth": []})
-            g["images"].append(view)
+        for mirror in (False, True):
+            views = [np.ascontiguousarray(v[:, ::-1]) if mirror else v for v in passes]
+            g = by_shape.setdefault(tuple(v.shape for v in views), {"images": [], "truth": []})
+            g["images"].append(views)
             g["truth"].append(truth)
     groups = []
     total = sum(len(g["images"]) for g in by_shape.values())
     for g in by_shape.values():
-        hidden = torch.cat([predictor.hidden_maps(np.stack(g["images"][i:i + 16]))
-                            for i in range(0, len(g["images"]), 16)])
-        groups.append({"hidden": hidden, "truth": torch.as_tensor(np.array(g["truth"]), device=hidden.device),
+        hidden = [torch.cat([predictor.hidden_maps(np.stack([views[k] for views in g["images"][i:i + 16]]))
+                             for i in range(0, len(g["images"]), 16)])
+                  for k in range(len(predictor.config.passes))]
+        groups.append({"hidden": hidden, "truth": torch.as_tensor(np.array(g["truth"]), device=hidden[0].device),
                        "weight": len(g["images"]) / total})
     return groups
 
@@ -168,16 +177,19 @@ def _set_targets(groups: list[dict], predictor: Predictor, new_idx: list[int], o
     A model without a fitted threshold (0) is given half the median score of the true labels."""
     per_group = []
     for g in groups:
-        raw = torch.zeros(g["hidden"].shape[0], len(labels), *g["hidden"].shape[2:], device=g["old"].device)
-        raw[:, old_idx] = g["old"]
-        raw[:, new_idx] = -1e4
-        scores = final_scores(raw, predictor.config)[0].cpu().numpy()
+        raws = []
+        for h, old in zip(g["hidden"], g["old"], strict=True):
+            raw = torch.zeros(h.shape[0], len(labels), *h.shape[2:], device=old.device)
+            raw[:, old_idx] = old
+            raw[:, new_idx] = -1e4
+            raws.append(raw)
+        scores = final_scores(raws[0], predictor.config, _second(raws))[0].cpu().numpy()
         per_group.append((scores, predictor.threshold.thresholds(scores)))
     true_scores = np.concatenate([s[g["truth"].cpu().numpy()] for (s, _), g in zip(per_group, groups, strict=True)])
     fallback = 0.5 * float(np.median(true_scores)) if true_scores.size and np.median(true_scores) > 0 else 1.0
     for (_, t), g in zip(per_group, groups, strict=True):
         t = np.where(t > 0, t, fallback)
-        g["threshold"] = torch.as_tensor(t, dtype=torch.float32, device=g["old"].device)[:, None]
+        g["threshold"] = torch.as_tensor(t, dtype=torch.float32, device=g["truth"].device)[:, None]
 
 
 def _loss(scores: torch.Tensor, g: dict, new_idx: list[int], old_idx: list[int]) -> torch.Tensor:
@@ -200,8 +212,10 @@ def _report(predictor: Predictor, groups: list[dict], new: list[str], new_idx: l
     last = predictor.head.fcs[-1]
     chosen, truth = [], []
     for g in groups:
-        raw = torch.einsum("nchw,lc->nlhw", g["hidden"], last.weight.float()) + last.bias.float()[:, None, None]
-        chosen.append(predictor.threshold.select(final_scores(raw, predictor.config)[0].cpu().numpy()))
+        raws = [torch.einsum("nchw,lc->nlhw", h, last.weight.float()) + last.bias.float()[:, None, None]
+                for h in g["hidden"]]
+        chosen.append(predictor.threshold.select(final_scores(raws[0], predictor.config, _second(raws))[0]
+                                                 .cpu().numpy()))
         truth.append(g["truth"].cpu().numpy())
     chosen, truth = np.concatenate(chosen)[:, new_idx], np.concatenate(truth)[:, new_idx]
     per_label = per_label_metrics(chosen, truth, new)

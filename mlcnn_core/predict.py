@@ -25,6 +25,10 @@ Readings of the ambiguous sentences, each with its alternative behind a flag:
   drawing get the same sums. ``rescore`` (weights of rescore.py's logistic model, fitted on
   held-out images) turns each surviving label's map into a score in (0, 1) before the threshold;
   ``None`` (default) is the paper's summed vector.
+* Beyond the paper, ``second_short_side`` reads the image a second time at another size and
+  rescores each label on both passes' maps (rescore.py); the maps, peaks and heatmaps are still
+  the first pass's. A card with it keeps its one-pass reading in ``single_pass`` (see
+  :func:`card_reading`).
 * "we only keep the highest confidence label for each spatial point" also means that two true
   labels covering the same drawing (a person's new tag ``cat`` on what the model knows as
   ``cat-face``) can never both be predicted: one wins every position it shares with the other.
@@ -64,6 +68,7 @@ class PredictConfig:
     keep_ratio: float = 1.0         # 1: keep only the best label per position (the paper)
     rescore: tuple[float, ...] | None = None  # rescore.py's weights and bias; None: the summed vector
     short_side: int = SHORT_SIDE    # the image is resized so that its shorter side has this many pixels
+    second_short_side: int | None = None  # a second pass at this short side (rescored with both); None: one pass
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -78,13 +83,43 @@ class PredictConfig:
                   pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
                   multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)),
                   rescore=None if d.get("rescore") is None else tuple(float(w) for w in d["rescore"]),
-                  short_side=int(d.get("short_side", SHORT_SIDE)))
+                  short_side=int(d.get("short_side", SHORT_SIDE)),
+                  second_short_side=None if d.get("second_short_side") is None else int(d["second_short_side"]))
         if (cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw")
-                or not 0.0 < cfg.keep_ratio <= 1.0 or not MIN_SHORT_SIDE <= cfg.short_side <= MAX_SHORT_SIDE
-                or (cfg.rescore is not None and (cfg.scores != "softmax" or len(cfg.rescore) != len(FEATURES) + 1
+                or not 0.0 < cfg.keep_ratio <= 1.0
+                or not all(MIN_SHORT_SIDE <= short <= MAX_SHORT_SIDE for short in cfg.passes)
+                or (cfg.second_short_side is not None and cfg.rescore is None)
+                or (cfg.rescore is not None and (cfg.scores != "softmax"
+                                                 or len(cfg.rescore) != len(FEATURES) * len(cfg.passes) + 1
                                                  or not all(math.isfinite(w) for w in cfg.rescore)))):
             raise ValueError(f"bad prediction settings {d}")
         return cfg
+
+    @property
+    def passes(self) -> list[int]:
+        """The short side of each forward pass, the first pass (maps, peaks) first."""
+        return [self.short_side] if self.second_short_side is None else [self.short_side, self.second_short_side]
+
+
+def card_reading(card: dict, summed: bool = False, single_pass: bool = False) -> dict:
+    """A copy of a model card set to one of its other readings: ``single_pass`` drops a second pass
+    (the one-pass rescoring and threshold the card keeps in ``single_pass``), ``summed`` reads the
+    paper's summed vector of one pass with the card's ``summed_threshold``. Raises ``ValueError``
+    when the card has no threshold for the reading asked for."""
+    card = dict(card)
+    prediction = dict(card.get("prediction") or {})
+    if (single_pass or summed) and prediction.get("second_short_side") is not None:
+        if "single_pass" not in card:
+            raise ValueError("its card has no one-pass reading (single_pass)")
+        prediction.update(second_short_side=None, rescore=card["single_pass"]["rescore"])
+        card["threshold"] = card["single_pass"]["threshold"]
+    if summed and prediction.get("rescore") is not None:
+        if "summed_threshold" not in card:
+            raise ValueError("its card has no threshold for the summed vector (summed_threshold)")
+        prediction["rescore"] = None
+        card["threshold"] = card["summed_threshold"]
+    card["prediction"] = PredictConfig.from_dict(prediction).to_dict()
+    return card
 
 
 def multiscale_maps(conf: torch.Tensor, cfg: PredictConfig) -> torch.Tensor:
@@ -119,14 +154,26 @@ def prune_and_sum(maps: torch.Tensor, keep_ratio: float = 1.0, log_domain: bool 
     return (maps * kept).sum(dim=(2, 3)), winner
 
 
-def final_scores(raw: torch.Tensor, cfg: PredictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Test-form output [N, l, h, w] → (scores [N, l], multi-scale maps [N, l, h, w], winner [N, h, w])."""
+def final_scores(raw: torch.Tensor, cfg: PredictConfig, second: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Test-form output [N, l, h, w] (and, for a reading of two passes, the second pass's ``second``
+    [N, l, h', w']) → (scores [N, l], multi-scale maps [N, l, h, w], winner [N, h, w]) of the first."""
     conf = raw.softmax(dim=1) if cfg.scores == "softmax" else raw
     maps = multiscale_maps(conf, cfg)
     scores, winner = prune_and_sum(maps, cfg.keep_ratio, log_domain=cfg.scores == "raw")
     if cfg.rescore is not None:
-        scores = rescore(maps, scores, cfg.rescore)
+        scores = rescore([(maps, scores), *_second_pass(second, cfg)], cfg.rescore)
     return scores, maps, winner
+
+
+def _second_pass(second: torch.Tensor | None, cfg: PredictConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The second pass's (maps, pruned sums), or none for a one-pass reading."""
+    if (second is None) != (cfg.second_short_side is None):
+        raise ValueError("a reading of two passes needs both passes' outputs, a one-pass reading only one")
+    if second is None:
+        return []
+    maps = multiscale_maps(second.softmax(dim=1), cfg)
+    return [(maps, prune_and_sum(maps, cfg.keep_ratio)[0])]
 
 
 def candidate_features(raw: torch.Tensor, cfg: PredictConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -145,20 +192,25 @@ def rescore_examples(raw: torch.Tensor, truth: np.ndarray, cfg: PredictConfig) -
     return features[alive], np.asarray(truth, bool)[alive]
 
 
-def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 20.0) -> torch.Tensor:
+def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 20.0,
+                      second: torch.Tensor | None = None) -> torch.Tensor:
     """A differentiable stand-in for :func:`final_scores`' scores, for fitting output rows to what
     prediction does with them (newlabels.py): the per-position pruning's hard cut becomes a sigmoid
     of the distance to the position's floor (``sharpness`` per unit of softmax confidence; raw
-    outputs get a quarter of it per unit of log-ratio). [N, l, h, w] → [N, l]."""
-    conf = raw.softmax(dim=1) if cfg.scores == "softmax" else raw
-    maps = multiscale_maps(conf, cfg)
-    best = maps.max(dim=1, keepdim=True).values
-    if cfg.scores == "raw":
-        kept = torch.sigmoid(sharpness / 4 * (maps - (best + math.log(cfg.keep_ratio))))
-    else:
-        kept = torch.sigmoid(sharpness * (maps - best * cfg.keep_ratio))
-    sums = (maps * kept).sum(dim=(2, 3))
-    return sums if cfg.rescore is None else rescore(maps, sums, cfg.rescore, hard=False)
+    outputs get a quarter of it per unit of log-ratio). [N, l, h, w] (and the second pass's) → [N, l]."""
+    if (second is None) != (cfg.second_short_side is None):
+        raise ValueError("a reading of two passes needs both passes' outputs, a one-pass reading only one")
+    passes = []
+    for out in [raw] if second is None else [raw, second]:
+        conf = out.softmax(dim=1) if cfg.scores == "softmax" else out
+        maps = multiscale_maps(conf, cfg)
+        best = maps.max(dim=1, keepdim=True).values
+        if cfg.scores == "raw":
+            kept = torch.sigmoid(sharpness / 4 * (maps - (best + math.log(cfg.keep_ratio))))
+        else:
+            kept = torch.sigmoid(sharpness * (maps - best * cfg.keep_ratio))
+        passes.append((maps, (maps * kept).sum(dim=(2, 3))))
+    return passes[0][1] if cfg.rescore is None else rescore(passes, cfg.rescore, hard=False)
 
 
 def map_peaks(maps: np.ndarray, image_size: tuple[int, int], refine: bool = True) -> list[tuple[int, int]]:
@@ -200,7 +252,7 @@ class Prediction:
     label_names: list[str]
     maps: np.ndarray                  # float32 [l, h, w], multi-scale (per-position softmax by default)
     winner: np.ndarray                # int32 [h, w], index into label_names
-    scores: np.ndarray                # float32 [l], the summed vector the threshold saw
+    scores: np.ndarray                # float32 [l], what the threshold saw: the summed vector, or its rescoring
     image_size: tuple[int, int]       # (width, height) of the original image, EXIF-oriented
     extra: dict = field(default_factory=dict)
 
@@ -230,17 +282,21 @@ class Predictor:
         self.mean = list(model.mean)
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
-        """The image as the single pass sees it: its shorter side ``config.short_side`` pixels."""
+        """The image as the (first) pass sees it: its shorter side ``config.short_side`` pixels."""
         return resize_short_side(rgb, self.config.short_side)
 
+    def resize_passes(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The image as each pass of the reading sees it, the first pass first."""
+        return [resize_short_side(rgb, short) for short in self.config.passes]
+
     def read(self, path: str | os.PathLike) -> np.ndarray:
-        """Decode an image file, large enough for the single pass and for the 10-crop baseline (a
-        big JPEG is decoded at a reduced scale, never below either's short side); raises
+        """Decode an image file, large enough for every pass and for the 10-crop baseline (a big JPEG
+        is decoded at a reduced scale, never below any of their short sides); raises
         :class:`ImageError` when it cannot be read."""
-        return read_image(path, max(self.config.short_side, SHORT_SIDE))
+        return read_image(path, max(*self.config.passes, SHORT_SIDE))
 
     def read_resized(self, path: str | os.PathLike) -> np.ndarray:
-        """An image file as the single pass sees it."""
+        """An image file as the (first) pass sees it."""
         return self.resize(self.read(path))
 
     # --- the forward pass -------------------------------------------------------------------
@@ -267,24 +323,26 @@ class Predictor:
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray]) -> list[Prediction]:
         """Predict RGB uint8 images of any sizes; images whose resized shapes match share a batch."""
-        resized = [self.resize(rgb) for rgb in images]
+        resized = [self.resize_passes(rgb) for rgb in images]
         groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(resized):
-            groups.setdefault(r.shape, []).append(i)
+        for i, views in enumerate(resized):
+            groups.setdefault(tuple(v.shape for v in views), []).append(i)
         out: list[Prediction | None] = [None] * len(images)
         for members in groups.values():
-            raw = self.raw_maps(np.stack([resized[i] for i in members]))
-            for i, maps in zip(members, raw, strict=True):
+            raws = [self.raw_maps(np.stack([resized[i][k] for i in members])) for k in range(len(self.config.passes))]
+            for n, i in enumerate(members):
                 height, width = images[i].shape[:2]
-                out[i] = self._postprocess(maps, (width, height))
+                second = raws[1][n] if len(raws) > 1 else None
+                out[i] = self._postprocess(raws[0][n], (width, height), second)
         return out
 
     def predict_array(self, rgb: np.ndarray) -> Prediction:
         """Predict one RGB uint8 image of any size and aspect ratio."""
         return self.predict_arrays([rgb])[0]
 
-    def _postprocess(self, raw: torch.Tensor, image_size: tuple[int, int]) -> Prediction:
-        scores, maps, winner = final_scores(raw[None], self.config)
+    def _postprocess(self, raw: torch.Tensor, image_size: tuple[int, int], second: torch.Tensor | None = None
+                     ) -> Prediction:
+        scores, maps, winner = final_scores(raw[None], self.config, None if second is None else second[None])
         scores_np = scores[0].cpu().numpy().astype(np.float32)
         maps_np = maps[0].cpu().numpy().astype(np.float32)
         chosen = self.threshold.select(scores_np[None])[0]

@@ -19,6 +19,11 @@ the labels. The features do not depend on which label it is, so a fine-tune's ne
 same weights. On the starter (fitted on noto-val + openmoji-val) noto-test accuracy went from 87.7
 to 89.1 and precision from 91.5 to 93.1 (BENCHMARKS.md). Everything here is differentiable, so the
 fit of new labels' rows (newlabels.py) sees the rescored scores too.
+
+A reading with a second, smaller pass (``PredictConfig.second_short_side``) puts both passes'
+features side by side (``2 × len(FEATURES)`` weights and a bias); a label is a candidate when it
+survives pruning in either pass. A large drawing that the first pass misses is often found at the
+smaller size, nearer the sizes the network was trained on (bench/two_scale.py).
 """
 
 from __future__ import annotations
@@ -39,21 +44,30 @@ def label_features(maps: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.log1p(sums.clamp_min(0)), peak, local, sums / best], dim=2)
 
 
-def rescore(maps: torch.Tensor, sums: torch.Tensor, weights: tuple[float, ...], hard: bool = True) -> torch.Tensor:
-    """The probability-like score of every label ([N, l]); with ``hard``, labels whose sum is 0 (they
-    won no position) stay 0, as the threshold expects."""
+def rescore(passes: list[tuple[torch.Tensor, torch.Tensor]], weights: tuple[float, ...], hard: bool = True
+            ) -> torch.Tensor:
+    """The probability-like score of every label ([N, l]) from each pass's (maps [N, l, h, w], pruned
+    sums [N, l]), the passes' features side by side; with ``hard``, labels whose sum is 0 in every
+    pass (they won no position) stay 0, as the threshold expects."""
+    maps = passes[0][0]
+    features = torch.cat([label_features(m, s) for m, s in passes], dim=2)
+    if features.shape[2] + 1 != len(weights):
+        raise ValueError(f"{len(passes)} pass(es) need {features.shape[2] + 1} rescoring weights, not {len(weights)}")
     w = torch.as_tensor(weights[:-1], dtype=maps.dtype, device=maps.device)
-    p = torch.sigmoid(label_features(maps, sums) @ w + float(weights[-1]))
-    return torch.where(sums > 0, p, torch.zeros_like(p)) if hard else p
+    p = torch.sigmoid(features @ w + float(weights[-1]))
+    if not hard:
+        return p
+    alive = torch.stack([s > 0 for _, s in passes]).any(dim=0)
+    return torch.where(alive, p, torch.zeros_like(p))
 
 
 def fit_rescore(features: np.ndarray, truth: np.ndarray, ridge: float = 1e-3, iterations: int = 50
                 ) -> tuple[float, ...]:
-    """Logistic regression by Newton's method on candidate labels: ``features`` [n, len(FEATURES)],
-    ``truth`` [n] bool. Features are standardised for the fit and the weights returned for the raw
-    features (the last number is the bias). ``ridge`` is the L2 penalty per example (not on the bias);
-    1e-3 was the best of 1e-2 … 1e-5 on the starter's validation sets (noto-val accuracy 89.3, 89.9,
-    89.3, 89.3)."""
+    """Logistic regression by Newton's method on candidate labels: ``features`` [n, k × len(FEATURES)]
+    for a reading of k passes, ``truth`` [n] bool. Features are standardised for the fit and the
+    weights returned for the raw features (the last number is the bias). ``ridge`` is the L2
+    penalty per example (not on the bias); 1e-3 was the best of 1e-2 … 1e-5 on the starter's
+    validation sets (noto-val accuracy 89.3, 89.9, 89.3, 89.3)."""
     x = np.asarray(features, np.float64)
     y = np.asarray(truth, np.float64)
     if len(x) < 2 or y.min() == y.max():

@@ -639,7 +639,8 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
             threshold_source = f"kept from {cfg.init} (fewer than {MIN_IMAGES_TO_JUDGE} readable held-out images)"
         else:
             card["threshold"] = threshold.to_dict()
-            card.pop("summed_threshold", None)  # the parent's, for weights this run changed
+            for key in ("summed_threshold", "single_pass"):  # the parent's, for weights this run changed
+                card.pop(key, None)
         if "baseline" in scores:
             metrics["validation_ten_crop"], base_t = evaluate_scores(scores["baseline"], scores["truth"], kind)
             card["baseline_threshold"] = base_t.to_dict()

@@ -166,10 +166,14 @@ def final_scores(raw: torch.Tensor, cfg: PredictConfig, second: torch.Tensor | N
     return scores, maps, winner
 
 
-def _second_pass(second: torch.Tensor | None, cfg: PredictConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The second pass's (maps, pruned sums), or none for a one-pass reading."""
+def _check_passes(second: torch.Tensor | None, cfg: PredictConfig) -> None:
     if (second is None) != (cfg.second_short_side is None):
         raise ValueError("a reading of two passes needs both passes' outputs, a one-pass reading only one")
+
+
+def _second_pass(second: torch.Tensor | None, cfg: PredictConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The second pass's (maps, pruned sums), or none for a one-pass reading."""
+    _check_passes(second, cfg)
     if second is None:
         return []
     maps = multiscale_maps(second.softmax(dim=1), cfg)
@@ -198,8 +202,7 @@ def soft_final_scores(raw: torch.Tensor, cfg: PredictConfig, sharpness: float = 
     prediction does with them (newlabels.py): the per-position pruning's hard cut becomes a sigmoid
     of the distance to the position's floor (``sharpness`` per unit of softmax confidence; raw
     outputs get a quarter of it per unit of log-ratio). [N, l, h, w] (and the second pass's) → [N, l]."""
-    if (second is None) != (cfg.second_short_side is None):
-        raise ValueError("a reading of two passes needs both passes' outputs, a one-pass reading only one")
+    _check_passes(second, cfg)
     passes = []
     for out in [raw] if second is None else [raw, second]:
         conf = out.softmax(dim=1) if cfg.scores == "softmax" else out

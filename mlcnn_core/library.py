@@ -22,8 +22,11 @@ Uncertainty (for "least certain first"): with ``s`` the per-label scores of the 
 ``uncertainty = 1 - clip(margin, 0, 1)``: 1 when the weakest accepted label is no stronger than the
 strongest rejected one, 0 when the decision is clear-cut. Images without a prediction sort last.
 
-Thread safety: every thread gets its own connection (``threading.local``); writes are short
-transactions, and SQLite's busy timeout serialises writers.
+Thread safety: every thread gets its own connection, kept for the thread's life and keyed by its
+native id (``threading.get_ident``), not ``threading.local``: PySide runs each slot of a QThread
+worker under a fresh Python thread state, so a thread-local connection would be opened anew, and
+leaked, on every slot call. Writes are short transactions, and SQLite's busy timeout serialises
+writers.
 """
 
 from __future__ import annotations
@@ -287,8 +290,7 @@ class Library:
         self.root = Path(root).resolve()
         self.db_path = Path(db_path)
         self.fallback_reason = fallback_reason
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[int, sqlite3.Connection] = {}
         self._lock = threading.Lock()
 
     # ---- opening
@@ -324,15 +326,21 @@ class Library:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        """The calling thread's connection, opened on its first use."""
+        ident = threading.get_ident()
+        conn = self._connections.get(ident)
         if conn is None:
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
-            self._local.conn = conn
             with self._lock:
-                self._connections.append(conn)
+                self._connections[ident] = conn
         return conn
+
+    def connection_count(self) -> int:
+        """How many connections are open (one per thread that has used the library)."""
+        with self._lock:
+            return len(self._connections)
 
     def _init_schema(self) -> None:
         conn = self.conn
@@ -346,13 +354,12 @@ class Library:
     def close(self) -> None:
         """Close every thread's connection (call once no thread uses the library any more)."""
         with self._lock:
-            for conn in self._connections:
+            for conn in self._connections.values():
                 try:
                     conn.close()
                 except sqlite3.Error:
                     pass
             self._connections.clear()
-        self._local = threading.local()
 
     def _tx(self):
         return _Transaction(self.conn)

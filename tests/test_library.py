@@ -298,7 +298,7 @@ def test_one_connection_per_thread_and_concurrent_writes(lib):
     for t in threads:
         t.join()
     assert errors == []
-    assert len(lib._connections) == 4
+    assert lib.connection_count() == 4
     assert all(len(lib.tags(i)) == 1 for i in image_ids)
 
 

@@ -48,6 +48,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compositions import COMPOSITIONS, SceneSources, compose_varied, load_wallpapers  # noqa: E402
+from iconify_artists import ARTISTS, TRAINING_ARTISTS, IconifyRenderer  # noqa: E402
+
 # --------------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------------
@@ -58,7 +62,9 @@ NOTO_FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 DEFAULT_OPENMOJI_DIR = HERE / ".npm" / "node_modules" / "openmoji"
 DEFAULT_TWEMOJI_DIR = HERE / ".npm" / "node_modules" / "@twemoji" / "svg"
 
-STYLES = ("noto", "openmoji", "twemoji")
+# the first three are drawn by this module's renderers, the others from Iconify JSON packages
+# (iconify_artists.py); "mix" draws each emoji from one of the training artists
+STYLES = ("noto", "openmoji", "twemoji", *ARTISTS, "mix")
 EXCLUDED_GROUPS = frozenset({"Flags", "Component"})
 MIN_PER_LABEL = 8
 # Label/emoji counts that the selection must give, per emoji-test.txt version.
@@ -321,6 +327,8 @@ def renderer_for(style: str, openmoji_dir: Path = DEFAULT_OPENMOJI_DIR, twemoji_
         return OpenMojiRenderer(openmoji_dir)
     if style == "twemoji":
         return TwemojiRenderer(twemoji_dir)
+    if style in ARTISTS:
+        return IconifyRenderer(style)
     raise ValueError(f"unknown style {style!r}; one of {STYLES}")
 
 
@@ -516,14 +524,18 @@ class Geometry:
     size_min: float = 0.18  # emoji max side / scene short side
     size_max: float = 0.60
     restyle: float = 0.0  # probability that an emoji is redrawn in another style (restyle_glyph)
+    composition: str = ""  # a composition of compositions.py instead of the classic one
 
 
 TRAIN_GEOMETRY = Geometry(256, 256, 1.33)
 EVAL_GEOMETRY = Geometry(256, 384, 2.0)
 
 
-def geometry_for(set_name: str, restyle: float = 0.0) -> Geometry:
-    """Training or evaluation geometry by the set's name; ``restyle`` applies to training sets only."""
+def geometry_for(set_name: str, restyle: float = 0.0, composition: str = "") -> Geometry:
+    """Training or evaluation geometry by the set's name; ``restyle`` applies to training sets only.
+    A ``composition`` (compositions.py) replaces the classic layout whatever the set's name."""
+    if composition:
+        return Geometry(0, 0, 0.0, restyle=restyle, composition=composition)
     if set_name.endswith("train"):
         return replace(TRAIN_GEOMETRY, restyle=restyle) if restyle else TRAIN_GEOMETRY
     return EVAL_GEOMETRY
@@ -637,6 +649,8 @@ def transform_glyph(rng: np.random.Generator, rgba: np.ndarray, max_side: int) -
 def compose_scene(rng: np.random.Generator, pool: GlyphPool, backgrounds: Backgrounds,
                   geo: Geometry) -> tuple[Image.Image, dict]:
     """Draw one scene. Returns the RGB image and its truth record (without the "image" key)."""
+    if geo.composition:
+        return compose_varied(rng, pool, backgrounds, COMPOSITIONS[geo.composition])
     width, height = sample_size(rng, geo)
     short = min(width, height)
     n = sample_count(rng)
@@ -711,7 +725,7 @@ def label_line(labels: Sequence[str]) -> str:
 
 def write_scene(set_dir: Path, index: int, image: Image.Image, record: dict) -> dict:
     stem = f"{index:06d}"
-    image.save(set_dir / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY)
+    image.save(set_dir / f"{stem}.jpg", "JPEG", quality=record.get("jpeg_quality", JPEG_QUALITY))
     (set_dir / f"{stem}.txt").write_text(label_line(record["labels"]) + "\n", encoding="utf-8")
     return {"image": f"{stem}.jpg", **record}
 
@@ -742,12 +756,13 @@ def _chunk_job(args: tuple) -> tuple[int, int]:
 
 def build_set(out_dir: Path, spec: SetSpec, seed: int, pool: GlyphPool, backgrounds: Backgrounds,
               workers: int = 1, chunk_size: int = 250, geo: Geometry | None = None,
-              verbose: bool = True, restyle: float = 0.0) -> Path:
+              verbose: bool = True, restyle: float = 0.0, composition: str = "") -> Path:
     """Build ``<out_dir>/<set>/`` (resumable; skipped if already DONE). Returns its path."""
     out_dir = Path(out_dir)
     final = out_dir / spec.name
-    geo = geo or geometry_for(spec.name, restyle)
-    geometry = {k: v for k, v in geo.__dict__.items() if k != "restyle" or v}  # as before restyling existed
+    geo = geo or geometry_for(spec.name, restyle, composition)
+    # as before restyling and compositions existed
+    geometry = {k: v for k, v in geo.__dict__.items() if k not in ("restyle", "composition") or v}
     params = {"set": spec.name, "count": spec.count, "seed": seed, "style": spec.style,
               "geometry": geometry, "builder_version": CACHE_VERSION,
               "labels": pool.labels, "glyphs": sum(len(v) for v in pool.glyphs.values())}
@@ -844,7 +859,7 @@ def write_labels_json(out_dir: Path, tax: Taxonomy, pools: dict[str, GlyphPool |
         per: dict[str, list[str]] = {"all": [e.emoji for e in tax.emoji[lab]]}
         for style in STYLES:
             pool = pools.get(style)
-            if pool is not None:
+            if pool is not None and style != "mix":
                 per[style] = [g.entry.emoji for g in pool.glyphs.get(lab, [])]
         data["emoji"][lab] = per
     text = json.dumps(data, ensure_ascii=False, indent=1) + "\n"
@@ -855,6 +870,28 @@ def write_labels_json(out_dir: Path, tax: Taxonomy, pools: dict[str, GlyphPool |
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     return path
+
+
+def mixed_pool(pools: Sequence[GlyphPool]) -> GlyphPool:
+    """One pool drawing each label's emoji from every artist of ``pools`` (the "mix" style)."""
+    glyphs: dict[str, list[Glyph]] = {}
+    for pool in pools:
+        for label, gs in pool.glyphs.items():
+            glyphs.setdefault(label, []).extend(gs)
+    labels = [lab for lab in pools[0].labels + [lab for p in pools[1:] for lab in p.labels] if lab in glyphs]
+    return GlyphPool("mix", list(dict.fromkeys(labels)), glyphs)
+
+
+def scene_sources(backgrounds: Backgrounds, cache_dir: Path, side: str, workers: int) -> SceneSources:
+    """Backgrounds and clutter of one side (train / test) of the openclipart creator split."""
+    from openclipart import load_drawings, split_by_creator
+
+    train, test = split_by_creator(load_drawings(cache_dir, workers=workers))
+    drawings = train if side == "train" else test
+    wallpapers = load_wallpapers() if side == "test" else []
+    print(f"scene sources ({side}): {len(drawings)} openclipart drawings by "
+          f"{len({d.creator for d in drawings})} creators, {len(wallpapers)} wallpapers")
+    return SceneSources(backgrounds, drawings, wallpapers)
 
 
 def build_demo(out_dir: Path, count: int = 12, style: str = "noto", seed: int = 0,
@@ -895,6 +932,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--restyle", type=float, default=0.0, metavar="P",
                     help="in *-train sets, redraw each emoji in another style with probability P "
                          "(flat colours, ink lines, palette; see restyle_glyph)")
+    ap.add_argument("--composition", choices=sorted(COMPOSITIONS), default="",
+                    help="lay every set out by this composition of compositions.py instead of the classic one "
+                         "(varied: training; ood, small: out-of-generator test sets)")
     ap.add_argument("--demo", type=Path, default=None,
                     help="instead of the sets, write a small demo folder here (count = first set's)")
     args = ap.parse_args(argv)
@@ -910,8 +950,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     pools: dict[str, GlyphPool | None] = {}
+    wanted = {s.style for s in args.sets}
+    if "mix" in wanted:
+        wanted |= set(TRAINING_ARTISTS)
     for style in STYLES:
-        needed = any(s.style == style for s in args.sets)
+        needed = style in wanted
+        if style == "mix" or (not needed and style not in ("noto", "openmoji", "twemoji")):
+            continue
         try:
             pools[style] = load_glyph_pool(style, tax, args.out, args.openmoji_dir, verbose=True,
                                            twemoji_dir=args.twemoji_dir)
@@ -921,13 +966,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"WARNING: [{style}] artwork unavailable ({exc}); labels.json lists no {style} emoji",
                   file=sys.stderr)
             pools[style] = None
+    if "mix" in wanted:
+        pools["mix"] = mixed_pool([pools[a] for a in TRAINING_ARTISTS])
     print(f"wrote {write_labels_json(args.out, tax, pools)}")
     backgrounds = Backgrounds(load_photos())
+    if args.composition:
+        backgrounds = scene_sources(backgrounds, args.out, COMPOSITIONS[args.composition].creators, args.workers)
     for spec in args.sets:
         pool = pools[spec.style]
         assert pool is not None
         build_set(args.out, spec, args.seed, pool, backgrounds, workers=args.workers,
-                  chunk_size=args.chunk_size, restyle=args.restyle)
+                  chunk_size=args.chunk_size, restyle=args.restyle, composition=args.composition)
     print(f"all done in {time.time() - t0:.1f} s")
     return 0
 

@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS sidecars (
     written REAL,
     imported_mtime REAL
 );
+CREATE TABLE IF NOT EXISTS sidecar_files (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    sha256 TEXT,
+    PRIMARY KEY (image_id, path)
+);
 """
 
 
@@ -272,6 +278,12 @@ def compile_tag_expression(expression: str) -> Callable[[Iterable[str]], bool]:
 # ------------------------------------------------------------------------------------- the library
 
 
+def _stem_key(rel: str) -> tuple[str, str]:
+    """Folder and case-folded stem of a library path: images sharing it cannot share a sidecar."""
+    folder, name = posixpath.split(rel)
+    return folder, posixpath.splitext(name)[0].casefold()
+
+
 def fallback_library_path(folder: Path, data_dir: Path | None = None) -> Path:
     """Where the library of an unwritable ``folder`` lives: the user data folder, keyed by its path."""
     if data_dir is None:
@@ -429,21 +441,17 @@ class Library:
         return ScanResult(len(found), added, removed, changed, time.perf_counter() - start)
 
     def import_sidecars(self, as_confirmed: bool = False, include_hierarchical: bool = False) -> list[str]:
-        """Read existing sidecars (``.txt`` and XMP) into the library; only files changed since the
-        last import are read. Tags become ``sidecar``/``imported``, or ``human``/``confirmed`` with
-        ``as_confirmed`` (then the image counts as confirmed). Returns error messages for sidecars
-        that could not be read (those images are skipped)."""
+        """Read existing sidecars (caption files and XMP, see :func:`sidecars.sidecar_names`) into the
+        library; only files changed since the last import are read. Tags become ``sidecar``/``imported``,
+        or ``human``/``confirmed`` with ``as_confirmed`` (then the image counts as confirmed); imported
+        tags a file no longer holds are dropped. Returns messages: sidecars that could not be read
+        (those images are skipped) and warnings (a legacy encoding)."""
         images = self.images()
-        # images sharing a folder and a stem (a.jpg, a.png) cannot claim a.txt: see sidecars.plan_txt_paths
-        stems: dict[tuple[str, str], int] = {}
-        for r in images:
-            folder, name = posixpath.split(r.path)
-            key = (folder, posixpath.splitext(name)[0].casefold())
-            stems[key] = stems.get(key, 0) + 1
+        collisions = self._stem_collisions(images)
         imported_mtime = dict(self.conn.execute("SELECT image_id, imported_mtime FROM sidecars"))
-        errors: list[str] = []
-        updates: list[tuple[int, list[str], float]] = []
-        # one directory listing per folder instead of three stat calls per image
+        messages: list[str] = []
+        updates: list[tuple[int, sidecars.SidecarContent, float]] = []
+        # one directory listing per folder instead of several stat calls per image
         listings: dict[str, set[str]] = {}
         for folder in {posixpath.dirname(r.path) for r in images}:
             try:
@@ -452,55 +460,175 @@ class Library:
                 listings[folder] = set()
         for record in images:
             folder, name = posixpath.split(record.path)
-            names = listings[folder]
-            stem = posixpath.splitext(name)[0]
-            wanted = [name + ".xmp", name + ".txt"]
-            collides = stems[(folder, stem.casefold())] > 1
-            if not collides:
-                wanted.append(stem + ".txt")
-            present = [n for n in wanted if n in names]
+            collides = record.id in collisions
+            present = [n for n in sidecars.sidecar_names(name, collides) if n in listings[folder]]
             if not present:
                 continue
             image = self.abspath(record.path)
             try:
-                mtimes = [(image.parent / n).stat().st_mtime for n in present]
+                newest = max((image.parent / n).stat().st_mtime for n in present)
             except OSError:
                 continue
-            newest = max(mtimes)
             if imported_mtime.get(record.id) is not None and imported_mtime[record.id] >= newest:
                 continue
             try:
-                tags = sidecars.read_image_sidecars(image, collides=collides, include_hierarchical=include_hierarchical)
+                content = sidecars.read_image_content(image, collides=collides)
+                if include_hierarchical:
+                    content.tags = sidecars.read_image_sidecars(image, collides, include_hierarchical=True)
             except sidecars.SidecarError as exc:
-                errors.append(str(exc))
+                messages.append(str(exc))
                 continue
-            updates.append((record.id, tags, newest))
-        source, state = ("human", "confirmed") if as_confirmed else ("sidecar", "imported")
-        now = time.time()
+            messages += content.notes
+            updates.append((record.id, content, newest))
         with self._tx() as conn:
-            for image_id, tags, newest in updates:
-                existing = {
-                    row[0]: row[1]
-                    for row in conn.execute("SELECT tag, source FROM tags WHERE image_id = ?", (image_id,))
-                }
-                for tag in tags:
-                    if existing.get(tag) in (None, "machine"):
-                        conn.execute(
-                            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, NULL, ?)",
-                            (image_id, tag, source, state, now),
-                        )
-                conn.execute(
-                    "INSERT INTO sidecars (image_id, imported_mtime) VALUES (?, ?) "
-                    "ON CONFLICT(image_id) DO UPDATE SET imported_mtime = excluded.imported_mtime",
-                    (image_id, newest),
-                )
-                self._refresh_status(conn, image_id)
+            for image_id, content, newest in updates:
+                self._apply_import(conn, image_id, content, newest, as_confirmed)
             if as_confirmed:  # tags imported earlier without trust become confirmed too
                 earlier = [r[0] for r in conn.execute("SELECT DISTINCT image_id FROM tags WHERE source = 'sidecar'")]
                 conn.execute("UPDATE tags SET source = 'human', state = 'confirmed' WHERE source = 'sidecar'")
                 for image_id in earlier:
                     self._refresh_status(conn, image_id)
-        return errors
+        return messages
+
+    def _stem_collisions(self, images: Iterable[ImageRecord]) -> set[int]:
+        """Ids of images sharing a folder and a stem (a.jpg, a.png): they cannot claim a.txt or a.xmp
+        (see :func:`sidecars.plan_txt_paths`)."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for r in images:
+            groups.setdefault(_stem_key(r.path), []).append(r.id)
+        return {i for ids in groups.values() if len(ids) > 1 for i in ids}
+
+    def _apply_import(
+        self,
+        conn: sqlite3.Connection,
+        image_id: int,
+        content: sidecars.SidecarContent,
+        newest: float | None,
+        as_confirmed: bool = False,
+    ) -> bool:
+        """Bring an image's tags in line with what its sidecars hold; True if any tag changed."""
+        source, state = ("human", "confirmed") if as_confirmed else ("sidecar", "imported")
+        now = time.time()
+        existing = {
+            row[0]: row[1] for row in conn.execute("SELECT tag, source FROM tags WHERE image_id = ?", (image_id,))
+        }
+        added = [t for t in content.tags if existing.get(t) in (None, "machine")]
+        conn.executemany(
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, NULL, ?)",
+            [(image_id, tag, source, state, now) for tag in added],
+        )
+        # a tag only a sidecar vouched for goes when the sidecar no longer holds it
+        stale = [t for t, src in existing.items() if src == "sidecar" and t not in set(content.tags)]
+        conn.executemany("DELETE FROM tags WHERE image_id = ? AND tag = ?", [(image_id, t) for t in stale])
+        conn.execute(
+            "INSERT INTO sidecars (image_id, imported_mtime) VALUES (?, ?) "
+            "ON CONFLICT(image_id) DO UPDATE SET imported_mtime = COALESCE(excluded.imported_mtime, imported_mtime)",
+            (image_id, newest),
+        )
+        conn.execute("DELETE FROM sidecar_files WHERE image_id = ?", (image_id,))
+        conn.executemany(
+            "INSERT INTO sidecar_files VALUES (?, ?, ?)",
+            [(image_id, self._file_key(path), digest) for path, digest in content.hashes.items()],
+        )
+        self._refresh_status(conn, image_id)
+        return bool(added or stale)
+
+    def _file_key(self, path: Path) -> str:
+        return os.path.relpath(Path(path), self.root).replace(os.sep, "/")
+
+    def known_sidecar_hash(self, image_id: int, path: Path) -> str | None:
+        """The :func:`sidecars.content_hash` of ``path`` as the library last read or wrote it
+        (``None``: the library has never seen that file)."""
+        row = self.conn.execute(
+            "SELECT sha256 FROM sidecar_files WHERE image_id = ? AND path = ?", (image_id, self._file_key(path))
+        ).fetchone()
+        return row[0] if row else None
+
+    def _collides(self, record: ImageRecord) -> bool:
+        """Whether another present image shares ``record``'s folder and stem."""
+        prefix = posixpath.splitext(record.path)[0]
+        like = re.sub(r"([\\%_])", r"\\\1", prefix) + ".%"
+        rows = self.conn.execute(
+            "SELECT id, path FROM images WHERE present = 1 AND path LIKE ? ESCAPE '\\'", (like,)
+        ).fetchall()
+        return any(r[0] != record.id and _stem_key(r[1]) == _stem_key(record.path) for r in rows)
+
+    def reimport_image_sidecars(self, image_id: int) -> bool:
+        """Read one image's sidecars again, whatever their times; True if its tags changed."""
+        record = self.image(image_id)
+        collides = self._collides(record)
+        content = sidecars.read_image_content(self.abspath(record.path), collides=collides)
+        with self._tx() as conn:
+            return self._apply_import(conn, image_id, content, None)
+
+    def write_sidecars(
+        self,
+        image_id: int,
+        *,
+        formats: Iterable[str],
+        txt_path: Path | None,
+        policy: str,
+        content: str = "human",
+    ) -> tuple[list[Path], list[str]]:
+        """Write an image's tags to its sidecars and record them: :meth:`sidecar_tags` (``content``
+        ``"human"``) or :meth:`positive_tags` (``"machine"``). Returns the files written and notes.
+
+        A file is replaced only if it still holds what the library last read or wrote; one that
+        another program changed (or that the library never read) is read again first, so its tags
+        are merged, not lost. Rejected tags, and tags a person removed, leave the file under either
+        policy. Raises :class:`sidecars.SidecarError` (after trying every format); the image's
+        sidecars then stay pending with the error.
+        """
+        record = self.image(image_id)
+        image = self.abspath(record.path)
+        collides = self._collides(record)
+        written: list[Path] = []
+        notes: list[str] = []
+        errors: list[sidecars.SidecarError] = []
+        try:
+            targets = sidecars.sidecar_targets(image, formats, txt_path, collides)
+        except sidecars.SidecarError as exc:
+            self._mark_failed_if_possible(image_id, str(exc))
+            raise
+        for target in targets:
+            try:
+                self._write_sidecar_file(image_id, target, policy, content, notes)
+                written.append(target)
+            except sidecars.SidecarError as exc:
+                errors.append(exc)
+        if written:
+            self.mark_sidecar_written(image_id, content, written)
+        if errors:
+            self._mark_failed_if_possible(image_id, str(errors[0]))
+            raise errors[0]
+        return written, notes
+
+    def _mark_failed_if_possible(self, image_id: int, error: str) -> None:
+        try:
+            self.mark_sidecar_failed(image_id, error)
+        except sqlite3.Error:
+            pass  # the library itself cannot be written; the sidecar error is the one to report
+
+    def _write_sidecar_file(self, image_id: int, target: Path, policy: str, content: str, notes: list[str]) -> None:
+        for attempt in range(2):
+            tags = self.positive_tags(image_id) if content == "machine" else self.sidecar_tags(image_id)
+            rows = {t.tag: t for t in self.tags(image_id)}
+            on_disk = sidecars.read_sidecar_file(target)[0] if target.exists() else []
+            # with the file as the library knows it, a tag in it without a row was removed by a person
+            removed = [t for t, r in rows.items() if r.state == "rejected"] + [t for t in on_disk if t not in rows]
+            try:
+                sidecars.write_sidecar_file(
+                    target, tags, policy, removed=removed, expected=self.known_sidecar_hash(image_id, target)
+                )
+                return
+            except sidecars.SidecarChangedError:
+                if attempt:
+                    raise
+                if self.reimport_image_sidecars(image_id):
+                    notes.append(
+                        f"{target} was changed by another program since it was read; "
+                        "its tags were read again and kept"
+                    )
 
     # ---- reading
 
@@ -642,7 +770,9 @@ class Library:
         """Record a model's prediction: replaces earlier machine tags; a person's decisions stay, and
         a confirmed image gets no new proposals (only the scores are kept). Returns the new status."""
         model = model or ModelInfo()
-        scores = {str(k): float(v) for k, v in scores.items()}
+        # a model's label is tag text like any other: no control characters reach a sidecar
+        scores = {sidecars.normalize_tag(k): float(v) for k, v in scores.items()}
+        labels = sidecars.normalize_tags(labels)
         now = time.time()
         with self._tx() as conn:
             conn.execute(
@@ -676,9 +806,9 @@ class Library:
         """A person's decision on one tag: ``confirmed``, ``added`` or ``rejected``. Returns the status."""
         if state not in ("confirmed", "added", "rejected"):
             raise LibraryError(f"unknown tag state {state!r}")
-        tag = " ".join(tag.split())
+        tag = sidecars.normalize_tag(tag)
         if not tag:
-            raise LibraryError("a tag cannot be empty")
+            raise LibraryError("a tag cannot be empty (control characters are not kept)")
         with self._tx() as conn:
             if confidence is None:
                 row = conn.execute(
@@ -731,9 +861,9 @@ class Library:
     def rename_tag(self, old: str, new: str) -> list[int]:
         """Rename a tag on every image (a person's row wins over a machine row on a clash).
         Returns the ids of the images touched; their sidecars become pending."""
-        new = " ".join(new.split())
+        new = sidecars.normalize_tag(new)
         if not new:
-            raise LibraryError("a tag cannot be renamed to nothing")
+            raise LibraryError("a tag cannot be renamed to nothing (control characters are not kept)")
         with self._tx() as conn:
             rows = conn.execute("SELECT image_id, source, state, confidence FROM tags WHERE tag = ?", (old,)).fetchall()
             for image_id, source, state, confidence in rows:
@@ -788,12 +918,14 @@ class Library:
     def mark_sidecar_written(self, image_id: int, content: str = "human", files: Sequence[Path] = ()) -> None:
         """``content``: ``"human"`` (a person's tags) or ``"machine"`` (a batch of predictions).
         ``files``: the sidecars written; they count as imported, so the next open does not read our
-        own tags back as tags found in sidecars."""
+        own tags back as tags found in sidecars, and their content is what a later write expects."""
         mtimes = []
+        hashes = []
         for path in files:
             try:
                 mtimes.append(Path(path).stat().st_mtime)
-            except OSError:
+                hashes.append((image_id, self._file_key(path), sidecars.file_hash(Path(path))))
+            except (OSError, sidecars.SidecarError):
                 pass
         with self._tx() as conn:
             conn.execute(
@@ -803,6 +935,7 @@ class Library:
                 "written = excluded.written, imported_mtime = COALESCE(excluded.imported_mtime, imported_mtime)",
                 (image_id, content, time.time(), max(mtimes) if mtimes else None),
             )
+            conn.executemany("INSERT OR REPLACE INTO sidecar_files VALUES (?, ?, ?)", hashes)
 
     def mark_sidecar_failed(self, image_id: int, error: str) -> None:
         with self._tx() as conn:

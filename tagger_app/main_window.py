@@ -706,6 +706,14 @@ class MainWindow(QMainWindow):
             paths = [p.name for paths in report.written.values() for p in paths]
             shown = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
             self.statusBar().showMessage(f"Wrote {len(paths)} sidecar file(s): {shown}", 8000)
+        if report.notes:  # another program changed these sidecars: their tags were read again
+            for image_id in report.notes:
+                self.images.update_record(self.library.image(image_id))
+                self.gallery.proxy.update_tags(image_id, set(self.library.positive_tags(image_id)))
+            if self.current_id in report.notes:
+                self._refresh_tag_panel()
+            notes = [n for image_notes in report.notes.values() for n in image_notes]
+            self._report(notes[0] + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else ""), error=False)
         self.sidecarsWritten.emit(report)
 
     def edit_sidecar_settings(self) -> None:

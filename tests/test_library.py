@@ -284,9 +284,12 @@ def test_not_a_folder(tmp_path):
 def test_one_connection_per_thread_and_concurrent_writes(lib):
     image_ids = [r.id for r in lib.images()]
     errors = []
+    # all three alive at once: a finished thread's id may be reused, and its connection with it
+    all_started = threading.Barrier(3)
 
     def writer(n):
         try:
+            all_started.wait(timeout=30)
             for i in image_ids:
                 lib.store_prediction(i, [f"t{n}"], {f"t{n}": 0.5})
         except Exception as exc:  # noqa: BLE001

@@ -43,6 +43,7 @@ class SidecarRequest:
 class SidecarReport:
     written: dict[int, list[Path]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    notes: dict[int, list[str]] = field(default_factory=dict)  # e.g. a file another program changed
     library: Library | None = None
 
 
@@ -98,26 +99,19 @@ class LibraryWorker(QObject):
         for image_id in request.image_ids:
             try:
                 record = library.image(image_id)
-                if request.content == "machine":
-                    tags = library.positive_tags(image_id)
-                else:
-                    tags = library.sidecar_tags(image_id)
-                image = library.abspath(record.path)
-                written = sidecars.write_image_sidecars(
-                    image,
-                    tags,
+                txt_path = plan.get(Path(record.path))
+                written, notes = library.write_sidecars(
+                    image_id,
                     formats=request.formats,
-                    txt_path=plan.get(Path(record.path)) and library.abspath(plan[Path(record.path)].as_posix()),
+                    txt_path=txt_path and library.abspath(txt_path.as_posix()),
                     policy=request.policy,
+                    content=request.content,
                 )
-                library.mark_sidecar_written(image_id, request.content, written)
                 report.written[image_id] = written
+                if notes:
+                    report.notes[image_id] = notes
             except Exception as exc:  # noqa: BLE001 - SidecarError, sqlite3 errors, ...: report per image
                 report.failed[image_id] = str(exc)
-                try:
-                    library.mark_sidecar_failed(image_id, str(exc))
-                except Exception:  # noqa: BLE001 - the library itself is unwritable; the GUI reports it
-                    pass
         self.sidecarsDone.emit(report)
 
     def _txt_plan(self, library: Library, naming: str) -> dict[Path, Path | None]:

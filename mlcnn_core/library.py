@@ -31,6 +31,7 @@ writers.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -295,22 +296,82 @@ def fallback_library_path(folder: Path, data_dir: Path | None = None) -> Path:
     return data_dir / "libraries" / f"{slug}-{key}" / LIBRARY_FILENAME
 
 
+def _sqlite_failure(exc: sqlite3.Error) -> str:
+    """``"locked"`` (another program's transaction), ``"damaged"`` (not a database, corrupt pages) or
+    ``"unwritable"`` (read-only, full disk, I/O error, ...)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+        return "locked"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or not isinstance(exc, sqlite3.OperationalError):
+        return "damaged"
+    return "unwritable"
+
+
+def _set_aside(db_path: Path, why: str) -> Path:
+    """Rename a library and its WAL files to ``<name>.<why>-<time>``; returns the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = db_path.with_name(f"{db_path.name}.{why}-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = db_path.with_name(db_path.name + suffix)
+        if part.exists():
+            os.replace(part, target.with_name(target.name + suffix))
+    return target
+
+
+def _copy_library(source: Path, dest: Path) -> bool:
+    """Copy a library that may sit on read-only media into ``dest``; False if it cannot be read."""
+    for options in ("mode=ro", "immutable=1"):
+        try:
+            src = sqlite3.connect(f"file:{source}?{options}", uri=True)
+            try:
+                src.execute("SELECT COUNT(*) FROM images").fetchone()
+                dst = sqlite3.connect(dest)
+                try:
+                    src.backup(dst)
+                finally:
+                    dst.close()
+                return True
+            finally:
+                src.close()
+        except sqlite3.Error:
+            with contextlib.suppress(OSError):
+                dest.unlink()
+    return False
+
+
 class Library:
     """The state of one folder of images. Open with :meth:`open`; use from any thread."""
+
+    busy_timeout_s = 30.0  # how long a write waits for another program's transaction
 
     def __init__(self, root: Path, db_path: Path, fallback_reason: str | None = None):
         self.root = Path(root).resolve()
         self.db_path = Path(db_path)
         self.fallback_reason = fallback_reason
+        self.notices: list[str] = []  # what else happened on opening (a damaged library rebuilt, ...)
         self._connections: dict[int, sqlite3.Connection] = {}
         self._lock = threading.Lock()
+
+    @property
+    def notice(self) -> str | None:
+        """Everything a person should be told about this library on opening, or ``None``."""
+        return " ".join(m for m in (self.fallback_reason, *self.notices) if m) or None
 
     # ---- opening
 
     @classmethod
     def open(cls, folder: str | os.PathLike, data_dir: Path | None = None) -> Library:
-        """Open (creating if needed) the library of ``folder``; falls back to the user data folder
-        when ``folder`` cannot be written (see :attr:`fallback_reason`)."""
+        """Open (creating if needed) the library of ``folder``.
+
+        * The folder cannot be written (read-only, full disk): the library lives in the user data
+          folder instead, seeded with a copy of the folder's own library, and
+          :attr:`fallback_reason` says so. Once the folder can be written again, opening it merges
+          the edits made meanwhile back (see :attr:`notices`).
+        * The library is damaged: it is set aside (``library.sqlite.damaged-<time>``) and a new one
+          is made, which the folder's sidecars fill again on import (see :attr:`notices`).
+        * Another program holds it locked for :attr:`busy_timeout_s`: :class:`LibraryError`, since a
+          second library would split the folder's state in two.
+        """
         root = Path(folder).resolve()
         if not root.is_dir():
             raise LibraryError(f"{root} is not a folder")
@@ -319,22 +380,104 @@ class Library:
             primary.parent.mkdir(exist_ok=True)
             if not os.access(primary.parent, os.W_OK):
                 raise PermissionError(f"{primary.parent} is read-only")
-            lib = cls(root, primary)
+        except OSError as exc:
+            return cls._open_fallback(root, primary, data_dir, f"The folder {root} cannot be written ({exc})")
+        lib = cls(root, primary)
+        try:
             lib._init_schema()
-            return lib
-        except (OSError, sqlite3.Error) as exc:
-            reason = (
-                f"The folder {root} cannot hold the library ({exc}); "
-                "its state is kept in your user data folder instead."
+        except sqlite3.Error as exc:
+            lib.close()
+            kind = _sqlite_failure(exc)
+            if kind == "locked":
+                raise LibraryError(
+                    f"The library of {root} is in use by another program (still locked after "
+                    f"{cls.busy_timeout_s:g} s): close the other MLCNN Tagger or `mlcnn tag` working on "
+                    "this folder and open it again."
+                ) from exc
+            if kind != "damaged":
+                return cls._open_fallback(root, primary, data_dir, f"The library of {root} cannot be written ({exc})")
+            backup = _set_aside(primary, "damaged")
+            lib = cls(root, primary)
+            try:
+                lib._init_schema()
+            except sqlite3.Error as again:
+                raise LibraryError(f"cannot make a new library for {root}: {again}") from again
+            lib.notices.append(
+                f"The library of {root} was damaged ({exc}). It was moved to {backup.name} and a new one "
+                "was started: tags in sidecars are read again, but predictions, review marks and tags "
+                "that were only in the library are not."
             )
+        lib._merge_fallback_back(data_dir)
+        return lib
+
+    @classmethod
+    def _open_fallback(cls, root: Path, primary: Path, data_dir: Path | None, why: str) -> Library:
         fallback = fallback_library_path(root, data_dir)
+        copied = False
         try:
             fallback.parent.mkdir(parents=True, exist_ok=True)
+            if not fallback.exists() and primary.is_file():
+                copied = _copy_library(primary, fallback)
+            reason = (
+                f"{why}; its state is kept in your user data folder instead ({fallback})"
+                + (", starting from a copy of the folder's own library" if copied else "")
+                + ". Sidecars may not be writable either. Open the folder again once it can be written, "
+                "and these edits are merged back into its library."
+            )
             lib = cls(root, fallback, fallback_reason=reason)
             lib._init_schema()
+            lib.conn.execute("INSERT OR REPLACE INTO meta VALUES ('fallback_of', ?)", (str(lib.root),))
         except (OSError, sqlite3.Error) as exc:
             raise LibraryError(f"cannot open a library for {root}: {exc}") from exc
         return lib
+
+    def _merge_fallback_back(self, data_dir: Path | None) -> None:
+        """Carry a person's decisions made in the fallback library (while the folder could not be
+        written) into this one, then set the fallback aside."""
+        fallback = fallback_library_path(self.root, data_dir)
+        if not fallback.is_file():
+            return
+        try:
+            src = sqlite3.connect(f"file:{fallback}?mode=ro", uri=True, timeout=self.busy_timeout_s)
+            try:
+                images = {r[0]: r[1:] for r in src.execute("SELECT id, path, size, mtime, reviewed FROM images")}
+                tags = src.execute(
+                    "SELECT image_id, tag, source, state, confidence, updated FROM tags WHERE source = 'human'"
+                ).fetchall()
+            finally:
+                src.close()
+        except sqlite3.Error as exc:
+            self.notices.append(f"The edits kept in {fallback} could not be read back ({exc}); they are left there.")
+            return
+        touched: set[int] = set()
+        with self._tx() as conn:
+            ids = {}
+            for fid, (path, size, mtime, reviewed) in images.items():
+                conn.execute("INSERT OR IGNORE INTO images (path, size, mtime) VALUES (?, ?, ?)", (path, size, mtime))
+                (ids[fid],) = conn.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+                if reviewed:
+                    conn.execute("UPDATE images SET reviewed = 1 WHERE id = ?", (ids[fid],))
+                    touched.add(ids[fid])
+            for fid, tag, source, state, confidence, updated in tags:
+                image_id = ids[fid]
+                row = conn.execute(
+                    "SELECT source, updated FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
+                ).fetchone()
+                if row is None or row[0] != "human" or row[1] < updated:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+                        (image_id, tag, source, state, confidence, updated),
+                    )
+                    touched.add(image_id)
+            for image_id in touched:
+                self._mark_pending(conn, image_id)
+                self._refresh_status(conn, image_id)
+        backup = _set_aside(fallback, "merged")
+        if touched:
+            self.notices.append(
+                f"Edits made while {self.root} could not be written ({len(touched)} images) were merged back "
+                f"into its library (the copy they were kept in is now {backup}); their sidecars are pending."
+            )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -342,11 +485,13 @@ class Library:
         ident = threading.get_ident()
         conn = self._connections.get(ident)
         if conn is None:
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = sqlite3.connect(
+                self.db_path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             with self._lock:
                 self._connections[ident] = conn
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
     def connection_count(self) -> int:
@@ -356,6 +501,9 @@ class Library:
 
     def _init_schema(self) -> None:
         conn = self.conn
+        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {check}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             conn.execute("PRAGMA journal_mode = DELETE")

@@ -26,7 +26,7 @@ class OpenedFolder:
     tags: dict[int, list[TagRecord]]
     scan_seconds: float
     import_errors: list[str]
-    fallback_reason: str | None
+    fallback_reason: str | None  # Library.notice: a fallback library, a damaged one rebuilt, edits merged back
     seconds: float
 
 
@@ -83,7 +83,7 @@ class LibraryWorker(QObject):
                 tags,
                 scan.seconds,
                 errors,
-                library.fallback_reason,
+                library.notice,
                 time.perf_counter() - start,
             )
         )

@@ -343,6 +343,7 @@ class Library:
     """The state of one folder of images. Open with :meth:`open`; use from any thread."""
 
     busy_timeout_s = 30.0  # how long a write waits for another program's transaction
+    stale_temp_age_s = 600.0  # a sidecar's temporary file this old is left from a write that never finished
 
     def __init__(self, root: Path, db_path: Path, fallback_reason: str | None = None):
         self.root = Path(root).resolve()
@@ -590,7 +591,8 @@ class Library:
 
     def import_sidecars(self, as_confirmed: bool = False, include_hierarchical: bool = False) -> list[str]:
         """Read existing sidecars (caption files and XMP, see :func:`sidecars.sidecar_names`) into the
-        library; only files changed since the last import are read. Tags become ``sidecar``/``imported``,
+        library; only files changed since the last import are read, and temporary files of writes that
+        never finished are deleted (:func:`sidecars.remove_stale_temp_files`). Tags become ``sidecar``/``imported``,
         or ``human``/``confirmed`` with ``as_confirmed`` (then the image counts as confirmed); imported
         tags a file no longer holds are dropped. Returns messages: sidecars that could not be read
         (those images are skipped) and warnings (a legacy encoding)."""
@@ -606,6 +608,7 @@ class Library:
                 listings[folder] = {entry.name for entry in os.scandir(self.root / folder)}
             except OSError:
                 listings[folder] = set()
+            sidecars.remove_stale_temp_files(self.root / folder, listings[folder], self.stale_temp_age_s)
         for record in images:
             folder, name = posixpath.split(record.path)
             collides = record.id in collisions

@@ -42,6 +42,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections import defaultdict
@@ -148,8 +149,8 @@ class _TxtDocument:
 
     A line is prose when it ends like a sentence (``.``, ``!``, ``?``) or holds an item of more
     than :attr:`PROSE_WORDS` words; prose is kept verbatim and holds no tags. A file of two or more
-    lines none of which has a comma followed by a space is one tag per line, and a tag there may
-    hold a comma.
+    lines none of which is prose or has a comma followed by a space is one tag per line, and a tag
+    there may hold a comma.
     """
 
     PROSE_WORDS = 6
@@ -160,7 +161,9 @@ class _TxtDocument:
         while self.lines and not self.lines[-1]:
             self.lines.pop()
         filled = [line for line in self.lines if line]
-        self.one_per_line = len(filled) >= 2 and not any(re.search(r",\s", line) for line in filled)
+        self.one_per_line = len(filled) >= 2 and not any(
+            re.search(r",\s", line) or self.is_prose(line) for line in filled
+        )
 
     @classmethod
     def is_prose(cls, line: str) -> bool:
@@ -377,6 +380,27 @@ def atomic_write_bytes(path: Path, data: bytes, expected: bytes | None | object 
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+# atomic_write_bytes's temporary files: ".<name>.<8 random characters>.tmp"
+_TEMP_FILE = re.compile(r"^\.(.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder: Path, names: Iterable[str], older_than_s: float = 600.0) -> list[Path]:
+    """Delete the temporary files of sidecar writes that never finished (the process was killed,
+    the power went) among ``names`` in ``folder``; a younger one may be a write under way."""
+    removed = []
+    now = time.time()
+    for name in names:
+        m = _TEMP_FILE.match(name)
+        if not m or not m.group(1).lower().endswith((".xmp", *CAPTION_SUFFIXES)):
+            continue
+        path = Path(folder) / name
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime >= older_than_s:
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _decode_text(path: Path, data: bytes, notes: list[str] | None) -> tuple[str, str]:
@@ -596,11 +620,10 @@ class _XmpDocument:
         return next(self.rdf().iter(_q(kf.ns, kf.local)), None) is not None
 
     def tags(self) -> list[str]:
-        """The image's tags: ``dc:subject``; where that is empty, the leaves of the first
+        """The image's tags: ``dc:subject``; in a file without one, the leaves of the first
         hierarchical field that has entries (a file digiKam or darktable wrote without it)."""
-        tags = normalize_tags(self.bag_items(NS_DC, "subject"))
-        if tags:
-            return tags
+        if self.has(DC_SUBJECT):
+            return normalize_tags(self.bag_items(NS_DC, "subject"))
         for kf in HIERARCHICAL_FIELDS:
             entries = [e for e in self.bag_items(kf.ns, kf.local) if not e.startswith(_TOOL_TAG_PREFIXES)]
             if entries:
@@ -676,7 +699,7 @@ def _load_xmp(path: Path, data: bytes) -> _XmpDocument:
 
 
 def read_xmp(path: Path, include_hierarchical: bool = False) -> list[str]:
-    """Tags in an XMP sidecar: ``dc:subject`` (or, where it is empty, the leaves of a hierarchical field).
+    """Tags in an XMP sidecar: ``dc:subject`` (or, where there is none, the leaves of a hierarchical field).
 
     With ``include_hierarchical``, ``digiKam:TagsList`` (``a/b``) and ``lr:hierarchicalSubject``
     (``a|b``) entries are added as ``a/b`` paths.

@@ -334,3 +334,21 @@ def test_our_own_sidecars_are_not_imported_back(tmp_path):
     lib.import_sidecars()
     assert {t.tag: t.source for t in lib.tags(a)} == {"cat": "sidecar", "edited elsewhere": "sidecar"}
     lib.close()
+
+
+def test_temp_files_of_interrupted_writes_are_cleaned_up(tmp_path):
+    import os
+
+    make_folder(tmp_path, ["a.jpg"])
+    old = [tmp_path / ".a.txt.k2j4h5g6.tmp", tmp_path / ".a.jpg.xmp.abcd_123.tmp"]
+    young = tmp_path / ".a.txt.zzzzzzzz.tmp"
+    unrelated = tmp_path / ".notes.md.abcdefgh.tmp"
+    for path in [*old, young, unrelated]:
+        path.write_text("half a write")
+    for path in [*old, unrelated]:
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    lib = Library.open(tmp_path)
+    lib.scan()
+    lib.import_sidecars()
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == sorted([young.name, unrelated.name])
+    lib.close()

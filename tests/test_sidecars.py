@@ -441,3 +441,11 @@ def test_a_change_during_the_write_is_not_overwritten(tmp_path, monkeypatch):
         write_txt(path, ["animal-bug"], policy="merge")
     assert path.read_text() == "EXTERNAL-EDIT\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_caption_whose_tags_all_go_keeps_its_prose_apart(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("ohwx, 1girl\nA caption line that must stay.\n")
+    assert write_txt(path, ["cat"], policy="replace") == ["cat"]
+    assert path.read_text() == "A caption line that must stay.\ncat\n"
+    assert read_txt(path) == ["cat"]

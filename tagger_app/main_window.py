@@ -36,7 +36,14 @@ from tagger_app.widgets.settings_dialog import SidecarSettingsDialog
 from tagger_app.widgets.tag_panel import FolderTagsPanel, TagPanel
 from tagger_app.widgets.viewer import ViewerPanel
 from tagger_app.workers.image_loader import FullImageLoader, ThumbnailLoader
-from tagger_app.workers.library_worker import LibraryThread, OpenedFolder, OpenRequest, SidecarReport, SidecarRequest
+from tagger_app.workers.library_worker import (
+    ExternalChanges,
+    LibraryThread,
+    OpenedFolder,
+    OpenRequest,
+    SidecarReport,
+    SidecarRequest,
+)
 from tagger_app.workers.predictor_worker import ModelSummary, PredictionJob, PredictionResult, PredictorThread
 
 MAPS_CACHE_SIZE = 64
@@ -252,6 +259,7 @@ class MainWindow(QMainWindow):
         lib_worker.opened.connect(self._on_folder_opened)
         lib_worker.openFailed.connect(self._on_folder_failed)
         lib_worker.sidecarsDone.connect(self._on_sidecars_done)
+        lib_worker.externalChanges.connect(self._on_external_changes)
         self.gallery.currentImageChanged.connect(self.show_image)
         self.image_loader.loaded.connect(self._on_image_decoded)
         self.tag_panel.confirmRequested.connect(self.confirm_tag)
@@ -707,14 +715,37 @@ class MainWindow(QMainWindow):
             shown = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
             self.statusBar().showMessage(f"Wrote {len(paths)} sidecar file(s): {shown}", 8000)
         if report.notes:  # another program changed these sidecars: their tags were read again
-            for image_id in report.notes:
-                self.images.update_record(self.library.image(image_id))
-                self.gallery.proxy.update_tags(image_id, set(self.library.positive_tags(image_id)))
-            if self.current_id in report.notes:
-                self._refresh_tag_panel()
+            self._show_changed_tags([self.library.image(i) for i in report.notes])
             notes = [n for image_notes in report.notes.values() for n in image_notes]
             self._report(notes[0] + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else ""), error=False)
         self.sidecarsWritten.emit(report)
+
+    def _on_external_changes(self, changes: ExternalChanges) -> None:
+        if changes.library is not self.library:
+            return
+        if changes.records:
+            self._show_changed_tags(changes.records, changes.tags)
+            self.statusBar().showMessage(
+                f"Sidecars of {len(changes.records)} image(s) were changed by another program; their tags "
+                "were read again",
+                8000,
+            )
+        if changes.messages:
+            self._report(
+                f"{len(changes.messages)} changed sidecar(s) could not be read: {changes.messages[0]}", error=False
+            )
+
+    def _show_changed_tags(self, records, tags=None) -> None:
+        for record in records:
+            if tags is not None:
+                positive = {t.tag for t in tags[record.id] if t.is_positive}
+            else:
+                positive = set(self.library.positive_tags(record.id))
+            self.images.update_record(record)
+            self.gallery.proxy.update_tags(record.id, positive)
+        if self.current_id in {r.id for r in records}:
+            self._refresh_tag_panel()
+        self._folder_tags_timer.start()
 
     def edit_sidecar_settings(self) -> None:
         dialog = SidecarSettingsDialog(self.settings, self)

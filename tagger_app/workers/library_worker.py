@@ -1,12 +1,14 @@
-"""Folder opening (scan, sidecar import) and sidecar writing, in a worker thread with its own connection."""
+"""Folder opening (scan, sidecar import), sidecar writing, and watching the folder for sidecars that
+other programs change, in a worker thread with its own connection."""
 
 from __future__ import annotations
 
+import posixpath
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QFileSystemWatcher, QObject, QThread, QTimer, Signal, Slot
 
 from mlcnn_core import sidecars
 from mlcnn_core.library import ImageRecord, Library, LibraryError, TagRecord
@@ -47,15 +49,33 @@ class SidecarReport:
     library: Library | None = None
 
 
+@dataclass
+class ExternalChanges:
+    """Sidecars another program changed in the open folder, read again."""
+
+    library: Library
+    records: list[ImageRecord]  # the images whose tags changed
+    tags: dict[int, list[TagRecord]]  # their tags now
+    messages: list[str]  # sidecars that could not be read
+
+
 class LibraryWorker(QObject):
     opened = Signal(object)  # OpenedFolder
     openFailed = Signal(str, str)  # folder, message
     sidecarsDone = Signal(object)  # SidecarReport
+    externalChanges = Signal(object)  # ExternalChanges
+
+    WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
+    MAX_WATCHED_FOLDERS = 1000  # inotify watches are a per-user resource
 
     def __init__(self):
         super().__init__()
         self._library: Library | None = None
         self._txt_plans: dict[str, dict[Path, Path | None]] = {}
+        self._watcher: QFileSystemWatcher | None = None
+        self._settle: QTimer | None = None
+        self._import_as_confirmed = False
+        self._reported: set[str] = set()
 
     @Slot(object)
     def open_folder(self, request: OpenRequest) -> None:
@@ -76,6 +96,7 @@ class LibraryWorker(QObject):
             return
         self._library = library
         self._txt_plans.clear()
+        self._watch(library, records, request)
         self.opened.emit(
             OpenedFolder(
                 library,
@@ -113,6 +134,45 @@ class LibraryWorker(QObject):
             except Exception as exc:  # noqa: BLE001 - SidecarError, sqlite3 errors, ...: report per image
                 report.failed[image_id] = str(exc)
         self.sidecarsDone.emit(report)
+
+    def _watch(self, library: Library, records: list[ImageRecord], request: OpenRequest) -> None:
+        """Watch the folders holding the images, so sidecars other programs change are read again."""
+        if self._watcher is None:
+            self._watcher = QFileSystemWatcher(self)
+            self._settle = QTimer(self)
+            self._settle.setSingleShot(True)
+            self._settle.setInterval(self.WATCH_SETTLE_MS)
+            self._watcher.directoryChanged.connect(self._settle.start)
+            self._settle.timeout.connect(self._read_changed_sidecars)
+        watched = self._watcher.directories()
+        if watched:
+            self._watcher.removePaths(watched)
+        self._import_as_confirmed = request.import_as_confirmed
+        self._reported = set()
+        if request.import_sidecars:
+            folders = sorted({str(library.abspath(posixpath.dirname(r.path))) for r in records})
+            if folders:
+                self._watcher.addPaths(folders[: self.MAX_WATCHED_FOLDERS])
+
+    @Slot()
+    def _read_changed_sidecars(self) -> None:
+        library = self._library
+        if library is None:
+            return
+        try:
+            before = library.tag_records_by_image()
+            messages = library.import_sidecars(as_confirmed=self._import_as_confirmed)
+            after = library.tag_records_by_image()
+            changed = sorted(i for i in before.keys() | after.keys() if before.get(i) != after.get(i))
+            records = [library.image(i) for i in changed]
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
+            changed, records, after, messages = [], [], {}, [f"{type(exc).__name__}: {exc}"]
+        new_messages = [m for m in messages if m not in self._reported]
+        self._reported.update(new_messages)
+        if changed or new_messages:
+            self.externalChanges.emit(
+                ExternalChanges(library, records, {i: after.get(i, []) for i in changed}, new_messages)
+            )
 
     def _txt_plan(self, library: Library, naming: str) -> dict[Path, Path | None]:
         if naming not in self._txt_plans:

@@ -455,8 +455,10 @@ class Library:
             ids = {}
             for fid, (path, size, mtime, reviewed) in images.items():
                 conn.execute("INSERT OR IGNORE INTO images (path, size, mtime) VALUES (?, ?, ?)", (path, size, mtime))
-                (ids[fid],) = conn.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
-                if reviewed:
+                (ids[fid], was_reviewed) = conn.execute(
+                    "SELECT id, reviewed FROM images WHERE path = ?", (path,)
+                ).fetchone()
+                if reviewed and not was_reviewed:
                     conn.execute("UPDATE images SET reviewed = 1 WHERE id = ?", (ids[fid],))
                     touched.add(ids[fid])
             for fid, tag, source, state, confidence, updated in tags:

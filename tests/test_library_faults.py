@@ -71,6 +71,9 @@ def test_a_locked_library_is_an_error_not_a_second_library(tmp_path, monkeypatch
 
 def test_read_only_folder_shows_its_library_and_merges_back(tmp_path, monkeypatch):
     folder = make_tagged_folder(tmp_path / "f")
+    lib = Library.open(folder)
+    lib.confirm_all(lib.image_id("img0002.jpg"))  # reviewed before: copied, so not merged back as new
+    lib.close()
     real_access = os.access
     library_dir = str(folder / ".mlcnn-tagger")
     monkeypatch.setattr(
@@ -85,7 +88,7 @@ def test_read_only_folder_shows_its_library_and_merges_back(tmp_path, monkeypatc
     monkeypatch.setattr(library_module.os, "access", real_access)
 
     lib = Library.open(folder, data_dir=tmp_path / "data")
-    assert lib.fallback_reason is None and "merged back" in lib.notice
+    assert lib.fallback_reason is None and "merged back" in lib.notice and "(1 images)" in lib.notice
     b = lib.image_id("img0001.jpg")
     assert sorted(t.tag for t in lib.tags(b)) == ["added-while-read-only", "only-in-library"]
     assert b in [i for i, _ in lib.pending_sidecars()]

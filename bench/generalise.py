@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from run import load_truth, one_pass_predictor, pointing_game, raw_outputs  # bench/run.py
+from run import load_truth, pointing_game, raw_outputs  # bench/run.py
 
 from mlcnn_core.data import Sample
 from mlcnn_core.evaluate import evaluate
 from mlcnn_core.modelfile import load_model
+from mlcnn_core.predict import PredictConfig, Predictor
 
 METRICS = ("precision", "recall", "accuracy", "mAP")
 
@@ -34,10 +35,12 @@ METRICS = ("precision", "recall", "accuracy", "mAP")
 def measure(model, rows: list[dict], limit_pointing: int) -> dict:
     samples = [Sample(r["path"], tuple(r["labels"])) for r in rows]
     result = evaluate(model, samples, baseline=False)["single_pass"]
-    one_pass = one_pass_predictor(model)
-    maps_only = dataclasses.replace(one_pass.config, rescore=None)
+    # the pointing game looks at the first pass's maps, as the app shows them
+    card_cfg = PredictConfig.from_dict(model.card["prediction"])
+    maps_only = dataclasses.replace(card_cfg, rescore=None, second_short_side=None)
+    first_pass = Predictor(model, config=maps_only)
     subset = rows[:limit_pointing]
-    result["pointing"] = pointing_game(raw_outputs(one_pass, subset), subset, model.labels, maps_only)
+    result["pointing"] = pointing_game(raw_outputs(first_pass, subset), subset, model.labels, maps_only)
     return result
 
 

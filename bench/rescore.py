@@ -73,7 +73,13 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     model = load_model(args.model)
-    card_predictor = one_pass_predictor(model)  # a card's second pass: bench/two_scale.py
+    try:
+        card_predictor = one_pass_predictor(model)  # a card's second pass: bench/two_scale.py
+        card_row = True
+    except ValueError:  # a fine-tune of a two-pass card keeps no one-pass reading: start from its first pass
+        first = dataclasses.replace(PredictConfig.from_dict(model.card["prediction"]), rescore=None,
+                                    second_short_side=None)
+        card_predictor, card_row = Predictor(model, config=first), False
     card_cfg = card_predictor.config
     sets = {Path(d).name: Path(d) for d in args.val + args.test}
     rows = {name: load_truth(path) for name, path in sets.items()}
@@ -91,7 +97,7 @@ def main() -> int:
         costs[short] = float(np.mean([counter.single_pass(*short_side_size(r["height"], r["width"], short))
                                       for n in tests or val for r in rows[n]])) / 1e9
         base = dataclasses.replace(predictor.config, rescore=None)
-        if short == card_cfg.short_side:
+        if short == card_cfg.short_side and card_row:
             variants["card as it was"] = (short, card_cfg, card_predictor.threshold)
         examples = [rescore_candidates(raws[n], truths[n], base) for n in val]
         weights = fit_rescore(np.concatenate([f for f, _ in examples]), np.concatenate([y for _, y in examples]))

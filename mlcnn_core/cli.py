@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
                       bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
-                      norm_stats=args.norm_stats, anchor=args.anchor,
+                      norm_stats=args.norm_stats, anchor=args.anchor, learns=args.learn,
                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                       max_steps=args.max_steps,
                       time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--anchor", type=float, metavar="S",
                    help="with --init: pull the weights toward that model's, S per unit of learning rate (L2-SP; "
                         "default 2500; rate × S is capped at 1, so a higher --lr needs a lower S)")
+    t.add_argument("--learn", choices=["all", "block", "head", "last"],
+                   help="with --init, what moves: every weight, the head and the trunk's last block, the head, or "
+                        "its last layer; the frozen part's maps are computed once (default: the fine-tune recipe's)")
     t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
     t.add_argument("--new-labels", choices=["fit", "train"], default="fit",

@@ -51,15 +51,30 @@ KEEP_OLD = 2.0          # weight of the image's known labels staying above the t
 def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], device: str = "cpu",
                  bf16: bool | None = None, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-2,
                  seed: int = 0) -> dict[str, dict]:
-    """Fit the last-layer rows of the ``new`` labels of ``model`` (in place) on ``samples``.
+    """Fit the last-layer rows of the ``new`` labels of ``model`` (in place) on ``samples``, from zero.
     Returns, per new label, its precision and recall on those images after the fit (as predicted)."""
+    return fit_rows(model, samples, new, device=device, bf16=bf16, steps=steps, lr=lr, weight_decay=weight_decay,
+                    seed=seed)
+
+
+def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], device: str = "cpu",
+             bf16: bool | None = None, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-2,
+             seed: int = 0, anchor: float | None = None, margin_below: float = MARGIN_BELOW,
+             negatives: float = 1.0) -> dict[str, dict]:
+    """Fit the last-layer rows of the ``fitted`` labels of ``model`` (in place) on ``samples``; the
+    other rows stay as they are. With ``anchor`` None the rows start from zero (new labels); with a
+    number they start from their current values and are held near them by ``anchor`` × the squared
+    distance (L2-SP) instead of the weight decay toward zero (a person's corrections of labels the
+    model knows). ``margin_below``: how far under the threshold a label should score where it is
+    absent; ``negatives``: the weight of those images against the ones with the label.
+    Returns, per fitted label, its precision and recall on those images after the fit."""
     labels = list(model.labels)
-    new_idx = [labels.index(lab) for lab in new]
+    new_idx = [labels.index(lab) for lab in fitted]
     old_idx = [i for i in range(len(labels)) if i not in set(new_idx)]
     was_training = model.net.training
     predictor = Predictor(model, device=device, bf16=bf16)
     last = model.net.head.fcs[-1]
-    groups = _hidden_groups(predictor, _chosen(samples, set(new), seed))
+    groups = _hidden_groups(predictor, _chosen(samples, set(fitted), seed))
     if not groups:
         model.net.train(was_training)
         return {}
@@ -68,27 +83,31 @@ def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], devi
     b_old = last.bias.detach()[old_idx].float().to(dev)
     for g in groups:
         g["old"] = [torch.einsum("nchw,lc->nlhw", h, w_old) + b_old[:, None, None] for h in g["hidden"]]
-    _set_targets(groups, predictor, new_idx, old_idx, labels)
-
-    w_new = torch.zeros(len(new_idx), last.in_features, device=dev, requires_grad=True)
-    b_new = last.bias.detach()[new_idx].float().to(dev).clone().requires_grad_(True)
+    w_start = last.weight.detach()[new_idx].float().to(dev)
+    b_start = last.bias.detach()[new_idx].float().to(dev)
+    _set_targets(groups, predictor, new_idx, old_idx, labels, None if anchor is None else (w_start, b_start))
+    w_new = (torch.zeros_like(w_start) if anchor is None else w_start.clone()).requires_grad_(True)
+    b_new = b_start.clone().requires_grad_(True)
     opt = torch.optim.Adam([w_new, b_new], lr=lr)
     order = old_idx + new_idx  # the logits below are laid out old rows first, new rows last
     inverse = torch.as_tensor(np.argsort(order), device=dev)
     for _ in range(steps):
-        loss = weight_decay * (w_new ** 2).sum()
+        if anchor is None:
+            loss = weight_decay * (w_new ** 2).sum()
+        else:
+            loss = anchor * (((w_new - w_start) ** 2).sum() + ((b_new - b_start) ** 2).sum())
         for g in groups:
             raws = [torch.cat([old, torch.einsum("nchw,lc->nlhw", h, w_new) + b_new[:, None, None]], dim=1)[:, inverse]
                     for h, old in zip(g["hidden"], g["old"], strict=True)]
             scores = soft_final_scores(raws[0], predictor.config, second=_second(raws))
-            loss = loss + g["weight"] * _loss(scores, g, new_idx, old_idx)
+            loss = loss + g["weight"] * _loss(scores, g, new_idx, old_idx, margin_below, negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
         last.weight[new_idx] = w_new.detach().to(last.weight)
         last.bias[new_idx] = b_new.detach().to(last.bias)
-    report = _report(predictor, groups, new, new_idx)
+    report = _report(predictor, groups, fitted, new_idx)
     model.net.train(was_training)
     return report
 
@@ -172,8 +191,9 @@ def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
 
 
 def _set_targets(groups: list[dict], predictor: Predictor, new_idx: list[int], old_idx: list[int],
-                 labels: list[str]) -> None:
-    """Each image's threshold, from its scores before the fit (new labels count 0 in a linear one).
+                 labels: list[str], current: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Each image's threshold, from its scores before the fit: new labels count 0 in a linear one, or
+    rows refitted from their ``current`` (weights, biases) count as they are.
     A model without a fitted threshold (0) is given half the median score of the true labels."""
     per_group = []
     for g in groups:
@@ -181,7 +201,10 @@ def _set_targets(groups: list[dict], predictor: Predictor, new_idx: list[int], o
         for h, old in zip(g["hidden"], g["old"], strict=True):
             raw = torch.zeros(h.shape[0], len(labels), *h.shape[2:], device=old.device)
             raw[:, old_idx] = old
-            raw[:, new_idx] = -1e4
+            if current is None:
+                raw[:, new_idx] = -1e4
+            else:
+                raw[:, new_idx] = torch.einsum("nchw,lc->nlhw", h, current[0]) + current[1][:, None, None]
             raws.append(raw)
         scores = final_scores(raws[0], predictor.config, _second(raws))[0].cpu().numpy()
         per_group.append((scores, predictor.threshold.thresholds(scores)))
@@ -192,16 +215,17 @@ def _set_targets(groups: list[dict], predictor: Predictor, new_idx: list[int], o
         g["threshold"] = torch.as_tensor(t, dtype=torch.float32, device=g["truth"].device)[:, None]
 
 
-def _loss(scores: torch.Tensor, g: dict, new_idx: list[int], old_idx: list[int]) -> torch.Tensor:
+def _loss(scores: torch.Tensor, g: dict, new_idx: list[int], old_idx: list[int], margin_below: float,
+          negatives: float) -> torch.Tensor:
     t = g["threshold"]
     scale = t / 4
     truth = g["truth"].float()
     above = F.softplus((MARGIN_ABOVE * t - scores) / scale)
-    below = F.softplus((scores - MARGIN_BELOW * t) / scale)
+    below = F.softplus((scores - margin_below * t) / scale)
     pos, s_new_above, s_new_below = truth[:, new_idx], above[:, new_idx], below[:, new_idx]
     # positives and negatives of each new label weigh the same, however rare the label
     new_loss = ((pos * s_new_above).sum(0) / pos.sum(0).clamp(min=1)
-                + ((1 - pos) * s_new_below).sum(0) / (1 - pos).sum(0).clamp(min=1)).mean()
+                + negatives * ((1 - pos) * s_new_below).sum(0) / (1 - pos).sum(0).clamp(min=1)).mean()
     old_true = truth[:, old_idx]
     old_loss = (old_true * above[:, old_idx]).sum() / old_true.sum().clamp(min=1)
     return new_loss + KEEP_OLD * old_loss

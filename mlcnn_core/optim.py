@@ -13,6 +13,8 @@ capped at α_max, i.e. plain SGD at 0.01.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -57,3 +59,13 @@ class PaperRMSprop(torch.optim.Optimizer):
             torch._foreach_mul_(rates, grads)
             torch._foreach_sub_(params, rates)
         return loss
+
+
+def warmup_cosine(step: int, total: int, warmup_fraction: float) -> float:
+    """Multiplier of the base rate at ``step`` (from 0) of ``total``: a linear warm-up over
+    ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warm = max(1, int(warmup_fraction * total))
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return 0.5 * (1 + math.cos(math.pi * progress))

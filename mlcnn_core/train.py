@@ -50,13 +50,14 @@ from .data import (
     split_samples,
     to_tensor,
 )
+from .finetune import FrozenMethod, anchors, fit_frozen, pull_toward_start, trainable_start, training_views
 from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
 from .model import build_model
 from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
 from .newlabels import MAX_IMAGES as NEW_LABEL_FIT_IMAGES
 from .newlabels import fit_new_rows
-from .optim import PaperRMSprop
+from .optim import PaperRMSprop, warmup_cosine
 from .predict import PredictConfig, Predictor
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
 from .spec import arch_spec
@@ -79,6 +80,7 @@ class Recipe:
     patience: int             # epochs without a better validation score before stopping (0: never)
     norm_stats: str = "update"  # "update" | "frozen": batch norm's running statistics during training
     anchor: float = 0.0         # pull toward the starting weights, per unit of rate (fine-tunes; 0: off)
+    learns: str = "all"         # "all" | "block" | "head" | "last": what moves (finetune.py freezes the rest)
 
 
 # Fewer held-out images than this are too few to judge by: a fine-tune keeps its parent's threshold,
@@ -97,26 +99,40 @@ RECIPES = {
 }
 
 
-FINETUNE_ANCHOR = 2500.0
+FINETUNE_ANCHOR = 2500.0      # a fine-tune of every weight (--learn all)
+FINETUNE_LEARNS = "all"       # what a fine-tune moves by default (--learn)
+FINETUNE_FROZEN_ANCHOR = 100.0  # the pull of a fine-tune of the head (or the last block) toward the parent
+FINETUNE_FROZEN_STEPS = 300   # steps of 32 crops of the frozen front's maps
 
 
-def finetune_recipe(base: Recipe, n_train: int) -> Recipe:
-    """Defaults for ``--init MODEL`` on a person's corrections (tens to hundreds of images):
-    about 4,000 image presentations (each image seen 4000 / n times, within 10 to 40 epochs: 25
-    images get 40 epochs of one step, 200 get 23 epochs of 5 steps), a tenth of the rate from
-    scratch, the weights pulled toward the parent's (``anchor``, L2-SP), batch-norm statistics
-    frozen, no early stopping on the tiny held-out part.
+def finetune_recipe(base: Recipe, n_train: int, learns: str | None = None) -> Recipe:
+    """Defaults for ``--init MODEL`` on a person's corrections (tens to hundreds of images).
 
-    Chosen on the validation sets (bench/finetune_curve.py --split val, the restyled Noto-only
-    model fine-tuned on 25-200 OpenMoji scenes, the last epoch kept; BENCHMARKS.md has the table).
-    Without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and gained nothing on
-    OpenMoji; 1e-4, 5e-5 or 10 epochs cost 6-18 points. With the anchor at 1000 Noto lost 2-7
-    points, at 2500 about 2, at 5000 under 1.5; OpenMoji stayed within about 2 points of its start
-    at every setting, so the anchor is set where what the model knew holds."""
+    ``learns`` "all" (the default, FINETUNE_LEARNS) moves every weight: about 4,000 image
+    presentations (each image seen 4000 / n times, within 10 to 40 epochs), a tenth of the rate
+    from scratch, the anchor at 2500, batch-norm statistics frozen. Chosen on the validation sets
+    (bench/finetune_curve.py --split val, the restyled Noto-only model fine-tuned on 25-200
+    OpenMoji scenes): without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and
+    gained nothing on OpenMoji; with it at 2500 Noto lost about 2 points and the new style 1-2.
+
+    With ``learns`` "head", "block" or "last" the front of the network is frozen and only the rest
+    learns, on maps of the front computed once (finetune.py): about 300 steps of 32 crops whatever
+    the number of images, half the rate from scratch, the weights pulled toward the parent's
+    (``anchor``, L2-SP, FINETUNE_FROZEN_ANCHOR). BENCHMARKS.md ("Fine-tuning methods side by
+    side") has the candidates measured.
+
+    Either way no early stopping on the tiny held-out part."""
+    learns = learns or FINETUNE_LEARNS
     batch = min(base.batch_size, 32)
-    epochs = int(min(40, max(10, math.ceil(4000 / max(1, n_train)))))
-    return replace(base, lr=base.lr / 10, lr_max=base.lr_max / 10, batch_size=batch, epochs=epochs,
-                   warmup_fraction=0.1, patience=0, norm_stats="frozen", anchor=FINETUNE_ANCHOR)
+    if learns == "all":
+        epochs = int(min(40, max(10, math.ceil(4000 / max(1, n_train)))))
+        return replace(base, lr=base.lr / 10, lr_max=base.lr_max / 10, batch_size=batch, epochs=epochs,
+                       warmup_fraction=0.1, patience=0, norm_stats="frozen", anchor=FINETUNE_ANCHOR, learns="all")
+    steps_per_epoch = max(1, math.ceil(max(1, n_train) * FrozenMethod().views_per_image / batch))
+    epochs = math.ceil(FINETUNE_FROZEN_STEPS / steps_per_epoch)
+    return replace(base, lr=base.lr / 2, lr_max=base.lr_max / 2, batch_size=batch, epochs=epochs,
+                   warmup_fraction=0.1, weight_decay=0.0, patience=0, norm_stats="frozen",
+                   anchor=FINETUNE_FROZEN_ANCHOR, learns=learns)
 
 
 @dataclass
@@ -138,6 +154,7 @@ class TrainConfig:
     patience: int | None = None
     norm_stats: str | None = None     # "update" | "frozen" (default: the recipe's)
     anchor: float | None = None       # L2-SP strength toward the --init model (default: the recipe's)
+    learns: str | None = None         # "all" | "block" | "head" | "last" (default: the recipe's)
     threshold: str = "auto"           # "linear" | "global" | "auto" (see threshold_kind)
     seed: int = 0
     resume: bool = False
@@ -223,11 +240,7 @@ def schedule_factor(recipe: Recipe, step: int, total: int) -> float:
     """Multiplier of the base rates at ``step`` of ``total``: constant, or warm-up then cosine."""
     if recipe.schedule == "constant":
         return 1.0
-    warm = max(1, int(recipe.warmup_fraction * total))
-    if step < warm:
-        return (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    return 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, total, recipe.warmup_fraction)
 
 
 def freeze_norm_stats(net: nn.Module) -> None:
@@ -254,29 +267,6 @@ def epochs_within_budget(planned: int, epoch_seconds: list[float], elapsed_s: fl
 def planned_steps(epochs: int, steps_per_epoch: int, max_steps: int | None) -> int:
     """The optimiser steps the schedule spans: ``epochs`` of them, or ``max_steps`` when fewer."""
     return min(epochs * steps_per_epoch, max_steps) if max_steps else epochs * steps_per_epoch
-
-
-def anchors(net: nn.Module, old_labels: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(parameter, starting value) pairs for :func:`pull_toward_start`. The output rows of labels
-    added for this fine-tune have no starting value worth keeping and are left free."""
-    last = net.head.fcs[-1]
-    pairs = []
-    for p in net.parameters():
-        start = p.detach()[:old_labels] if p is last.weight or p is last.bias else p.detach()
-        pairs.append((p, start.clone()))
-    return pairs
-
-
-def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: float) -> None:
-    """L2-SP (Li et al. 2018) in decoupled form, like AdamW's weight decay but toward the model being
-    fine-tuned instead of toward zero: w ← w − strength · (w − w_start). A fine-tune on a few dozen
-    images of one style otherwise drifts away from what the model knew. ``strength`` (rate × anchor)
-    is capped at 1, a full return to the start: above it the pull would overshoot and diverge."""
-    strength = min(strength, 1.0)
-    with torch.no_grad():
-        for p, start in pairs:
-            n = start.shape[0]
-            p[:n].sub_(p[:n] - start, alpha=strength)
 
 
 def set_rates(optimizer: torch.optim.Optimizer, recipe: Recipe, factor: float) -> None:
@@ -388,10 +378,11 @@ def _resolve_recipe(cfg: TrainConfig, n_train: int) -> Recipe:
         raise ValueError(f"unknown recipe {cfg.recipe!r}; choose one of {sorted(RECIPES)}")
     recipe = RECIPES[cfg.recipe]
     if cfg.init:
-        recipe = finetune_recipe(recipe, n_train)
+        recipe = finetune_recipe(recipe, n_train, cfg.learns)
     overrides = {k: v for k, v in {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                                    "lr_max": cfg.lr_max, "patience": cfg.patience,
-                                   "norm_stats": cfg.norm_stats, "anchor": cfg.anchor}.items() if v is not None}
+                                   "norm_stats": cfg.norm_stats, "anchor": cfg.anchor,
+                                   "learns": cfg.learns}.items() if v is not None}
     if "lr" in overrides and "lr_max" not in overrides and recipe.optimizer != "paper-rmsprop":
         overrides["lr_max"] = overrides["lr"]
     return replace(recipe, **overrides)
@@ -456,6 +447,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     if new_labels and cfg.new_labels == "fit" and rank == 0 and not cfg.resume:
         # before the first step (DistributedDataParallel hands rank 0's weights to the others)
         _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "before training")
+    if recipe.learns != "all":
+        if world > 1 or cfg.resume:
+            raise ValueError(f"a fine-tune that learns only its {recipe.learns} runs in one process and keeps no "
+                             "checkpoint (it takes a minute or two): run it again without torchrun / --resume")
+        return _train_frozen(cfg, model, new_labels, train_samples, val_samples, recipe, device, bf16, events,
+                             started)
     net = model.net.to(device, memory_format=torch.channels_last)
     dataset = TrainingSet(train_samples, model.labels, seed=cfg.seed)
     sampler = (torch.utils.data.distributed.DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
@@ -597,6 +594,69 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     if new_labels and cfg.new_labels == "fit" and not cancelled and step > 0:
         _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
     return _finish(cfg, model, net, recipe, state, val_samples, best_scores, events, cancelled, started)
+
+
+def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], train_samples: list[Sample],
+                  val_samples: list[Sample], recipe: Recipe, device: torch.device, bf16: bool, events: Events,
+                  started: float) -> TaggerModel:
+    """A fine-tune of the head (and the last block) on the frozen front's maps, computed once
+    (finetune.py): ``recipe.epochs`` passes over the views of the training images."""
+    method = FrozenMethod(part=recipe.learns, lr=recipe.lr, anchor=recipe.anchor, batch_size=recipe.batch_size,
+                          weight_decay=recipe.weight_decay, norm_stats=recipe.norm_stats)
+    net = model.net.to(device)
+    start = trainable_start(net, method.part)
+    steps_per_epoch = max(1, -(-len(train_samples) * method.views_per_image // method.batch_size))
+    method.steps = recipe.epochs * steps_per_epoch
+    if cfg.max_steps:
+        method.steps = min(method.steps, cfg.max_steps)
+    events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
+                epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, batch_size=recipe.batch_size,
+                recipe=asdict(recipe), device=str(device), bf16=False, world_size=1, init=cfg.init, out=str(cfg.out))
+    t0 = time.time()
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    views = training_views(net, start, model.mean, train_samples if method.steps else [], index, method, device)
+    events.emit("frozen_features", part=method.part, images=views.images, views=len(views.maps),
+                seconds=round(time.time() - t0, 1))
+    state = {"epoch": 0, "step": 0, "history": [], "skipped_unlabelled": int((views.targets.sum(1) == 0).sum()),
+             "device": device.type}
+    t_fit, loss_sum, loss_n = time.time(), 0.0, 0
+    first_step_done = t_fit
+    cancelled = False
+
+    with CancelFlag() as cancel:
+        def on_step(step: int, total: int, loss: float) -> bool:
+            nonlocal loss_sum, loss_n, cancelled, first_step_done
+            loss_sum, loss_n = loss_sum + loss, loss_n + 1
+            now = time.time()
+            epoch, in_epoch = (step - 1) // steps_per_epoch + 1, (step - 1) % steps_per_epoch + 1
+            # the first step pays one-off set-up: the rate is that of the steps after it
+            if step == 1:
+                first_step_done = now
+            per_step = (now - first_step_done) / (step - 1) if step > 1 else now - t_fit
+            events.emit("step", epoch=epoch, epochs=recipe.epochs, step=step, total_steps=total,
+                        step_in_epoch=in_epoch, steps_per_epoch=steps_per_epoch, loss=loss_sum / loss_n,
+                        images_per_s=round(method.batch_size / max(per_step, 1e-6), 1),
+                        eta_s=round((total - step) * per_step, 1), lr=recipe.lr)
+            if in_epoch == steps_per_epoch or step == total:
+                record = {"epoch": epoch, "step": step, "train_loss": loss_sum / loss_n,
+                          "images_per_s": round(method.batch_size / max(per_step, 1e-6), 1),
+                          "seconds": round(per_step * in_epoch, 1)}
+                state["history"].append(record)
+                state.update(epoch=epoch, step=step)
+                events.emit("epoch", **record, improved=True, elapsed_s=round(now - started, 1))
+                loss_sum, loss_n = 0.0, 0
+            over_budget = cfg.time_budget_s is not None and now - started > cfg.time_budget_s
+            if over_budget:
+                events.emit("time_budget", epochs=epoch, total_steps=step, budget_s=cfg.time_budget_s)
+            cancelled = cancel.set
+            return cancel.set or over_budget
+
+        steps = fit_frozen(net, start, views, method, len(model.labels) - len(new_labels), seed=cfg.seed,
+                           on_step=on_step)
+    state.update(step=steps, best_epoch=state["epoch"], elapsed_s=time.time() - started)
+    if new_labels and cfg.new_labels == "fit" and not cancelled and steps > 0:
+        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
+    return _finish(cfg, model, net, recipe, state, val_samples, None, events, cancelled, started)
 
 
 def _fit_new_labels(model: TaggerModel, samples: list[Sample], new: list[str], device: torch.device, bf16: bool,

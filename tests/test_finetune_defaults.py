@@ -5,7 +5,7 @@ from mlcnn_core.train import RECIPES, TrainConfig, _resolve_recipe, finetune_rec
 SIZES = (22, 45, 90, 180)  # the training part of 25, 50, 100, 200 confirmed images
 
 
-def test_small_sets_get_more_epochs_within_a_cpu_budget():
+def test_a_full_fine_tune_gets_more_epochs_for_small_sets_within_a_cpu_budget():
     base = RECIPES["default"]
     recipes = [finetune_recipe(base, n) for n in SIZES]
     epochs = [r.epochs for r in recipes]
@@ -17,12 +17,27 @@ def test_small_sets_get_more_epochs_within_a_cpu_budget():
         assert r.patience == 0  # a handful of held-out images cannot stop training early
         assert r.lr < base.lr and r.schedule == base.schedule
         assert r.anchor > 0  # pulled toward the parent: what it knew holds
-    assert base.anchor == 0
+        assert r.learns == "all"
+    assert base.anchor == 0 and base.learns == "all"
+
+
+def test_a_fine_tune_of_the_head_runs_a_fixed_number_of_steps():
+    from mlcnn_core.finetune import FrozenMethod
+    from mlcnn_core.train import FINETUNE_FROZEN_STEPS
+
+    base = RECIPES["default"]
+    for n in SIZES:
+        r = finetune_recipe(base, n, "head")
+        assert r.learns == "head" and r.anchor > 0 and r.patience == 0 and r.lr < base.lr
+        steps_per_epoch = -(-n * FrozenMethod().views_per_image // r.batch_size)
+        assert FINETUNE_FROZEN_STEPS <= r.epochs * steps_per_epoch < FINETUNE_FROZEN_STEPS + steps_per_epoch
 
 
 def test_flags_override_the_fine_tune_defaults():
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors")
     assert _resolve_recipe(cfg, 90) == finetune_recipe(RECIPES["default"], 90)
+    cfg = TrainConfig(data=["x"], out="y", init="model.safetensors", learns="all")
+    assert _resolve_recipe(cfg, 90) == finetune_recipe(RECIPES["default"], 90, "all")
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors", epochs=3, lr=1e-3)
     recipe = _resolve_recipe(cfg, 90)
     assert recipe.epochs == 3 and recipe.lr == 1e-3 and recipe.lr_max == 1e-3
@@ -64,9 +79,9 @@ def test_threshold_kind():
 def test_pull_toward_start_keeps_old_weights_and_frees_new_label_rows():
     import torch
 
+    from mlcnn_core.finetune import anchors, pull_toward_start
     from mlcnn_core.model import build_model, grow_labels
     from mlcnn_core.spec import arch_spec
-    from mlcnn_core.train import anchors, pull_toward_start
 
     net = build_model(arch_spec("tiny", norm=True), 3)
     grow_labels(net, 2)

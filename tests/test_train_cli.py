@@ -111,7 +111,7 @@ def test_finetune_grows_labels_and_resume(trained, tmp_path):
     events_file = tmp_path / "ev.jsonl"
     events_file.write_text('{"event": "done", "from": "an earlier run"}\n')
     assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "2",
-                 "--workers", "0", "--events", str(events_file)]) == 0
+                 "--learn", "all", "--workers", "0", "--events", str(events_file)]) == 0
     first = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert [e["event"] for e in first].count("start") == 1 and not any("from" in e for e in first)  # a new file
     old, new = load_model(out), load_model(tuned)
@@ -119,7 +119,7 @@ def test_finetune_grows_labels_and_resume(trained, tmp_path):
     assert read_card(tuned)["provenance"]["init"] == str(out)
     # resume continues from the checkpoint's epoch
     assert main(["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "3",
-                 "--workers", "0", "--resume", "--events", str(events_file)]) == 0
+                 "--learn", "all", "--workers", "0", "--resume", "--events", str(events_file)]) == 0
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert events[: len(first)] == first  # a resumed run adds to its events
     resumed = events[len(first):]

@@ -1,0 +1,121 @@
+"""Fine-tunes that learn only the head (and the last block) on the frozen front's maps (finetune.py)."""
+
+import json
+
+import pytest
+import torch
+from shapes import SHAPES, make_dataset
+
+from mlcnn_core.cli import main
+from mlcnn_core.data import Sample
+from mlcnn_core.finetune import FrozenMethod, fit_frozen, trainable_start, training_views
+from mlcnn_core.model import build_model
+from mlcnn_core.modelfile import load_model, new_model, read_card
+from mlcnn_core.spec import arch_spec
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frozen")
+    make_dataset(root / "train", 120, seed=1)
+    out = root / "parent.safetensors"
+    assert main(["train", "--data", str(root / "train"), "--out", str(out), "--arch", "tiny", "--epochs", "4",
+                 "--batch-size", "16", "--workers", "0", "--events", str(root / "ev.jsonl")]) == 0
+    return out
+
+
+def test_trainable_start_cuts_after_the_last_pooling():
+    net = build_model(arch_spec("compact", norm=True), 5)
+    block = trainable_start(net, "block")
+    assert isinstance(net.trunk[block - 1], torch.nn.MaxPool2d)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in list(net.trunk)[block:])
+    assert trainable_start(net, "head") == trainable_start(net, "last") == len(net.trunk)
+    with pytest.raises(ValueError, match="unknown trainable part"):
+        trainable_start(net, "everything")
+
+
+def _weights(net, prefix):
+    return {k: v.clone() for k, v in net.state_dict().items() if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("part", ["head", "block", "last"])
+def test_only_the_trainable_part_moves(tmp_path, part):
+    items = make_dataset(tmp_path / "d", 12, seed=3)
+    model = new_model("tiny", labels=list(SHAPES), mean=[0.5, 0.5, 0.5])
+    net = model.net
+    start = trainable_start(net, part)
+    before = net.state_dict()
+    before = {k: v.clone() for k, v in before.items()}
+    method = FrozenMethod(part=part, steps=5, batch_size=8, lr=1e-2)
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    views = training_views(net, start, model.mean, [Sample(str(p), tuple(labs)) for p, labs in items], index,
+                           method, torch.device("cpu"))
+    assert len(views.maps) == 12 * method.views_per_image and views.images == 12
+    fit_frozen(net, start, views, method, old_labels=len(model.labels))
+    after = net.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen_trunk = {k for k in before if k.startswith("trunk.") and int(k.split(".")[1]) < start}
+    assert moved and not moved & frozen_trunk
+    if part == "last":
+        assert moved <= {"head.fcs.1.weight", "head.fcs.1.bias"}
+    if part == "block":
+        assert any(k.startswith("trunk.") for k in moved)
+    # batch-norm statistics of the trainable block stay the parent's unless asked for
+    assert all(torch.equal(before[k], after[k]) for k in before if "running_" in k)
+
+
+def test_the_anchor_holds_the_weights_near_the_parent(tmp_path):
+    items = make_dataset(tmp_path / "d", 12, seed=4)
+    samples = [Sample(str(p), tuple(labs)) for p, labs in items]
+    distances = []
+    for anchor in (0.0, 500.0):
+        model = new_model("tiny", labels=list(SHAPES), mean=[0.5, 0.5, 0.5])
+        torch.manual_seed(0)
+        start_w = model.net.head.fcs[0].weight.detach().clone()
+        method = FrozenMethod(part="head", steps=20, batch_size=8, lr=1e-2, anchor=anchor)
+        index = {lab: i for i, lab in enumerate(model.labels)}
+        views = training_views(model.net, len(model.net.trunk), model.mean, samples, index, method,
+                               torch.device("cpu"))
+        fit_frozen(model.net, len(model.net.trunk), views, method, old_labels=len(model.labels))
+        distances.append(float((model.net.head.fcs[0].weight.detach() - start_w).norm()))
+    assert distances[1] < 0.5 * distances[0]
+
+
+def test_cli_fine_tune_of_the_head_keeps_the_trunk(parent, tmp_path):
+    data = tmp_path / "new"
+    for image, labels in make_dataset(data, 30, seed=5)[:15]:
+        image.with_suffix(".txt").write_text(", ".join(labels + ["zz-new"]))
+    (data / "junk.jpg").write_bytes(b"not an image")
+    (data / "junk.txt").write_text("blue-disc")
+    out, events = tmp_path / "tuned.safetensors", tmp_path / "ev.jsonl"
+    assert main(["train", "--init", str(parent), "--data", str(data), "--out", str(out), "--learn", "head",
+                 "--epochs", "3", "--events", str(events)]) == 0
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = [e["event"] for e in lines]
+    assert kinds[0] == "labels_added" and kinds[-1] == "done" and "frozen_features" in kinds
+    start = next(e for e in lines if e["event"] == "start")
+    steps = [e for e in lines if e["event"] == "step"]
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == 3 * start["steps_per_epoch"]
+    assert [e["epoch"] for e in lines if e["event"] == "epoch"] == [1, 2, 3]
+    assert {"epoch", "step", "images_per_s", "loss", "eta_s", "step_in_epoch"} <= set(steps[0])
+    old, new = load_model(parent), load_model(out)
+    assert new.labels == old.labels + ["zz-new"]
+    assert all(torch.equal(a, b) for a, b in zip(old.net.trunk.state_dict().values(),
+                                                  new.net.trunk.state_dict().values(), strict=True))
+    assert not torch.equal(old.net.head.fcs[0].weight, new.net.head.fcs[0].weight)
+    card = read_card(out)
+    assert card["provenance"]["recipe"]["learns"] == "head" and card["provenance"]["steps"] == steps[-1]["step"]
+
+
+def test_a_frozen_fine_tune_cannot_resume(parent, tmp_path, capsys):
+    data = tmp_path / "new"
+    make_dataset(data, 10, seed=6)
+    rc = main(["train", "--init", str(parent), "--data", str(data), "--out", str(tmp_path / "m.safetensors"),
+               "--learn", "head", "--resume"])
+    assert rc != 0
+    assert "keeps no checkpoint" in capsys.readouterr().err
+
+
+def test_a_trunk_without_pooling_learns_whole_as_the_block():
+    spec = {"trunk": [["conv", 4, 3, 1, 1], ["conv", 4, 3, 1, 1]], "head": [], "dropout": 0.0, "norm": True}
+    assert trainable_start(build_model(spec, 2), "block") == 0

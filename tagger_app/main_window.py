@@ -193,8 +193,8 @@ class MainWindow(QMainWindow):
             edit_menu.addAction(action)
             self.shortcut_actions.append(action)
         edit_menu.addSeparator()
-        self._action(edit_menu, "&Confirm selected tag", self._confirm_selected_tag, "C")
-        self._action(edit_menu, "Re&ject selected tag", self._reject_selected_tag, ["X", "Delete"])
+        self._action(edit_menu, "&Confirm selected tag", self.tag_panel.confirm_selected, "C")
+        self._action(edit_menu, "Re&ject selected tag", self.tag_panel.reject_selected, ["X", "Delete"])
         self._action(edit_menu, "Confirm &all tags of this image", self.confirm_all, ["Ctrl+Return", "Y"])
         self._action(edit_menu, "Add a &tag…", self.tag_panel.focus_add_field, "T")
         edit_menu.addSeparator()
@@ -206,9 +206,10 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "&Previous image", lambda: self.gallery.step(-1), ["K", "Ctrl+Left"])
         self._action(view_menu, "Next &unreviewed image", self.gallery.next_unreviewed, "N")
         view_menu.addSeparator()
+        self._action(view_menu, "Selected tag's &map", self.viewer.show_tag_map, "M")
         self._action(view_menu, "&Winner map overlay", self.viewer.show_winner_map, "W")
-        self._action(view_menu, "Next &label's map", lambda: self.viewer.cycle_label(1), "L")
-        self._action(view_menu, "Previous label's map", lambda: self.viewer.cycle_label(-1), "Shift+L")
+        self._action(view_menu, "Next ta&g's map", lambda: self.cycle_tag_map(1), "L")
+        self._action(view_menu, "Previous tag's map", lambda: self.cycle_tag_map(-1), "Shift+L")
         self._action(view_menu, "Overlay &off", self.viewer.hide_overlay, "O")
         self._action(view_menu, "&Fit image", self.viewer.view.fit, "F")
         self._action(view_menu, "Zoom &in", lambda: self.viewer.view.zoom(1.25), QKeySequence.StandardKey.ZoomIn)
@@ -267,7 +268,11 @@ class MainWindow(QMainWindow):
         self.tag_panel.removeRequested.connect(self.remove_tag)
         self.tag_panel.addRequested.connect(self.add_tag)
         self.tag_panel.confirmAllRequested.connect(self.confirm_all)
-        self.tag_panel.tagChosen.connect(self.viewer.show_label)
+        self.tag_panel.tagSelected.connect(self.viewer.set_selected_tag)
+        self.tag_panel.tagClicked.connect(self.viewer.show_label)
+        self.tag_panel.model.modelReset.connect(
+            lambda: self.viewer.set_image_tags(self.tag_panel.model.positive_tags())
+        )
         self.folder_tags.filterRequested.connect(self.gallery.set_tag_filter)
         self.folder_tags.renameRequested.connect(self.rename_tag)
         self.folder_tags.deleteRequested.connect(self.delete_tag)
@@ -373,17 +378,17 @@ class MainWindow(QMainWindow):
             return
         path = self.library.abspath(record.path)
         self.image_loader.load(image_id, path)
-        self._refresh_tag_panel()
         cached = self._maps.get(image_id)
         if cached is not None:
             self._maps.move_to_end(image_id)
-            self.viewer.set_maps(cached.maps, cached.winner, cached.label_names, cached.image_size)
+            self.viewer.set_maps(cached.maps, cached.winner, cached.label_names, cached.image_size, image_id)
         else:
-            self.viewer.set_maps(None, None)
+            self.viewer.set_maps(None, None, image_id=image_id)
             if self.model is not None:
                 # the selected image jumps the queue; an unreviewed one gets its proposals stored
                 store = record.status == "untagged"
                 self.predictor.worker.enqueue([PredictionJob(image_id, path, store=store)], first=True)
+        self._refresh_tag_panel()
         self.imageShown.emit(image_id)
 
     def _on_image_decoded(self, image_id, image: QImage) -> None:
@@ -400,7 +405,9 @@ class MainWindow(QMainWindow):
         prediction = self.library.prediction(self.current_id)
         cached = self._maps.get(self.current_id)
         scores = cached.confidences if cached is not None else (prediction.scores if prediction else {})
-        self.tag_panel.set_image(record.path, record.status, self.library.tags(self.current_id), scores)
+        self.tag_panel.set_image(
+            self.current_id, record.path, record.status, self.library.tags(self.current_id), scores
+        )
 
     # ------------------------------------------------------------------------------- prediction
 
@@ -417,9 +424,11 @@ class MainWindow(QMainWindow):
             if not self._folder_tags_timer.isActive():  # at most every 600 ms during a batch
                 self._folder_tags_timer.start()
         if result.image_id == self.current_id:
-            self.viewer.set_maps(result.maps, result.winner, result.label_names, result.image_size)
+            self.viewer.set_maps(result.maps, result.winner, result.label_names, result.image_size, result.image_id)
             if result.record is not None:
-                self.tag_panel.set_image(result.record.path, result.record.status, result.tags, result.confidences)
+                self.tag_panel.set_image(
+                    result.image_id, result.record.path, result.record.status, result.tags, result.confidences
+                )
             else:
                 self._refresh_tag_panel()
         self.predictionShown.emit(result.image_id)
@@ -458,6 +467,11 @@ class MainWindow(QMainWindow):
 
     def tag_all(self) -> int:
         return self._tag([r.id for r in self.images.records()])
+
+    def cycle_tag_map(self, step: int) -> None:
+        """L / Shift+L: select the image's next (previous) tag and show its map."""
+        if self.tag_panel.select_relative(step) is not None:
+            self.viewer.show_tag_map()
 
     def cancel_tagging(self) -> None:
         self.predictor.worker.cancel_batch()
@@ -575,14 +589,6 @@ class MainWindow(QMainWindow):
     def confirm_all(self) -> bool:
         image_id = self.current_id
         return self._edit_current("Confirm all tags", lambda lib: lib.confirm_all(image_id))
-
-    def _confirm_selected_tag(self) -> None:
-        tag = self.tag_panel.selected_tag()
-        if tag:
-            self.confirm_tag(tag)
-
-    def _reject_selected_tag(self) -> None:
-        self.tag_panel._reject_selected()
 
     def rename_tag(self, old: str, new: str | None = None) -> bool:
         if self.library is None:

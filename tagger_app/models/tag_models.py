@@ -27,6 +27,11 @@ def origin_text(record: TagRecord) -> str:
     return ORIGIN_STYLE.get((record.source, record.state), (record.state,))[0]
 
 
+def is_undecided(record: TagRecord) -> bool:
+    """A proposal or an imported tag that no person has confirmed or rejected."""
+    return record.source != "human"
+
+
 class ImageTagModel(QAbstractTableModel):
     """Columns: tag, confidence (drawn as a bar), origin."""
 
@@ -37,9 +42,17 @@ class ImageTagModel(QAbstractTableModel):
         self._records: list[TagRecord] = []
         self._scores: dict[str, float] = {}
 
-    def set_tags(self, records: list[TagRecord], scores: dict[str, float] | None = None) -> None:
+    def set_tags(
+        self, records: list[TagRecord], scores: dict[str, float] | None = None, keep_order: bool = False
+    ) -> None:
+        """``keep_order``: the same image again (after an edit or a new prediction), so the rows keep
+        their places and new tags come last: a row never moves under the person's cursor."""
+        records = list(records)
+        if keep_order:
+            place = {record.tag: row for row, record in enumerate(self._records)}
+            records.sort(key=lambda record: place.get(record.tag, len(place)))  # stable: new tags keep their order
         self.beginResetModel()
-        self._records = list(records)
+        self._records = records
         self._scores = dict(scores or {})
         self.endResetModel()
 
@@ -54,6 +67,18 @@ class ImageTagModel(QAbstractTableModel):
             if record.tag == tag:
                 return row
         return None
+
+    def next_undecided_row(self, after: int) -> int | None:
+        """The first row after ``after`` (wrapping round) whose tag nobody has decided on yet."""
+        count = len(self._records)
+        for offset in range(1, count + 1):
+            row = (after + offset) % count
+            if is_undecided(self._records[row]):
+                return row
+        return None
+
+    def positive_tags(self) -> list[str]:
+        return [record.tag for record in self._records if record.is_positive]
 
     def confidence(self, record: TagRecord) -> float | None:
         if record.confidence is not None:

@@ -21,7 +21,14 @@ from PySide6.QtWidgets import (
 )
 
 from tagger_app.models.image_list_model import STATUS_COLORS
-from tagger_app.models.tag_models import ConfidenceRole, FolderTagModel, ImageTagModel, TagRecordRole, TagRole
+from tagger_app.models.tag_models import (
+    ConfidenceRole,
+    FolderTagModel,
+    ImageTagModel,
+    TagRecordRole,
+    TagRole,
+    is_undecided,
+)
 
 
 class ConfidenceBarDelegate(QStyledItemDelegate):
@@ -51,7 +58,8 @@ class TagPanel(QWidget):
     removeRequested = Signal(str)
     confirmAllRequested = Signal()
     addRequested = Signal(str)
-    tagChosen = Signal(str)  # the selected row's tag (the viewer shows its map)
+    tagSelected = Signal(str)  # the selected row's tag, "" for none (the viewer follows it)
+    tagClicked = Signal(str)  # a row clicked, also the one already selected (the viewer shows its map)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -107,30 +115,32 @@ class TagPanel(QWidget):
         layout.addLayout(buttons)
         layout.addLayout(add_row)
 
-        self.confirm_button.clicked.connect(self._confirm_selected)
-        self.reject_button.clicked.connect(self._reject_selected)
+        self.confirm_button.clicked.connect(self.confirm_selected)
+        self.reject_button.clicked.connect(self.reject_selected)
         self.confirm_all_button.clicked.connect(self.confirmAllRequested)
         add_button.clicked.connect(self._add)
         self.add_field.returnPressed.connect(self._add)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
-        self._quiet = False
+        self.table.clicked.connect(self._on_clicked)
+        self._image_id = -1
 
-    def set_image(self, title: str, status: str | None, records, scores=None) -> None:
-        keep = self.selected_tag()
-        self.model.set_tags(records, scores)
+    def set_image(self, image_id: int, title: str, status: str | None, records, scores=None) -> None:
+        """Show an image's tags. The same image again keeps its rows in place and the selected tag
+        selected; a new image selects its first undecided tag (else its first)."""
+        same_image = image_id == self._image_id and image_id >= 0
+        keep = self.selected_tag() if same_image else None
+        self._image_id = image_id
+        self.model.set_tags(records, scores, keep_order=same_image)
         color = STATUS_COLORS.get(status or "", QColor(0, 0, 0)).name()
         self.title.setText(f"<b>{title}</b> — <span style='color:{color}'>{status or ''}</span>" if title else title)
         row = self.model.row_of(keep) if keep else None
         if row is None and self.model.rowCount():
-            row = 0
-        if row is not None:
-            # a programmatic selection: the viewer's overlay choice stays the person's
-            self._quiet = True
-            self.table.selectRow(row)
-            self._quiet = False
+            row = self.model.next_undecided_row(-1)
+            row = 0 if row is None else row
+        self._select_row(row)
 
     def clear(self) -> None:
-        self.set_image("No image", None, [])
+        self.set_image(-1, "No image", None, [])
 
     def set_completions(self, tags: list[str]) -> None:
         self.completions.setStringList(sorted(set(tags), key=str.casefold))
@@ -143,19 +153,33 @@ class TagPanel(QWidget):
         row = self.model.row_of(tag)
         if row is None:
             return False
-        self.table.selectRow(row)
+        self._select_row(row)
         return True
+
+    def select_relative(self, step: int) -> str | None:
+        """Select the tag ``step`` rows away (wrapping round); returns it."""
+        count = self.model.rowCount()
+        if not count:
+            return None
+        current = self.table.currentIndex()
+        start = current.row() if current.isValid() else (-1 if step > 0 else 0)
+        self._select_row((start + step) % count)
+        return self.selected_tag()
 
     def focus_add_field(self) -> None:
         self.add_field.setFocus()
         self.add_field.selectAll()
 
-    def _confirm_selected(self) -> None:
+    def focus_tags(self) -> None:
+        self.table.setFocus()
+
+    def confirm_selected(self) -> None:
         tag = self.selected_tag()
         if tag:
             self.confirmRequested.emit(tag)
+            self._advance_past(tag)
 
-    def _reject_selected(self) -> None:
+    def reject_selected(self) -> None:
         tag = self.selected_tag()
         if not tag:
             return
@@ -164,16 +188,41 @@ class TagPanel(QWidget):
             self.removeRequested.emit(tag)
         else:
             self.rejectRequested.emit(tag)
+        self._advance_past(tag)
+
+    def _advance_past(self, tag: str) -> None:
+        """After a decision on ``tag`` (the edit has been applied by then), select the next undecided
+        tag; an edit that failed leaves the selection where it was."""
+        row = self.model.row_of(tag)
+        if row is not None and is_undecided(self.model.record(row)):
+            return
+        after = row if row is not None else max(0, self.table.currentIndex().row())
+        following = self.model.next_undecided_row(after)
+        if following is not None:
+            self._select_row(following)
+
+    def _select_row(self, row: int | None) -> None:
+        if row is None:
+            self.table.clearSelection()
+            self.table.setCurrentIndex(QModelIndex())
+            self.tagSelected.emit("")
+            return
+        self.table.selectRow(row)
+        self.table.scrollTo(self.model.index(row, 0))
 
     def _add(self) -> None:
         tag = " ".join(self.add_field.text().split())
         if tag:
             self.add_field.clear()
             self.addRequested.emit(tag)
+        self.focus_tags()  # the next key (C, X, N…) is a command again, not text
 
     def _on_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        if current.isValid() and not self._quiet:
-            self.tagChosen.emit(current.siblingAtColumn(0).data(TagRole))
+        self.tagSelected.emit(current.siblingAtColumn(0).data(TagRole) if current.isValid() else "")
+
+    def _on_clicked(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.tagClicked.emit(index.siblingAtColumn(0).data(TagRole))
 
 
 class FolderTagsPanel(QWidget):

@@ -27,8 +27,10 @@ CONFIDENCE_LUT = np.stack(
     [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)], axis=1
 ).astype(np.uint8)
 
+OVERLAY_TAG = "Selected tag's map"
+OVERLAY_WINNER = "Winner map"
 OVERLAY_NONE = "No overlay"
-OVERLAY_WINNER = "Winner map (best label per position)"
+OVERLAY_MODES = (OVERLAY_TAG, OVERLAY_WINNER, OVERLAY_NONE)
 
 
 def label_color(index: int) -> QColor:
@@ -38,14 +40,20 @@ def label_color(index: int) -> QColor:
     return QColor(int(r * 255), int(g * 255), int(b * 255))
 
 
-def confidence_overlay(values: np.ndarray) -> QImage:
-    """A coarse [h, w] confidence map as an RGBA image: colour ramp, more opaque where confident.
+def map_range(maps: np.ndarray) -> tuple[float, float]:
+    """One colour scale for every label of an image: from 0 (or the lowest raw output) to the highest
+    confidence of any label, so a label that is not in the image stays dark instead of glowing."""
+    values = np.nan_to_num(maps)
+    if not values.size:
+        return 0.0, 1.0
+    return min(0.0, float(values.min())), float(values.max())
 
-    The ramp spans the map's minimum .. maximum, so it shows *where* the label is; per-position
-    confidences of one label among many are small numbers, and the hover readout gives them."""
+
+def confidence_overlay(values: np.ndarray, low: float, high: float) -> QImage:
+    """A coarse [h, w] confidence map as an RGBA image on the scale low..high: colour ramp, more
+    opaque where confident."""
     v = np.nan_to_num(values).astype(np.float32)
-    low, high = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
-    v = (v - low) / (high - low) if high - low > 1e-6 else np.full_like(v, 0.5)
+    v = np.clip((v - low) / (high - low), 0.0, 1.0) if high - low > 1e-9 else np.zeros_like(v)
     rgba = np.empty((*v.shape, 4), np.uint8)
     rgba[..., :3] = CONFIDENCE_LUT[(v * 255).astype(np.uint8)]
     rgba[..., 3] = (40 + 215 * v).astype(np.uint8)
@@ -137,7 +145,11 @@ class ImageView(QGraphicsView):
 
 
 class ViewerPanel(QWidget):
-    """The image view with its overlay controls, hover readout and winner-map legend."""
+    """The image view with its overlay controls, hover readout and winner-map legend.
+
+    The overlay is, by default, the map of the tag selected in the tag panel (``set_selected_tag``);
+    the winner map, none, or any one label's map (for the image shown, until the selection or the
+    image changes) can be chosen instead."""
 
     overlayChanged = Signal(str)
 
@@ -145,26 +157,32 @@ class ViewerPanel(QWidget):
         super().__init__(parent)
         self.view = ImageView()
         self.overlay_choice = QComboBox()
-        self.overlay_choice.setMinimumContentsLength(18)
-        self.overlay_choice.setToolTip("Show a label's confidence map, or the winning label at each position")
+        self.overlay_choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.overlay_choice.setToolTip(
+            "What is drawn over the image: the selected tag's confidence map, the winning label at each "
+            "position, nothing, or any one label's map"
+        )
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
         self.opacity.setMaximumWidth(140)
         self.opacity.setToolTip("Overlay opacity")
+        self.caption = QLabel(" ")
+        self.caption.setToolTip("The map shown and its colour scale (one scale for every label of the image)")
         self.hover_label = QLabel(" ")
-        self.hover_label.setMinimumWidth(200)
+        self.hover_label.setMinimumWidth(220)
         self.legend = QListWidget()
         self.legend.setMaximumWidth(190)
         self.legend.setVisible(False)
+        self.legend.setToolTip("Share of the positions each label wins; the image's tags first, in bold")
 
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
         bar.addWidget(QLabel("Overlay:"))
-        bar.addWidget(self.overlay_choice, 1)
+        bar.addWidget(self.overlay_choice)
         bar.addWidget(QLabel("Opacity:"))
         bar.addWidget(self.opacity)
-        bar.addWidget(self.hover_label, 1)
+        bar.addWidget(self.caption, 1)
         body = QHBoxLayout()
         body.setContentsMargins(0, 0, 0, 0)
         body.addWidget(self.view, 1)
@@ -173,13 +191,18 @@ class ViewerPanel(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addLayout(body, 1)
+        layout.addWidget(self.hover_label)
 
         self._label_names: list[str] = []
         self._maps: np.ndarray | None = None
         self._winner: np.ndarray | None = None
+        self._range = (0.0, 1.0)
         self._original_size: tuple[int, int] | None = None
-        self.overlay_choice.addItem(OVERLAY_NONE)
-        self.overlay_choice.addItem(OVERLAY_WINNER)
+        self._image_id = -1
+        self._selected_tag: str | None = None
+        self._image_tags: list[str] = []
+        self._hover: tuple[float, float] | None = None
+        self._fill_choices()
         self.overlay_choice.currentTextChanged.connect(self._on_choice)
         self.opacity.valueChanged.connect(lambda v: self.view.set_overlay_opacity(v / 100))
         self.view.set_overlay_opacity(self.opacity.value() / 100)
@@ -192,18 +215,22 @@ class ViewerPanel(QWidget):
         self._render_overlay()
 
     def set_labels(self, label_names: list[str]) -> None:
-        """The model's labels, offered as overlay choices (keeps the current choice when it still exists)."""
+        """The model's labels, offered as single-label choices after the modes."""
         if label_names == self._label_names:
             return
-        current = self.overlay_choice.currentText()
         self._label_names = list(label_names)
+        self._fill_choices()
+
+    def _fill_choices(self) -> None:
+        current = self.overlay_choice.currentText() or OVERLAY_TAG
         self.overlay_choice.blockSignals(True)
         self.overlay_choice.clear()
-        self.overlay_choice.addItem(OVERLAY_NONE)
-        self.overlay_choice.addItem(OVERLAY_WINNER)
-        self.overlay_choice.addItems(self._label_names)
+        self.overlay_choice.addItems(list(OVERLAY_MODES))
+        if self._label_names:
+            self.overlay_choice.insertSeparator(len(OVERLAY_MODES))
+            self.overlay_choice.addItems(sorted(self._label_names, key=str.casefold))
         index = self.overlay_choice.findText(current)
-        self.overlay_choice.setCurrentIndex(max(0, index))
+        self.overlay_choice.setCurrentIndex(index if index >= 0 else 0)
         self.overlay_choice.blockSignals(False)
 
     def set_maps(
@@ -212,23 +239,58 @@ class ViewerPanel(QWidget):
         winner: np.ndarray | None,
         label_names: list[str] | None = None,
         image_size: tuple[int, int] | None = None,
+        image_id: int = -1,
     ) -> None:
-        """``image_size``: the original (width, height), for the hover readout's pixel coordinates."""
+        """``image_size``: the original (width, height), for the hover readout's pixel coordinates.
+        Another ``image_id`` than before drops a single label chosen for the previous image."""
         if label_names is not None:
             self.set_labels(label_names)
+        if image_id != self._image_id:
+            self._image_id = image_id
+            self._hover = None
+            if self.pinned_label() is not None:
+                self.show_tag_map()
         self._maps, self._winner, self._original_size = maps, winner, image_size
+        self._range = map_range(maps) if maps is not None else (0.0, 1.0)
         self._render_overlay()
+
+    def set_selected_tag(self, tag: str | None) -> None:
+        """The tag selected in the tag panel: its map is the one shown (another tag than before also
+        ends a single label's map chosen from the list)."""
+        tag = tag or None
+        if tag != self._selected_tag and self.pinned_label() is not None:
+            self.overlay_choice.setCurrentText(OVERLAY_TAG)
+        self._selected_tag = tag
+        self._render_overlay()
+
+    def set_image_tags(self, tags: list[str]) -> None:
+        """The shown image's tags (not rejected): the winner map's legend lists them first."""
+        if tags != self._image_tags:
+            self._image_tags = list(tags)
+            if self.overlay_mode() == OVERLAY_WINNER:
+                self._render_overlay()
 
     def clear(self) -> None:
         self._maps = self._winner = None
+        self._image_id = -1
+        self._hover = None
         self.view.set_image(None)
         self.view.set_overlay(None)
         self.legend.clear()
+        self.caption.setText(" ")
         self.hover_label.setText(" ")
 
+    def show_tag_map(self) -> None:
+        self.overlay_choice.setCurrentText(OVERLAY_TAG)
+        self._render_overlay()
+
     def show_label(self, label: str) -> bool:
+        """Show one label's map: the selected tag's (which then follows the selection) or any other."""
+        if label == self._selected_tag:
+            self.show_tag_map()
+            return label in self._label_names
         index = self.overlay_choice.findText(label)
-        if index < 0:
+        if index < len(OVERLAY_MODES):
             return False
         self.overlay_choice.setCurrentIndex(index)
         return True
@@ -239,13 +301,18 @@ class ViewerPanel(QWidget):
     def hide_overlay(self) -> None:
         self.overlay_choice.setCurrentText(OVERLAY_NONE)
 
-    def cycle_label(self, step: int = 1) -> None:
-        count = self.overlay_choice.count()
-        if count:
-            self.overlay_choice.setCurrentIndex((self.overlay_choice.currentIndex() + step) % count)
-
     def overlay_mode(self) -> str:
         return self.overlay_choice.currentText()
+
+    def pinned_label(self) -> str | None:
+        """The single label chosen from the list, if that is what is shown."""
+        choice = self.overlay_choice.currentText()
+        return choice if choice not in OVERLAY_MODES and choice in self._label_names else None
+
+    def shown_label(self) -> str | None:
+        """The label whose confidence map is drawn, or None (winner map, no overlay, a tag without map)."""
+        label = self._selected_tag if self.overlay_mode() == OVERLAY_TAG else self.pinned_label()
+        return label if label in self._label_names and self._maps is not None else None
 
     # ---- rendering
 
@@ -255,32 +322,53 @@ class ViewerPanel(QWidget):
 
     def _render_overlay(self) -> None:
         choice = self.overlay_choice.currentText()
-        self.legend.setVisible(choice == OVERLAY_WINNER and self._winner is not None)
-        if self._maps is None or choice == OVERLAY_NONE:
-            self.view.set_overlay(None)
-            return
-        if choice == OVERLAY_WINNER:
+        winner = choice == OVERLAY_WINNER and self._winner is not None and self._maps is not None
+        self.legend.setVisible(winner)
+        label = self.shown_label()
+        if winner:
             self.view.set_overlay(winner_overlay(self._winner, len(self._label_names)))
             self._fill_legend()
-            return
-        if choice in self._label_names:
-            values = self._maps[self._label_names.index(choice)]
-            self.view.set_overlay(confidence_overlay(values))
-            self.overlay_choice.setToolTip(
-                f"{choice}: colours span {float(values.min()):.3f} (dark) to {float(values.max()):.3f} (yellow)"
-            )
+            self.caption.setText("Winner map: the best label at each position")
+        elif label is not None:
+            low, high = self._range
+            self.view.set_overlay(confidence_overlay(self._maps[self._label_names.index(label)], low, high))
+            self.caption.setText(f"Map of <b>{label}</b> · dark {low:.3g} … yellow {high:.3g}")
+        else:
+            self.view.set_overlay(None)
+            self.caption.setText(self._no_map_reason(choice))
+        self._refresh_hover()
+
+    def _no_map_reason(self, choice: str) -> str:
+        if choice == OVERLAY_NONE:
+            return " "
+        if choice == OVERLAY_TAG and not self._selected_tag:
+            return "No tag selected"
+        if choice == OVERLAY_TAG and self._label_names and self._selected_tag not in self._label_names:
+            return f"No map: “{self._selected_tag}” is not a label of this model"
+        if self._maps is None:
+            return "No maps yet: the model has not read this image"
+        return " "
 
     def _fill_legend(self) -> None:
         self.legend.clear()
         present, counts = np.unique(self._winner, return_counts=True)
-        for index, count in sorted(zip(present.tolist(), counts.tolist(), strict=True), key=lambda p: -p[1]):
-            if 0 <= index < len(self._label_names):
-                share = 100.0 * count / self._winner.size
-                item = QListWidgetItem(f"{self._label_names[index]}  {share:.0f}%")
-                swatch = QPixmap(14, 14)
-                swatch.fill(label_color(index))
-                item.setIcon(swatch)
-                self.legend.addItem(item)
+        tags = set(self._image_tags)
+        entries = [
+            (self._label_names[index], index, count)
+            for index, count in zip(present.tolist(), counts.tolist(), strict=True)
+            if 0 <= index < len(self._label_names)
+        ]
+        entries.sort(key=lambda e: (e[0] not in tags, -e[2]))
+        for name, index, count in entries:
+            item = QListWidgetItem(f"{name}  {100.0 * count / self._winner.size:.0f}%")
+            swatch = QPixmap(14, 14)
+            swatch.fill(label_color(index))
+            item.setIcon(swatch)
+            if name in tags:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
+            self.legend.addItem(item)
 
     def hover_text(self, x: float, y: float) -> str:
         """What the readout says for image pixel (x, y): the label and its confidence there."""
@@ -290,16 +378,21 @@ class ViewerPanel(QWidget):
         _, h, w = self._maps.shape
         row = min(h - 1, int(y * h / height))
         col = min(w - 1, int(x * w / width))
-        choice = self.overlay_choice.currentText()
-        if choice in self._label_names:
-            index = self._label_names.index(choice)
+        label = self.shown_label()
+        if label is not None:
+            index = self._label_names.index(label)
         else:
             index = int(self._winner[row, col]) if self._winner is not None else int(self._maps[:, row, col].argmax())
         if not 0 <= index < len(self._label_names):
             return " "
         if self._original_size:  # the viewer may show a shrunk decode of a very large image
             x, y = x * self._original_size[0] / width, y * self._original_size[1] / height
-        return f"({int(x)}, {int(y)})  {self._label_names[index]}: {self._maps[index, row, col]:.2f}"
+        return f"({int(x)}, {int(y)})  {self._label_names[index]}: {self._maps[index, row, col]:.3g}"
 
     def _on_hover(self, x: float, y: float) -> None:
-        self.hover_label.setText(self.hover_text(x, y))
+        self._hover = (x, y) if x >= 0 else None
+        self._refresh_hover()
+
+    def _refresh_hover(self) -> None:
+        """The readout follows what is shown: a change of image, map or overlay redoes it."""
+        self.hover_label.setText(self.hover_text(*self._hover) if self._hover else " ")

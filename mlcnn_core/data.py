@@ -195,9 +195,13 @@ def is_held_out(image: str, fraction: float) -> bool:
 
 
 def split_samples(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
-    """(train, validation) by :func:`is_held_out`."""
-    train = [s for s in samples if not is_held_out(s.image, fraction)]
-    val = [s for s in samples if is_held_out(s.image, fraction)]
+    """(train, validation) by :func:`is_held_out`, except that an image with a label no trained image
+    has is trained on: held out, that label would never be learnt (a new tag on one image)."""
+    held = [is_held_out(s.image, fraction) for s in samples]
+    trained = {label for s, h in zip(samples, held, strict=True) if not h for label in s.labels}
+    held = [h and all(label in trained for label in s.labels) for s, h in zip(samples, held, strict=True)]
+    train = [s for s, h in zip(samples, held, strict=True) if not h]
+    val = [s for s, h in zip(samples, held, strict=True) if h]
     return train, val
 
 

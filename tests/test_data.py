@@ -97,6 +97,23 @@ def test_held_out_split_is_deterministic_and_by_file_name():
     assert split_samples(samples, 0.2)[1] == val
 
 
+def test_a_label_whose_images_are_all_held_out_is_trained_on():
+    names = [f"/x/{i}.jpg" for i in range(200)]
+    held = [n for n in names if is_held_out(n, 0.1)]
+    kept = [n for n in names if not is_held_out(n, 0.1)]
+    samples = [Sample(n, ("a",)) for n in names]
+    samples[names.index(held[0])] = Sample(held[0], ("a", "lotus"))  # the new tag's only image
+    samples[names.index(held[1])] = Sample(held[1], ("b",))  # "b": two images, both held out
+    samples[names.index(held[2])] = Sample(held[2], ("b",))
+    samples[names.index(held[3])] = Sample(held[3], ("c",))  # "c" has a trained image too
+    samples[names.index(kept[0])] = Sample(kept[0], ("c",))
+    train, val = split_samples(samples, 0.1)
+    trained = {s.image for s in train}
+    assert {held[0], held[1], held[2]} <= trained
+    assert held[3] not in trained and len(val) == len(held) - 3
+    assert {label for s in train for label in s.labels} == {"a", "b", "c", "lotus"}
+
+
 def test_training_set_skips_unreadable(tmp_path):
     Image.fromarray(np.full((64, 80, 3), 200, np.uint8)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"nope")

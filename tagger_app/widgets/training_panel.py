@@ -54,7 +54,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mlcnn_core.data import is_held_out
+from mlcnn_core.data import Sample, split_samples
 from mlcnn_core.library import LIBRARY_DIRNAME, LIBRARY_FILENAME, Library, LibraryError, fallback_library_path
 from mlcnn_core.modelfile import read_card
 from tagger_app.models.column_table_model import ColumnTableModel
@@ -435,6 +435,8 @@ class TrainingPanel(QWidget):
         self._compared_current: str | None = None
         self._start_event: dict = {}
         self._val_fraction = 0.1
+        self._promised_labels: list[str] = []  # "New labels (will be added)" when the run started
+        self.missing_labels: list[str] = []  # promised labels the new model lacks
 
         self.trainer = TrainerProcess(self)
         self.evaluator = EvaluationProcess(self)
@@ -608,6 +610,11 @@ class TrainingPanel(QWidget):
         )
         self.result_summary.setWordWrap(True)
         layout.addWidget(self.result_summary)
+        self.label_warning = QLabel()
+        self.label_warning.setWordWrap(True)
+        self.label_warning.setStyleSheet(f"color: {WORSE.name()}")
+        self.label_warning.hide()
+        layout.addWidget(self.label_warning)
         self.overall_label = QLabel()
         self.overall_label.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.overall_label)
@@ -744,18 +751,15 @@ class TrainingPanel(QWidget):
         self._recount()
 
     def _recount(self) -> None:
-        fraction = self.val_spin.value()
+        # split as mlcnn train will: by file name, a label none of whose images would be trained on kept in
+        samples = [Sample(str(image), tuple(tags)) for source in self.sources for image, tags in source.images]
+        train_samples, held_samples = split_samples(samples, self.val_spin.value())
+        self.n_train, self.n_held_out = len(train_samples), len(held_samples)
         train: dict[str, int] = {}
         held: dict[str, int] = {}
-        self.n_train = self.n_held_out = 0
-        for source in self.sources:
-            for image, tags in source.images:
-                counts = held if is_held_out(str(image), fraction) else train
-                if counts is held:
-                    self.n_held_out += 1
-                else:
-                    self.n_train += 1
-                for tag in tags:
+        for part, counts in ((train_samples, train), (held_samples, held)):
+            for sample in part:
+                for tag in sample.labels:
                     counts[tag] = counts.get(tag, 0) + 1
         known = self.current_labels if self.finetune_radio.isChecked() else None
         self.label_counts.set_counts(train, held, known)
@@ -769,7 +773,7 @@ class TrainingPanel(QWidget):
             text = (
                 f"<b>{total}</b> confirmed images in {folders} folder{'s' if folders > 1 else ''}: "
                 f"{self.n_train} to train on, {self.n_held_out} held out (chosen by file name, never trained "
-                f"on; the comparison uses them)."
+                f"on; the comparison uses them; an image with a label no other trained image has is trained on)."
             )
             new = self._new_labels()
             few = [r[0] for r in self.label_counts.rows if "too few" in r[3]]
@@ -952,12 +956,15 @@ class TrainingPanel(QWidget):
                 write_manifest(path, source.images)
                 manifests.append(str(path))
         req = self.request(manifests, self._run_dir)
+        self._promised_labels = self._new_labels() if req.init else []
+        self.missing_labels = []
         self._val_fraction = req.val_fraction
         self._train_request = req
         self.new_model = None
         self.last_error = self.last_stderr = ""
         self._start_event = {}
         self.activate_button.setEnabled(False)
+        self.label_warning.hide()
         self.comparison.set_results(None, {"single_pass": {}})
         self.overall_label.clear()
         self.result_summary.setText("Training…")
@@ -1018,10 +1025,31 @@ class TrainingPanel(QWidget):
         self.kept_models.set_active(self.current_model)
         self.status_label.setText(f"Done in {_format_duration(float(event.get('seconds', 0)))}: {kept.path.name}")
         self.log.appendPlainText(f"Model kept as {kept.path}")
+        self._check_promised_labels(kept.path)
         self.activate_button.setEnabled(True)
         self._set_running(False)
         self.trainingEnded.emit("done")
         self._compare()
+
+    def _check_promised_labels(self, model: Path) -> None:
+        """Every label the Data tab promised as "will be added" must be in the new model: say so if not."""
+        try:
+            labels = set(read_card(model)["labels"])
+        except ValueError as e:
+            labels = set()
+            self.log.appendPlainText(str(e))
+        self.missing_labels = [label for label in self._promised_labels if label not in labels]
+        if self.missing_labels:
+            text = (
+                f"The new model lacks the new label{'s' if len(self.missing_labels) > 1 else ''} "
+                f"{', '.join(self.missing_labels)}: none of its images were trained on (the log says why). "
+                "Confirm more images with it and train again."
+            )
+            self.label_warning.setText(text)
+            self.label_warning.show()
+            self.log.appendPlainText("Warning: " + text)
+        else:
+            self.label_warning.hide()
 
     def _on_cancelled(self, event: dict) -> None:
         self.progress_bar.setRange(0, 1)

@@ -12,7 +12,7 @@ from conftest import LABELS, make_images
 from PySide6.QtCore import Qt
 from safetensors.numpy import load_file
 
-from mlcnn_core.data import is_held_out
+from mlcnn_core.data import Sample, is_held_out, split_samples
 from mlcnn_core.library import Library
 from mlcnn_core.modelfile import read_card
 from tagger_app.models.model_registry import ModelRegistry
@@ -38,7 +38,7 @@ def confirmed_library(folder: Path, count: int = 12, new_tag: str | None = "suns
 
 
 def held_out_count(library: Library, fraction: float = VAL_FRACTION) -> int:
-    return sum(is_held_out(str(p), fraction) for p, _ in library.confirmed_images())
+    return len(split_samples([Sample(str(p), tuple(t)) for p, t in library.confirmed_images()], fraction)[1])
 
 
 @pytest.fixture
@@ -166,6 +166,30 @@ def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
         old = before[key]
         new = after[key][: old.shape[0]] if key in grown else after[key]
         assert np.array_equal(old, new), key
+    library.close()
+
+
+def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tmp_path, tiny_model_path):
+    library = confirmed_library(tmp_path / "images", new_tag=None)
+    held = next(r for r in library.images() if is_held_out(r.path, VAL_FRACTION))
+    library.set_tag(held.id, "lotus", "added")
+    panel.set_current_model(tiny_model_path)
+    panel.set_library(library)
+    panel.val_spin.setValue(VAL_FRACTION)
+    panel.device_combo.setCurrentText("cpu")
+    rows = {r[0]: r for r in panel.label_counts.rows}
+    assert rows["lotus"][1:3] == (1, 0) and "new" in rows["lotus"][3]  # trained on, not held out
+    panel.new_only_check.setChecked(True)
+    with qtbot.waitSignal(panel.comparisonReady, timeout=TIMEOUT):
+        assert panel.start_training()
+    assert panel.last_error == "", panel.last_stderr
+    assert "lotus" in read_card(panel.new_model)["labels"]
+    assert panel.missing_labels == [] and panel.label_warning.isHidden()
+    # a promised label the new model lacks is named
+    panel._promised_labels = ["lotus", "sunset"]
+    panel._check_promised_labels(Path(tiny_model_path))
+    assert panel.missing_labels == ["lotus", "sunset"]
+    assert not panel.label_warning.isHidden() and "lotus, sunset" in panel.label_warning.text()
     library.close()
 
 

@@ -47,7 +47,11 @@ from tagger_app.workers.library_worker import (
 from tagger_app.workers.predictor_worker import ModelSummary, PredictionJob, PredictionResult, PredictorThread
 
 MAPS_CACHE_SIZE = 64
+# An image shown this long is being looked at: only then is it predicted (and its proposals stored),
+# so paging through the grid does not queue and store a prediction for every image passed.
+PREDICT_AFTER_MS = 200
 NO_MODEL_TEXT = "No model loaded (Model ▸ Open model…)"
+NO_FOLDER_TEXT = "Open a folder of images (File ▸ Open folder…, Ctrl+O) or drop one here"
 
 
 class MainWindow(QMainWindow):
@@ -80,6 +84,7 @@ class MainWindow(QMainWindow):
         self.image_loader = FullImageLoader(parent=self)
         self.images = ImageListModel(self.thumbnails, self)
         self.gallery = GalleryPanel(self.images)
+        self.gallery.view.set_placeholder(NO_FOLDER_TEXT)
         self.viewer = ViewerPanel()
         self.viewer.opacity.setValue(self.settings.overlay_opacity)
         self.tag_panel = TagPanel()
@@ -97,6 +102,10 @@ class MainWindow(QMainWindow):
         self._folder_tags_timer.setSingleShot(True)
         self._folder_tags_timer.setInterval(600)
         self._folder_tags_timer.timeout.connect(self.refresh_folder_tags)
+        self._predict_timer = QTimer(self)
+        self._predict_timer.setSingleShot(True)
+        self._predict_timer.setInterval(PREDICT_AFTER_MS)
+        self._predict_timer.timeout.connect(self._predict_current)
 
         if load_default_model:
             self.load_default_model()
@@ -118,6 +127,9 @@ class MainWindow(QMainWindow):
         # the first time its dock is shown, so start-up never pays for it.
         self.training_panel = None
         self.training_dock = self._dock("Training", QWidget(), Qt.DockWidgetArea.BottomDockWidgetArea)
+        # its own window (it can be docked back): docked at the bottom it squeezed the grid to 1.5 rows
+        self.training_dock.setFloating(True)
+        self.training_dock.resize(1300, 620)
         self.training_dock.hide()
         self.training_dock.visibilityChanged.connect(lambda visible: visible and self.ensure_training_panel())
 
@@ -338,6 +350,7 @@ class MainWindow(QMainWindow):
             self._report(opened.fallback_reason, error=False)
         if not opened.records:
             self._report(f"No images (JPEG, PNG, WebP, BMP, TIFF, GIF) in {self.library.root}", error=False)
+        self.gallery.view.set_placeholder("No images match the filter" if opened.records else "No images here")
         self.gallery.select_row(0)
         self._update_training_panel()
         self.folderOpened.emit(str(self.library.root))
@@ -384,12 +397,18 @@ class MainWindow(QMainWindow):
             self.viewer.set_maps(cached.maps, cached.winner, cached.label_names, cached.image_size, image_id)
         else:
             self.viewer.set_maps(None, None, image_id=image_id)
-            if self.model is not None:
-                # the selected image jumps the queue; an unreviewed one gets its proposals stored
-                store = record.status == "untagged"
-                self.predictor.worker.enqueue([PredictionJob(image_id, path, store=store)], first=True)
+            self._predict_timer.start()
         self._refresh_tag_panel()
         self.imageShown.emit(image_id)
+
+    def _predict_current(self) -> None:
+        """The image shown for PREDICT_AFTER_MS jumps the queue; an unreviewed one gets its proposals stored."""
+        if self.model is None or self.library is None or self.current_id < 0 or self.current_id in self._maps:
+            return
+        record = self.images.record_by_id(self.current_id)
+        if record is not None:
+            job = PredictionJob(self.current_id, self.library.abspath(record.path), store=record.status == "untagged")
+            self.predictor.worker.enqueue([job], first=True)
 
     def _on_image_decoded(self, image_id, image: QImage) -> None:
         if image_id != self.current_id:
@@ -480,7 +499,8 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         remaining = elapsed / done * (total - done) if done else 0.0
-        self.eta_label.setText(f"{done} / {total} · ETA {_duration(remaining)}")
+        rate = f" · {done / elapsed:.1f} images/s" if done and elapsed > 0 else ""
+        self.eta_label.setText(f"{done} / {total}{rate} · ETA {_duration(remaining)}")
 
     def _on_batch_finished(self, done: int, total: int, cancelled: bool) -> None:
         for widget in (self.progress, self.eta_label, self.cancel_button):
@@ -790,6 +810,7 @@ class MainWindow(QMainWindow):
         self.ensure_training_panel()
         self.training_dock.show()
         self.training_dock.raise_()
+        self.training_dock.activateWindow()
 
     def _about(self) -> None:
         QMessageBox.about(

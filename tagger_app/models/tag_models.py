@@ -128,6 +128,8 @@ class ImageTagModel(QAbstractTableModel):
             return self.confidence(record)
         if role == TagRecordRole:
             return record
+        if role == Qt.ItemDataRole.ToolTipRole and column == 1 and self.confidence(record) is None:
+            return "No score: the model has no such label, or has not read this image yet"
         if role == Qt.ItemDataRole.ToolTipRole:
             who = "a person" if record.source == "human" else record.source
             return f"{record.tag}: {label} (by {who})"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtGui import QAction
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QPlainTextEdit, QTableWidget, QTableWidgetItem, QVBoxLayout
 
 
@@ -38,6 +39,13 @@ class TextDialog(QDialog):
         layout.addWidget(buttons)
 
 
+def on_a_common_keyboard(sequence: QKeySequence) -> bool:
+    """A key sequence a person can type on a common keyboard: not F13–F35 nor keys such as Undo or
+    Back that the platform's standard bindings add (Undo is "Ctrl+Z, F14, Undo" on Linux)."""
+    key = sequence[0].key().value if sequence.count() else 0
+    return key < Qt.Key.Key_F13.value or Qt.Key.Key_F35.value < key < Qt.Key.Key_Back.value
+
+
 class ShortcutsDialog(QDialog):
     """Lists every action that has a shortcut, so the list cannot drift from the code."""
 
@@ -46,9 +54,9 @@ class ShortcutsDialog(QDialog):
         self.setWindowTitle("Keyboard shortcuts")
         self.resize(520, 560)
         rows = [
-            (a.text().replace("&", ""), ", ".join(s.toString() for s in a.shortcuts()))
+            (a.text().replace("&", ""), ", ".join(s.toString() for s in a.shortcuts() if on_a_common_keyboard(s)))
             for a in actions
-            if a.shortcuts()
+            if any(on_a_common_keyboard(s) for s in a.shortcuts())
         ]
         table = QTableWidget(len(rows), 2)
         table.setHorizontalHeaderLabels(["Action", "Keys"])

@@ -34,8 +34,12 @@ from tagger_app.models.tag_models import (
 class ConfidenceBarDelegate(QStyledItemDelegate):
     def paint(self, painter: QPainter, option, index: QModelIndex) -> None:
         value = index.data(ConfidenceRole)
-        if value is None:
+        if value is None:  # no score to draw: said in grey, not drawn as an empty bar
             super().paint(painter, option, index)
+            painter.save()
+            painter.setPen(option.palette.placeholderText().color())
+            painter.drawText(option.rect, Qt.AlignmentFlag.AlignCenter, "no score")
+            painter.restore()
             return
         painter.save()
         rect = option.rect.adjusted(3, 4, -3, -4)

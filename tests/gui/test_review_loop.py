@@ -5,6 +5,7 @@ Rows stay where they are while an image is reviewed; the viewer shows the select
 import numpy as np
 from conftest import LABELS, load_model, make_images, open_folder
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QApplication
 
 from mlcnn_core import sidecars
@@ -231,3 +232,43 @@ def test_hover_readout_follows_the_overlay(qtbot):
     assert "strong: 0.7" in viewer.hover_label.text()
     viewer.set_maps(None, None, image_id=2)
     assert viewer.hover_label.text().strip() == ""
+
+
+def test_paging_through_the_grid_predicts_only_where_it_stops(qtbot, window, image_folder, tiny_model_path):
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    wait_for_proposals(qtbot, window)
+    first = window.current_id
+    for _ in range(8):  # Page Down held: a new image every 30 ms
+        window.gallery.step(1)
+        qtbot.wait(30)
+    last = window.current_id
+    qtbot.waitUntil(lambda: window.library.image(last).status == "predicted", timeout=30_000)
+    qtbot.wait(500)
+    predicted = {r.id for r in window.library.images() if r.status == "predicted"}
+    assert predicted == {first, last}
+
+
+def test_small_things(qtbot, window, image_folder):
+    # the empty window says what to do
+    assert "Open a folder" in window.gallery.view.placeholder
+    # the progress gives the rate
+    window._on_progress(10, 100, 2.0)
+    assert "5.0 images/s" in window.eta_label.text()
+    # shortcuts a common keyboard has, not "Ctrl+Z, F14, Undo"
+    names = dict(window.show_shortcuts().rows)
+    assert names["Undo"].startswith("Ctrl+Z") and "Undo" not in names["Undo"]
+    from tagger_app.widgets.info_dialogs import on_a_common_keyboard
+
+    assert not on_a_common_keyboard(QKeySequence("F14")) and on_a_common_keyboard(QKeySequence("Delete"))
+    # the training panel opens as its own window, leaving the grid and the tags their room
+    central = window.centralWidget().height()
+    window._show_training()
+    assert window.training_dock.isFloating() and window.centralWidget().height() == central
+    # a tag from a sidecar that the model cannot score says so instead of drawing an empty bar
+    (image_folder / "img0000.txt").write_text("from elsewhere")
+    open_folder(qtbot, window, image_folder)
+    window.gallery.select_image(window.library.image_id("img0000.png"))
+    model = window.tag_panel.model
+    index = model.index(model.row_of("from elsewhere"), 1)
+    assert "No score" in model.data(index, Qt.ItemDataRole.ToolTipRole)

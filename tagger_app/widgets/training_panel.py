@@ -83,6 +83,7 @@ KEEP_REPLAY_NOTE = (
 BETTER = QColor(30, 130, 60)
 WORSE = QColor(190, 40, 40)
 NEW = QColor(40, 90, 190)
+FEW = QColor(140, 110, 40)  # a note, not an error: a label with few examples still trains
 
 
 def training_runs_dir() -> Path:
@@ -158,7 +159,7 @@ class LabelCountsModel(ColumnTableModel):
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
             return row[index.column()]
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == 3 and row[3]:
-            return NEW if row[3].startswith("new") else WORSE
+            return NEW if row[3].startswith("new") else FEW
         if role == Qt.ItemDataRole.TextAlignmentRole and index.column() in (1, 2):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -169,20 +170,21 @@ class ComparisonModel(ColumnTableModel):
 
     A label the current model lacks shows "new" on its side; Δ is the new model's F1 minus the current one's."""
 
-    COLUMNS = ("Label", "Images", "P now", "P new", "R now", "R new", "F1 now", "F1 new", "Δ F1")
+    COLUMNS = ("Label", "Images", "F1 now", "F1 new", "Δ F1", "P now", "P new", "R now", "R new")
     TOOLTIPS = (
         "",
         "Held-out images with this label",
+        "F1 of the current model",
+        "F1 of the new model",
+        "F1 of the new model minus F1 of the current one",
         "Precision of the current model",
         "Precision of the new model",
         "Recall of the current model",
         "Recall of the new model",
-        "F1 of the current model",
-        "F1 of the new model",
-        "F1 of the new model minus F1 of the current one",
     )
     SortRole = Qt.ItemDataRole.UserRole + 1
-    _KEYS = ("label", "support", "p_old", "p_new", "r_old", "r_new", "f1_old", "f1_new", "delta")
+    _KEYS = ("label", "support", "f1_old", "f1_new", "delta", "p_old", "p_new", "r_old", "r_new")
+    DELTA_COLUMN = 4
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -249,6 +251,39 @@ class ComparisonModel(ColumnTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and index.column() > 0:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+
+@dataclass
+class Verdict:
+    """Which model read the held-out images better, in words, and whether the new one did worse."""
+
+    text: str
+    worse: bool
+
+
+def accuracy_verdict(current: float | None, new: float | None, images: int) -> Verdict | None:
+    """The new model's held-out accuracy against the current one's, with the chance a few images leave.
+
+    The accuracy is a mean over images of a per-image score in [0, 1]; such a score with mean p has a
+    standard deviation of at most √(p(1 − p)), so the paired difference of two models has one of at most
+    the sum of theirs, and its 95 % margin on n images is at most 1.96 × that / √n (a bound: the margin
+    itself is usually smaller, since both models get the same images right)."""
+    if current is None or new is None or images <= 0 or not (math.isfinite(current) and math.isfinite(new)):
+        return None
+    delta = new - current
+    spread = math.sqrt(max(0.0, current * (1 - current))) + math.sqrt(max(0.0, new * (1 - new)))
+    margin = 1.96 * spread / math.sqrt(images)
+    direction = "better" if delta > 0 else "worse"
+    amount = f"accuracy {current:.3f} → {new:.3f}, {abs(delta):.3f} {direction}"
+    if abs(delta) < 1e-9:
+        return Verdict(f"Both models read the {images} held-out images equally well (accuracy {new:.3f}).", False)
+    if abs(delta) > margin:
+        return Verdict(f"The new model is {direction} ({amount} on {images} held-out images).", delta < 0)
+    return Verdict(
+        f"The new model scored {direction} ({amount}), but on {images} held-out images a difference of up "
+        f"to ±{margin:.2f} can be chance: neither is clearly better. Confirm more images to tell.",
+        delta < 0,
+    )
 
 
 # ------------------------------------------------------------------------------------------ curves
@@ -435,6 +470,8 @@ class TrainingPanel(QWidget):
         self._compared_current: str | None = None
         self._start_event: dict = {}
         self._val_fraction = 0.1
+        self.verdict: Verdict | None = None
+        self._done_text = ""
         self._promised_labels: list[str] = []  # "New labels (will be added)" when the run started
         self.missing_labels: list[str] = []  # promised labels the new model lacks
 
@@ -594,6 +631,10 @@ class TrainingPanel(QWidget):
         self.status_label = QLabel("Idle")
         layout.addWidget(self.status_label)
         self.curves = TrainingCurves()
+        self.curves.setToolTip(
+            "Held-out accuracy after each epoch, with the scores cut where it suits the held-out images best "
+            "(an optimistic reading); the comparison reads the finished model with its own threshold"
+        )
         layout.addWidget(self.curves, 2)
         self.log = LogView()
         self.log.setMaximumBlockCount(2000)
@@ -678,6 +719,7 @@ class TrainingPanel(QWidget):
         self.trainer.cancelled.connect(self._on_cancelled)
         self.trainer.failed.connect(self._on_failed)
         self.evaluator.finished.connect(self._on_compared)
+        self.evaluator.progress.connect(self._on_compare_progress)
         self.evaluator.failed.connect(self._on_compare_failed)
         self.recipe_defaults.ready.connect(self._on_recipe_defaults)
 
@@ -711,6 +753,7 @@ class TrainingPanel(QWidget):
         self.kept_models.set_active(self.current_model)
         self._update_mode()
         self._recount()
+        self._offer_new_model()
 
     def shutdown(self) -> None:
         """Stop any subprocess (the trainer keeps its checkpoint)."""
@@ -781,7 +824,8 @@ class TrainingPanel(QWidget):
                 text += f"<br><span style='color:{NEW.name()}'>New labels (will be added): {', '.join(new)}</span>"
             if few:
                 text += (
-                    f"<br><span style='color:{WORSE.name()}'>Fewer than {MIN_EXAMPLES} training images: "
+                    f"<br><span style='color:{FEW.name()}'>Fewer than {MIN_EXAMPLES} training images (learnt, "
+                    f"but less reliably): "
                     f"{', '.join(few[:12])}{'…' if len(few) > 12 else ''}</span>"
                 )
         self.data_summary.setText(text)
@@ -963,7 +1007,8 @@ class TrainingPanel(QWidget):
         self.new_model = None
         self.last_error = self.last_stderr = ""
         self._start_event = {}
-        self.activate_button.setEnabled(False)
+        self.verdict = None
+        self._offer_new_model()
         self.label_warning.hide()
         self.comparison.set_results(None, {"single_pass": {}})
         self.overall_label.clear()
@@ -1023,10 +1068,11 @@ class TrainingPanel(QWidget):
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         self.kept_models.refresh()
         self.kept_models.set_active(self.current_model)
-        self.status_label.setText(f"Done in {_format_duration(float(event.get('seconds', 0)))}: {kept.path.name}")
+        self._done_text = f"Done in {_format_duration(float(event.get('seconds', 0)))}: {kept.path.name}"
+        self.status_label.setText(self._done_text)
         self.log.appendPlainText(f"Model kept as {kept.path}")
         self._check_promised_labels(kept.path)
-        self.activate_button.setEnabled(True)
+        self._offer_new_model()
         self._set_running(False)
         self.trainingEnded.emit("done")
         self._compare()
@@ -1103,14 +1149,24 @@ class TrainingPanel(QWidget):
         )
         self._set_running(False)
 
+    def _on_compare_progress(self, done: int, total: int, model: str) -> None:
+        which = "the current model" if model == self._compared_current else "the new model"
+        held_out = int(self._start_event.get("val_images", self.n_held_out))
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        self.status_label.setText(
+            f"Comparing on {held_out} held-out images: reading them with {which} ({done + 1} of {total})…"
+        )
+
     def _on_compared(self, results: dict) -> None:
+        self._end_compare_progress()
         new = results.get(self.new_model)
         current = results.get(self._compared_current) if self._compared_current else None
         self._set_running(False)
         if new is None:
             return
         self.comparison.set_results(current, new)
-        self.comparison_view.sortByColumn(8, Qt.SortOrder.DescendingOrder)
+        self.comparison_view.sortByColumn(ComparisonModel.DELTA_COLUMN, Qt.SortOrder.DescendingOrder)
         self.tabs_right.setCurrentIndex(0)
         rows = []
         for r in self.comparison.overall:
@@ -1130,17 +1186,53 @@ class TrainingPanel(QWidget):
         )
         better, worse = self.comparison.changed()
         added = [r["label"] for r in self.comparison.rows if r["is_new"]]
-        summary = f"On {new.get('images', 0)} held-out images: {len(better)} labels better, {len(worse)} worse"
+        images = int(new.get("images", 0))
+        summary = f"On {images} held-out images: {len(better)} labels better, {len(worse)} worse"
         if added:
             summary += f", new: {', '.join(added)}"
         if current is None:
-            summary = f"On {new.get('images', 0)} held-out images (no current model to compare with)"
+            summary = f"On {images} held-out images (no current model to compare with)"
         elif added:
             summary += " (the current model's overall numbers count only the labels it knows)"
-        self.result_summary.setText(summary + ".")
+        summary += "."
+        curve = self.curves.accuracy[-1][1] if self.curves.accuracy else None
+        final = new["single_pass"].get("accuracy")
+        if curve is not None and final is not None and abs(curve - final) > 5e-4:
+            summary += (
+                f" The curve's last held-out accuracy ({curve:.3f}) cuts the scores where it suits those same "
+                f"images best; {final:.3f} is the new model read with its own threshold, as it will be used."
+            )
+        verdict = accuracy_verdict(
+            (current or {}).get("single_pass", {}).get("accuracy"), new["single_pass"].get("accuracy"), images
+        )
+        self.verdict = verdict
+        if verdict is not None:
+            color = WORSE if verdict.worse else BETTER if "is better" in verdict.text else QColor(90, 90, 90)
+            summary = f"<b style='color:{color.name()}'>{verdict.text}</b><br>{summary}"
+        self.result_summary.setText(summary)
+        self._offer_new_model()
         self.comparisonReady.emit()
 
+    def _offer_new_model(self) -> None:
+        """"Use the new model" as the comparison warrants: "anyway" when it scored worse, never for the
+        model already in use."""
+        in_use = self.new_model is not None and self.new_model == self.current_model
+        worse = self.verdict is not None and self.verdict.worse
+        self.activate_button.setEnabled(self.new_model is not None and not in_use)
+        self.activate_button.setText(
+            "The new model is in use" if in_use else "Use the new model anyway" if worse else "Use the new model"
+        )
+        self.activate_button.setToolTip(
+            "It scored worse than the current model on the held-out images" if worse and not in_use else ""
+        )
+
+    def _end_compare_progress(self) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self.status_label.setText(self._done_text)
+
     def _on_compare_failed(self, message: str, stderr_tail: str) -> None:
+        self._end_compare_progress()
         self.last_error, self.last_stderr = message, stderr_tail
         self.result_summary.setText(f"<span style='color:{WORSE.name()}'>{message}</span>")
         if stderr_tail:
@@ -1151,6 +1243,7 @@ class TrainingPanel(QWidget):
     def activate_new_model(self) -> None:
         if self.new_model:
             self.activateModelRequested.emit(self.new_model)
+            self.activate_button.setEnabled(False)  # until the main window reports the switch, or back
 
     def _use_selected_kept_model(self) -> None:
         rows = self.kept_view.selectionModel().selectedRows()

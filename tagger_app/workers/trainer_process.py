@@ -274,6 +274,7 @@ class EvaluationProcess(QObject):
 
     finished = Signal(dict)  # {model path: evaluate JSON}
     failed = Signal(str, str)  # message, stderr tail
+    progress = Signal(int, int, str)  # models done, models in all, the model being read now
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -284,6 +285,7 @@ class EvaluationProcess(QObject):
         self._val_fraction = 0.1
         self._device = "auto"
         self._stderr = b""
+        self._total = 0
 
     def is_running(self) -> bool:
         return self.process is not None
@@ -296,6 +298,7 @@ class EvaluationProcess(QObject):
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         self._queue = [(m, str(work_dir / f"evaluation-{i}.json")) for i, m in enumerate(models)]
+        self._total = len(models)
         self._results = {}
         self._data = list(data)
         self._val_fraction = val_fraction
@@ -313,6 +316,7 @@ class EvaluationProcess(QObject):
             self.finished.emit(self._results)
             return
         model, json_path = self._queue[0]
+        self.progress.emit(self._total - len(self._queue), self._total, model)
         args = [
             "evaluate",
             "--model",

@@ -16,7 +16,7 @@ from mlcnn_core.data import Sample, is_held_out, split_samples
 from mlcnn_core.library import Library
 from mlcnn_core.modelfile import read_card
 from tagger_app.models.model_registry import ModelRegistry
-from tagger_app.widgets.training_panel import TrainingPanel
+from tagger_app.widgets.training_panel import ComparisonModel, TrainingPanel, accuracy_verdict
 
 VAL_FRACTION = 0.3
 TIMEOUT = 180_000  # the trainer imports torch in a subprocess; slow on a busy 2-core box
@@ -200,7 +200,8 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     set_quick_options(panel, epochs=3)
     activated = []
     panel.activateModelRequested.connect(activated.append)
-    epochs, steps = [], []
+    epochs, steps, compared = [], [], []
+    panel.evaluator.progress.connect(lambda *args: compared.append(args))
     panel.trainer.epochEnded.connect(epochs.append)
     panel.trainer.progress.connect(steps.append)
 
@@ -235,11 +236,17 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     if "sunset" in rows:
         assert rows["sunset"]["is_new"] and rows["sunset"]["f1_old"] is None
     assert panel.comparison_view.model().rowCount() == len(panel.comparison.rows)
+    # the comparison said which model it was reading, one after the other
+    assert [(done, total) for done, total, _ in compared] == [(0, 2), (1, 2)]
+    assert [model for _, _, model in compared] == [str(tiny_model_path), panel.new_model]
+    assert panel.verdict is not None and panel.verdict.text in panel.result_summary.text()
     # make it active; the main window would load it and tell the panel
     assert panel.activate_button.isEnabled()
     panel.activate_button.click()
     assert activated == [panel.new_model]
+    assert not panel.activate_button.isEnabled()
     panel.set_current_model(panel.new_model)
+    assert not panel.activate_button.isEnabled() and "in use" in panel.activate_button.text()
     assert panel.kept_models.rowCount() == 1
     assert panel.kept_models.data(panel.kept_models.index(0, 0)).startswith("●")
     # switch back to an earlier model from the kept list
@@ -251,6 +258,40 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     panel.use_kept_button.click()
     assert activated[-1] == str(older)
     library.close()
+
+
+def test_accuracy_verdict_says_which_model_is_better_and_how_sure():
+    few = accuracy_verdict(0.9, 0.7, 5)
+    assert few.worse and "0.200 worse" in few.text and "neither is clearly better" in few.text
+    many = accuracy_verdict(0.9, 0.7, 400)
+    assert many.worse and many.text.startswith("The new model is worse")
+    better = accuracy_verdict(0.6, 0.8, 400)
+    assert not better.worse and better.text.startswith("The new model is better")
+    assert accuracy_verdict(None, 0.8, 10) is None
+
+
+def fake_results(precision: float, accuracy: float, images: int = 5) -> dict:
+    per_label = {label: {"support": 2, "precision": precision, "recall": 0.5, "f1": 0.5} for label in LABELS}
+    return {"images": images, "single_pass": {"precision": precision, "recall": 0.5, "accuracy": accuracy,
+                                              "mAP": 0.5, "per_label": per_label}}
+
+
+def test_a_worse_new_model_is_not_offered_like_a_better_one(qtbot, panel, tmp_path, tiny_model_path):
+    panel.set_current_model(tiny_model_path)
+    new = tmp_path / "models" / "new.safetensors"
+    new.parent.mkdir(exist_ok=True)
+    new.write_bytes(Path(tiny_model_path).read_bytes())
+    panel.new_model, panel._compared_current = str(new), str(tiny_model_path)
+    panel._on_compared({str(tiny_model_path): fake_results(0.9, 0.9), str(new): fake_results(0.7, 0.7)})
+    assert "worse" in panel.result_summary.text() and "neither is clearly better" in panel.result_summary.text()
+    assert panel.activate_button.isEnabled() and panel.activate_button.text() == "Use the new model anyway"
+    panel._on_compared({str(tiny_model_path): fake_results(0.7, 0.7, 500), str(new): fake_results(0.9, 0.9, 500)})
+    assert "The new model is better" in panel.result_summary.text()
+    assert panel.activate_button.text() == "Use the new model"
+    # every column, F1 and its change included, is in view in the panel's result column
+    view = panel.comparison_view
+    last = ComparisonModel.DELTA_COLUMN
+    assert view.columnViewportPosition(last) + view.columnWidth(last) <= view.viewport().width()
 
 
 def test_cancel_keeps_checkpoint(qtbot, panel, tmp_path, tiny_model_path):

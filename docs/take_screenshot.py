@@ -83,6 +83,14 @@ def open_demo(app: QApplication, tmp: Path, new_tag: str | None = None) -> MainW
     return window
 
 
+def show_map(app: QApplication, window: MainWindow, label: str) -> None:
+    """Select ``label`` in the tag panel: the viewer shows the selected tag's map by default (a label
+    that is not one of the image's tags is picked from the overlay list instead)."""
+    if not window.tag_panel.select_tag(label):
+        window.viewer.show_label(label)
+    wait(app, lambda: window.viewer.shown_label() == label)
+
+
 def main_window_shot(app: QApplication, window: MainWindow, out: str, image: str) -> None:
     done = []
     window.batchFinished.connect(lambda *a: done.append(a))
@@ -93,7 +101,7 @@ def main_window_shot(app: QApplication, window: MainWindow, out: str, image: str
     wait(app, lambda: window.viewer._maps is not None and window.viewer.view.image_size()[0] > 0)
     prediction = window.library.prediction(record.id)
     best = max(prediction.scores, key=prediction.scores.get)
-    window.viewer.show_label(best)
+    show_map(app, window, best)
     settle(app)
     window.grab().save(out)
     print(f"saved {out}: {image}, map of {best!r}")
@@ -146,7 +154,7 @@ def activated_shot(app: QApplication, window: MainWindow, out: str, tag: str | N
     wait(app, lambda: window.viewer._maps is not None and window.viewer.view.image_size()[0] > 0)
     prediction = window.library.prediction(shown.id)
     label = tag if tag in prediction.labels else max(prediction.scores, key=prediction.scores.get)
-    window.viewer.show_label(label)
+    show_map(app, window, label)
     settle(app)
     window.grab().save(out)
     print(f"saved {out}: {window.model.name}, {Path(shown.path).name}, map of {label!r}; "

@@ -167,3 +167,29 @@ def test_scaled_batches_share_one_short_side_per_batch(tmp_path):
     for bad in [(32, 256), (300, 200)]:
         with pytest.raises(ValueError, match="short sides"):
             ScaledBatches(range(10), 4, bad)
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_image(fifo)
+
+
+def test_a_very_long_strip_is_refused_before_decoding(tmp_path):
+    Image.new("RGB", (1, 5000), (200, 10, 10)).save(tmp_path / "strip.png")
+    with pytest.raises(ImageError, match="more than 32 times"):
+        read_image(tmp_path / "strip.png")
+    Image.new("RGB", (10, 10 * data.MAX_ASPECT), (200, 10, 10)).save(tmp_path / "tall.png")
+    assert read_image(tmp_path / "tall.png").shape == (10 * data.MAX_ASPECT, 10, 3)
+
+
+def test_sixteen_bit_grayscale_reads_like_eight_bit(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "g8.png")
+    wide, narrow = read_image(tmp_path / "g16.png"), read_image(tmp_path / "g8.png")
+    assert wide.shape == narrow.shape == (32, 64, 3)
+    assert np.abs(wide.astype(int) - narrow.astype(int)).max() <= 1

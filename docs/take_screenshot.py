@@ -26,7 +26,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-from mlcnn_core.modelfile import RESOURCES, starter_model_path
+from mlcnn_core.modelfile import starter_model_path
+from mlcnn_core.shipped import resources_dir
 from mlcnn_core.sidecars import read_txt, write_txt
 from tagger_app.main_window import MainWindow
 from tagger_app.settings import AppSettings
@@ -64,9 +65,9 @@ def open_demo(app: QApplication, tmp: Path, new_tag: str | None = None) -> MainW
     """The window with a copy of the demo folder open (its sidecars as confirmed tags) and the starter model."""
     model = starter_model_path()
     if model is None:
-        raise SystemExit(f"no starter model in {RESOURCES / 'models'}")
+        raise SystemExit(f"no starter model in {resources_dir() / 'models'}")
     folder = tmp / "demo"
-    shutil.copytree(RESOURCES / "demo", folder)
+    shutil.copytree(resources_dir() / "demo", folder)
     if new_tag:
         tag, _, prefix = new_tag.partition(":")
         print(f"{add_tag(folder, tag, prefix or tag)} sidecars given the new tag {tag!r}")

@@ -22,7 +22,6 @@ FORMAT = "mlcnn-tagger-model"
 FORMAT_VERSION = 1
 CARD_KEY = "mlcnn_card"
 MAX_HEADER = 100 * 1024 * 1024
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
 class ModelFileError(ValueError):
@@ -31,8 +30,10 @@ class ModelFileError(ValueError):
 
 def starter_model_path() -> Path | None:
     """The starter model shipped in ``resources/models/`` (or ``$MLCNN_STARTER_MODEL``), if present."""
+    from .shipped import resources_dir
+
     override = os.environ.get("MLCNN_STARTER_MODEL")
-    path = Path(override) if override else RESOURCES / "models" / "starter.safetensors"
+    path = Path(override) if override else resources_dir() / "models" / "starter.safetensors"
     return path if path.is_file() else None
 
 

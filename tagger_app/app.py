@@ -7,7 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
-DEMO_SOURCE = Path(__file__).resolve().parent.parent / "resources" / "demo"
+from mlcnn_core.shipped import resources_dir
+
+DEMO_SOURCE = resources_dir() / "demo"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

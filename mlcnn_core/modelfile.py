@@ -12,6 +12,7 @@ header and does not import torch, so the GUI can show cards at start-up.
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import json
 import os
 import struct
@@ -52,7 +53,7 @@ def _read_header(path: Path) -> tuple[dict, int, int]:
         raise ModelFileError(f"{path}: cannot read model file ({e.strerror or e})") from e
     try:
         header = json.loads(raw) if raw[:1] == b"{" else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         header = None
     if isinstance(header, dict):
         return header, n, size
@@ -114,6 +115,8 @@ def read_card(path: str | os.PathLike) -> dict:
         raise ModelFileError(f"{path}: a .safetensors file without an MLCNN Tagger card (no '{CARD_KEY}' metadata)")
     try:
         card = json.loads(meta[CARD_KEY])
+    except RecursionError:
+        raise ModelFileError(f"{path}: model card is nested too deeply to be a card") from None
     except ValueError as e:
         raise ModelFileError(f"{path}: model card is not valid JSON ({e})") from e
     return validate_card(card, str(path))
@@ -205,7 +208,11 @@ def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
         raise ValueError(f"card has {len(card['labels'])} labels, network has {model.net.num_labels} outputs")
     validate_card(card, str(path))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    broken = next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if broken is not None:
+        raise ModelFileError(f"{path}: not written: tensor {broken} holds NaN or infinite values")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card)})
@@ -219,6 +226,34 @@ def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files that earlier :func:`save_model` calls for ``path`` left when they
+    were killed (``.NAME.PID.tmp`` of a process that no longer runs); return them."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there: keep every temporary file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def load_model(path: str | os.PathLike) -> TaggerModel:
@@ -238,8 +273,10 @@ def load_model(path: str | os.PathLike) -> TaggerModel:
         raise ModelFileError(f"{path}: malformed tensor table in the header ({e})") from e
     if 8 + n + end != size:
         raise ModelFileError(f"{path}: truncated or padded model file (expected {8 + n + end} bytes, found {size})")
-    net = MLCNN(card["arch"], len(card["labels"]))
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    import torch
+
+    with torch.device("meta"):  # shapes only: a card's architecture allocates nothing before the check
+        expected = {k: tuple(v.shape) for k, v in MLCNN(card["arch"], len(card["labels"])).state_dict().items()}
     found = {k: tuple(v.get("shape", ())) for k, v in entries.items()}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -258,6 +295,7 @@ def load_model(path: str | os.PathLike) -> TaggerModel:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: cannot read weights ({e})") from e
+    net = MLCNN(card["arch"], len(card["labels"]))
     net.load_state_dict(tensors, strict=True)
     net.eval()
     return TaggerModel(net, card, path)

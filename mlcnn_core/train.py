@@ -135,6 +135,10 @@ def finetune_recipe(base: Recipe, n_train: int, learns: str | None = None) -> Re
                    anchor=FINETUNE_FROZEN_ANCHOR, learns=learns)
 
 
+class TrainingDiverged(Exception):
+    """The loss stopped being a finite number: the weights are lost, and nothing is written."""
+
+
 @dataclass
 class TrainConfig:
     data: list[str]
@@ -348,12 +352,16 @@ def save_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Opt
 
 
 def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"--resume: the checkpoint {path} is damaged ({e}); delete it to train from the start"
+                         ) from e
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict = {}
     for k, v in tensors.items():
@@ -521,6 +529,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                 with autocast(device, bf16):
                     logits = ddp_net(x)
                 loss, skipped = multilabel_softmax_loss(logits, targets)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
+                        f"{cfg.out} was not written. Try a lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

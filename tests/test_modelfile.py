@@ -101,17 +101,21 @@ def test_wrong_tensor_shape(saved, tmp_path):
         load_model(bad)
 
 
-def test_card_is_not_json(saved, tmp_path):
-    _, path = saved
+def with_card_text(path, dest, text):
+    """Copy a model file with its card's text replaced by ``text``."""
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
-    header["__metadata__"][CARD_KEY] = "{not json"
+    header["__metadata__"][CARD_KEY] = text
     new = json.dumps(header).encode()
-    bad = tmp_path / "nojson.safetensors"
-    bad.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    dest.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    return dest
+
+
+def test_card_is_not_json(saved, tmp_path):
+    _, path = saved
     with pytest.raises(ModelFileError, match="not valid JSON"):
-        read_card(bad)
+        read_card(with_card_text(path, tmp_path / "nojson.safetensors", "{not json"))
 
 
 def test_killed_save_keeps_the_old_file(saved, monkeypatch):
@@ -157,3 +161,40 @@ def test_reading_a_card_does_not_import_torch(saved):
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_cards_architecture_is_checked_before_anything_is_allocated(saved, tmp_path):
+    _, path = saved
+
+    def bomb(card, header):  # about 10 TB of weights if the network were built
+        card["arch"]["trunk"] = [["conv", 8192, 3, 1, 1], ["conv", 8192, 200, 1, 0]]
+    bad = rewrite_card(path, tmp_path / "bomb.safetensors", bomb)
+    with pytest.raises(ModelFileError, match="do not match the card"):
+        load_model(bad)
+
+
+def test_a_card_nested_too_deeply_is_refused_with_a_message(saved, tmp_path):
+    _, path = saved
+    bad = with_card_text(path, tmp_path / "deep.safetensors", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelFileError, match="nested"):
+        read_card(bad)
+
+
+def test_a_model_with_non_finite_weights_is_never_saved(saved):
+    model, path = saved
+    before = path.read_bytes()
+    with torch.no_grad():
+        next(model.net.parameters())[0].fill_(float("nan"))
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        save_model(model, path)
+    assert path.read_bytes() == before
+
+
+def test_saving_removes_temporary_files_of_killed_saves(saved):
+    model, path = saved
+    stale = path.with_name(f".{path.name}.999999999.tmp")   # no process has that id
+    stale.write_bytes(b"half a model")
+    ours = path.with_name(f".{path.name}.{os.getpid()}.tmp.keep")  # not a temporary of save_model
+    ours.write_bytes(b"x")
+    save_model(model, path)
+    assert not stale.exists() and ours.exists()

@@ -346,3 +346,17 @@ def test_new_label_rows_are_fitted_to_the_test_form(trained, tmp_path):
     unfitted_precision, unfitted_recall, _ = _new_label_scores(unfitted, held_out)
     assert unfitted_precision < 0.6 and unfitted_recall < 0.8, (unfitted_precision, unfitted_recall)
     assert read_card(fitted)["provenance"]["epochs_run"] == 0
+
+
+def test_resuming_from_a_damaged_checkpoint_says_so(tmp_path):
+    import torch
+
+    from mlcnn_core.train import load_checkpoint, save_checkpoint
+
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, net, optimizer, {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:-10])   # what a power cut can leave: rename without fsync
+    with pytest.raises(ValueError, match="damaged"):
+        load_checkpoint(path, net, optimizer)

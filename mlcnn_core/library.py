@@ -50,7 +50,10 @@ from mlcnn_core.data import IMAGE_EXTENSIONS
 
 LIBRARY_DIRNAME = ".mlcnn-tagger"
 LIBRARY_FILENAME = "library.sqlite"
-SCHEMA_VERSION = 1
+# MIGRATIONS[n - 1]: the SQL statements that turn a version-n library into version n + 1, applied in order
+# on open; an older program refuses a newer library instead of misreading it.
+MIGRATIONS: tuple[tuple[str, ...], ...] = ()
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
 STATUSES = ("untagged", "predicted", "confirmed")
 SORT_KEYS = ("name", "mtime", "uncertainty")
 HUMAN_POSITIVE = ("confirmed", "added")
@@ -166,6 +169,7 @@ class ScanResult:
     removed: int
     changed: int
     seconds: float
+    skipped: tuple[str, ...] = ()  # image files whose names are not valid UTF-8 (SQLite text cannot hold them)
 
 
 def uncertainty_of(scores: dict[str, float], labels: Sequence[str]) -> float:
@@ -283,6 +287,15 @@ def _stem_key(rel: str) -> tuple[str, str]:
     """Folder and case-folded stem of a library path: images sharing it cannot share a sidecar."""
     folder, name = posixpath.split(rel)
     return folder, posixpath.splitext(name)[0].casefold()
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a file name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def fallback_library_path(folder: Path, data_dir: Path | None = None) -> Path:
@@ -512,6 +525,17 @@ class Library:
             conn.execute("PRAGMA journal_mode = DELETE")
         conn.executescript(_SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        version = int(stored) if str(stored).isdigit() else 0
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise LibraryError(f"{self.db_path} is a library of version {stored}, which this program "
+                               f"(version {SCHEMA_VERSION}) cannot read; update MLCNN Tagger to open it")
+        if version < SCHEMA_VERSION:
+            with self._tx() as tx:
+                for statements in MIGRATIONS[version - 1:]:
+                    for statement in statements:
+                        tx.execute(statement)
+                tx.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (str(self.root),))
 
     def close(self) -> None:
@@ -542,6 +566,7 @@ class Library:
         and bring the table in line in one transaction. Returns counts and the time it took."""
         start = time.perf_counter()
         found: dict[str, tuple[int, float]] = {}
+        skipped: list[str] = []
         stack = [self.root]
         while stack:
             folder = stack.pop()
@@ -559,6 +584,9 @@ class Library:
                     elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
                         st = entry.stat()
                         rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
+                        if not rel.isascii() and not _is_utf8(rel):
+                            skipped.append(entry.path)
+                            continue
                         found[rel] = (st.st_size, st.st_mtime)
                 except OSError:
                     continue
@@ -589,7 +617,7 @@ class Library:
             # rows of vanished files are kept (present = 0) so a person's tags survive a move back
             conn.executemany("UPDATE images SET present = 0 WHERE id = ?", gone)
             removed = len(gone)
-        return ScanResult(len(found), added, removed, changed, time.perf_counter() - start)
+        return ScanResult(len(found), added, removed, changed, time.perf_counter() - start, tuple(sorted(skipped)))
 
     def import_sidecars(self, as_confirmed: bool = False, include_hierarchical: bool = False) -> list[str]:
         """Read existing sidecars (caption files and XMP, see :func:`sidecars.sidecar_names`) into the

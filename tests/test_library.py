@@ -1,4 +1,5 @@
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -351,4 +352,23 @@ def test_temp_files_of_interrupted_writes_are_cleaned_up(tmp_path):
     lib.scan()
     lib.import_sidecars()
     assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == sorted([young.name, unrelated.name])
+    lib.close()
+
+
+def test_a_newer_library_is_refused_and_an_older_one_migrated(tmp_path, monkeypatch):
+    from mlcnn_core import library as library_module
+
+    Library.open(tmp_path).close()
+    db = tmp_path / ".mlcnn-tagger" / "library.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    with pytest.raises(LibraryError, match="version 99"):
+        Library.open(tmp_path)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    monkeypatch.setattr(library_module, "MIGRATIONS", (("ALTER TABLE images ADD COLUMN note TEXT",),))
+    monkeypatch.setattr(library_module, "SCHEMA_VERSION", 2)
+    lib = Library.open(tmp_path)
+    assert "note" in [row[1] for row in lib.conn.execute("PRAGMA table_info(images)")]
+    assert lib.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
     lib.close()

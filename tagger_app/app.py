@@ -10,6 +10,7 @@ from pathlib import Path
 from mlcnn_core.shipped import resources_dir
 
 DEMO_SOURCE = resources_dir() / "demo"
+ICON = resources_dir() / "desktop" / "mlcnn-tagger.svg"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,6 +49,12 @@ def prepare_demo(source: Path = DEMO_SOURCE, data_dir: Path | None = None) -> Pa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from tagger_app.platform_check import xcb_problem
+
+    if problem := xcb_problem():
+        print(f"tagger-app: {problem}", file=sys.stderr)
+        return 1
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from tagger_app.main_window import MainWindow
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
+    app.setDesktopFileName("mlcnn-tagger")
+    app.setWindowIcon(QIcon(str(ICON)))
     settings = AppSettings(args.settings)
     window = MainWindow(settings, load_default_model=args.model is None)
     if args.model:

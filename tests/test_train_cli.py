@@ -47,7 +47,8 @@ def test_predict_writes_jsonl(trained, tmp_path):
     root, out, _ = trained
     (root / "val" / "broken.jpg").write_bytes(b"not an image")
     jsonl = tmp_path / "p.jsonl"
-    assert main(["predict", "--model", str(out), "--output", str(jsonl), str(root / "val")]) == 0
+    # exit status 1: an image could not be read (the others are predicted)
+    assert main(["predict", "--model", str(out), "--output", str(jsonl), str(root / "val")]) == 1
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(rows) == 61
     errors = [r for r in rows if "error" in r]
@@ -70,7 +71,7 @@ def test_keep_ratio_overrides_the_cards_pruning(trained, tmp_path, capsys):
         counts[ratio] = sum(len(json.loads(line)["confidences"]) for line in jsonl.read_text().splitlines())
     assert counts["0.05"] > counts["1"]  # labels close to a position's best now keep their share
     assert main(["predict", "--model", str(out), "--keep-ratio", "2", str(root / "val")]) == 2
-    assert "prediction settings" in capsys.readouterr().err
+    assert "--keep-ratio: '2'" in capsys.readouterr().err
 
 
 def test_short_side_overrides_the_cards_input_size(trained, tmp_path, capsys):
@@ -84,7 +85,7 @@ def test_short_side_overrides_the_cards_input_size(trained, tmp_path, capsys):
         reports[short] = json.loads(report.read_text())["single_pass"]["cost"]["gflops_per_image"]
     assert reports["128"] == pytest.approx(4 * reports["64"], rel=0.15)  # FLOPs grow with the pixels
     assert main(["predict", "--model", str(out), "--short-side", "20", str(root / "val")]) == 2
-    assert "prediction settings" in capsys.readouterr().err
+    assert "--short-side: '20'" in capsys.readouterr().err
 
 
 def test_evaluate_and_info(trained, tmp_path, capsys):
@@ -182,7 +183,7 @@ def test_tag_folder_records_machine_tags_and_writes_sidecars(trained, tmp_path, 
         shutil.copy(src, folder / src.name)
     shutil.copy(folder / sorted(p.name for p in folder.iterdir())[0], folder / "twin.jpg")
     shutil.copy(folder / "twin.jpg", folder / "twin.png")   # same stem: must not share twin.txt
-    assert main(["tag", str(folder), "--model", str(out), "--write", "txt,xmp"]) == 0
+    assert main(["tag", str(folder), "--model", str(out), "--write", "txt,xmp", "--write-predictions"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 6
     assert (folder / "twin.jpg.txt").is_file() and (folder / "twin.png.txt").is_file()

@@ -294,11 +294,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
         record = by_path[path]
         if isinstance(result, Exception):
             print(f"mlcnn: {result}", file=sys.stderr)
+            sys.stdout.write(_json_line({"image": str(path), "error": str(result)}))
             failed += 1
             continue
         status = library.store_prediction(record.id, result.labels, result.confidences, info)
         done += 1
-        sys.stdout.write(_json_line({"image": str(path), "labels": result.labels}))
+        sys.stdout.write(_json_line(result.to_json(path)))
         sys.stdout.flush()
         if status == "predicted" and formats:
             if args.write_predictions:
@@ -363,7 +364,7 @@ FOLDER/.mlcnn-tagger/library.sqlite, the same library the app opens.
 Which images get proposals: by default only images with no tags at all, neither in the library
 nor in a caption file (.txt) or XMP sidecar; --only all proposes tags for every image (a person's
 decisions are kept, confirmed images get none). Each image's proposals are printed as
-{"image": PATH, "labels": [TAG, ...]}.
+`mlcnn predict` prints them (see its --help).
 
 What is written with --write: the tags of images a person confirmed in the app. The model's
 proposals are written only with --write-predictions, and they are recorded as the model's, so a

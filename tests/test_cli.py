@@ -156,3 +156,12 @@ def test_version_and_help(capsys):
     assert capsys.readouterr().out.startswith("mlcnn ")
     assert main(["tag", "--help"]) == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_tag_prints_the_lines_predict_prints(model_path, captioned, capsys):
+    folder, _ = captioned
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    assert main(["tag", str(folder), "--model", str(model_path)]) == EXIT_FAILED
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(tuple(sorted(r)) for r in rows) == [("confidences", "image", "labels", "peaks")] * 2 + [
+        ("error", "image")]

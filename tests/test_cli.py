@@ -101,6 +101,12 @@ def test_training_numbers_are_checked_before_any_work(tmp_path, capsys, flag, va
     assert not out.exists()
 
 
+def test_training_refuses_a_folder_as_out_before_training(tmp_path, capsys):
+    make_dataset(tmp_path / "d", 8, seed=5)
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path), "--arch", "tiny"]) == EXIT_USAGE
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_predict_refuses_to_write_over_an_image(model_path, captioned, capsys):
     folder, images = captioned
     victim = images[0]

@@ -248,7 +248,6 @@ def cmd_tag(args: argparse.Namespace) -> int:
     and bring sidecars up to date with what a person confirmed; the model's proposals go to sidecars
     only with ``--write-predictions``. A caption the person did not ask to change never changes."""
     from .library import Library, ModelInfo
-    from .library_sidecars import write_library_sidecars
     from .predict import Predictor
     from .sidecars import SidecarError, existing_txt_sidecar, find_stem_collisions, plan_txt_paths
 
@@ -282,9 +281,11 @@ def cmd_tag(args: argparse.Namespace) -> int:
     write_failed: set[int] = set()
 
     def write(path: Path, image_id: int, content: str) -> None:
-        try:
-            write_library_sidecars(library, image_id, content=content, formats=formats,
-                                   txt_path=txt_paths.get(path), policy=args.policy)
+        try:  # the GUI's library worker writes through the same Library.write_sidecars
+            _files, notes = library.write_sidecars(image_id, content=content, formats=formats,
+                                                   txt_path=txt_paths.get(path), policy=args.policy)
+            for note in notes:
+                print(f"mlcnn: {note}", file=sys.stderr)
             written.add(image_id)
         except SidecarError as e:
             write_failed.add(image_id)

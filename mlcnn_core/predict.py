@@ -39,9 +39,10 @@ Readings of the ambiguous sentences, each with its alternative behind a flag:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,14 +50,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .buckets import BucketQueues, bucket_shape, check_trunk, masked_trunk
 from .data import SHORT_SIDE, ImageError, read_image, resize_short_side, to_tensor
 from .model import fold_batchnorm
 from .modelfile import TaggerModel
+from .readahead import DECODE_AHEAD_BYTES, decode_ahead
 from .rescore import FEATURES, label_features, rescore
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
+from .spec import trunk_stride
 from .threshold import Threshold
 
 MIN_SHORT_SIDE, MAX_SHORT_SIDE = 64, 2048
+# views waiting for a full batch of their bucket before the oldest image's queue runs anyway
+WAITING_BYTES = 64 << 20
 
 
 @dataclass
@@ -220,20 +226,26 @@ def map_peaks(maps: np.ndarray, image_size: tuple[int, int], refine: bool = True
     """Per label, the original-image pixel (x, y) where its map [l, h, w] peaks: the centre of the
     maximum cell, or with ``refine`` the weighted centre of that cell and its 8 neighbours (weights:
     the map above its median), so that a peak can fall between cells of the coarse map."""
-    _, h, w = maps.shape
+    count, h, w = maps.shape
     width, height = image_size
-    peaks = []
-    for m in maps:
-        cy, cx = divmod(int(m.argmax()), w)
-        y, x = float(cy), float(cx)
-        if refine:
-            y0, y1, x0, x1 = max(0, cy - 1), min(h, cy + 2), max(0, cx - 1), min(w, cx + 2)
-            weight = np.clip(m[y0:y1, x0:x1] - np.median(m), 0, None).astype(np.float64)
-            if weight.sum() > 0:
-                yy, xx = np.mgrid[y0:y1, x0:x1]
-                y, x = float((yy * weight).sum() / weight.sum()), float((xx * weight).sum() / weight.sum())
-        peaks.append((min(width - 1, int((x + 0.5) * width / w)), min(height - 1, int((y + 0.5) * height / h))))
-    return peaks
+    flat = maps.reshape(count, -1)
+    cy, cx = np.divmod(flat.argmax(axis=1), w)
+    y, x = cy.astype(np.float64), cx.astype(np.float64)
+    if refine and count:
+        rows = np.arange(count)[:, None]
+        ny = cy[:, None] + np.repeat([-1, 0, 1], 3)[None]
+        nx = cx[:, None] + np.tile([-1, 0, 1], 3)[None]
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        values = maps[rows, ny.clip(0, h - 1), nx.clip(0, w - 1)].astype(np.float64)
+        median = np.median(flat, axis=1).astype(np.float64)[:, None]
+        weight = np.where(inside, np.clip(values - median, 0, None), 0.0)
+        total = weight.sum(axis=1)
+        ok = total > 0
+        y = np.where(ok, (ny * weight).sum(axis=1) / np.where(ok, total, 1), y)
+        x = np.where(ok, (nx * weight).sum(axis=1) / np.where(ok, total, 1), x)
+    px = np.minimum(width - 1, ((x + 0.5) * width / w).astype(np.int64))
+    py = np.minimum(height - 1, ((y + 0.5) * height / h).astype(np.int64))
+    return [(int(a), int(b)) for a, b in zip(px, py, strict=True)]
 
 
 def label_peaks(raw: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -266,11 +278,16 @@ class Prediction:
 
 
 class Predictor:
-    """Owns a model prepared for inference (eval mode, batch norm folded, channels_last, bf16
-    autocast where the hardware has it) and turns images into :class:`Prediction` s."""
+    """Owns a model prepared for inference (eval mode, batch norm folded, channels_last, weights
+    cast to bf16 once where the hardware has it) and turns images into :class:`Prediction` s.
+
+    The forward pass is prepared from the model's weights when the predictor is made: a predictor
+    does not see later changes to the model's trunk (``head`` stays the model's own, for
+    :meth:`hidden_maps` and the 10-crop baseline)."""
 
     def __init__(self, model: TaggerModel, device: str = "auto", bf16: bool | None = None,
-                 config: PredictConfig | None = None, threshold: Threshold | None = None):
+                 config: PredictConfig | None = None, threshold: Threshold | None = None,
+                 bucket_step: int | None = None):
         self.model = model
         self.labels = list(model.labels)
         self.device = pick_device(device)
@@ -280,9 +297,14 @@ class Predictor:
         self.config = config or PredictConfig.from_dict(model.card.get("prediction"))
         self.threshold = threshold or Threshold.from_dict(model.card.get("threshold", {}), len(self.labels))
         net = model.net.eval()
-        self.trunk = fold_batchnorm(net.trunk).eval().to(self.device, memory_format=torch.channels_last)
+        self.dtype = torch.bfloat16 if self.bf16 else torch.float32
+        # autocast would cast every weight again on every call; the folded trunk is our own copy
+        self.trunk = fold_batchnorm(net.trunk).eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        check_trunk(self.trunk)
         self.head = net.head.eval().to(self.device)
+        self._map_head = copy.deepcopy(self.head).to(self.dtype)
         self.mean = list(model.mean)
+        self.bucket_step = bucket_step or 2 * trunk_stride(net.spec)
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
         """The image as the (first) pass sees it: its shorter side ``config.short_side`` pixels."""
@@ -302,42 +324,49 @@ class Predictor:
         """An image file as the (first) pass sees it."""
         return self.resize(self.read(path))
 
+    def read_passes(self, path: str | os.PathLike) -> tuple[list[np.ndarray], tuple[int, int]]:
+        """An image file as each pass sees it, and its (width, height); what decode threads run."""
+        rgb = self.read(path)
+        return self.resize_passes(rgb), (rgb.shape[1], rgb.shape[0])
+
     # --- the forward pass -------------------------------------------------------------------
+    def _input(self, batch_uint8: np.ndarray) -> torch.Tensor:
+        return to_tensor(batch_uint8, self.mean).to(self.device, self.dtype)
+
     @torch.inference_mode()
     def raw_maps(self, batch_resized: np.ndarray) -> torch.Tensor:
         """Test-form output [n, l, h, w] (float32, on the device) for same-sized preprocessed images
         ([n, H, W, 3] uint8, or one [H, W, 3] image)."""
         if batch_resized.ndim == 3:
             batch_resized = batch_resized[None]
-        x = to_tensor(batch_resized, self.mean).to(self.device)
-        with autocast(self.device, self.bf16):
-            maps = self.head.forward_map(self.trunk(x))
-        return maps.float()
+        return self._map_head.forward_map(self.trunk(self._input(batch_resized))).float()
+
+    @torch.inference_mode()
+    def bucketed_raw_maps(self, views: list[np.ndarray]) -> list[torch.Tensor]:
+        """Test-form outputs [l, h, w] (float32) of preprocessed images of any sizes, run as one batch
+        padded to the bucket of the largest (buckets.py: the padding is masked out, each map is the
+        image's own)."""
+        height, width = bucket_shape(max(v.shape[0] for v in views), max(v.shape[1] for v in views),
+                                     self.bucket_step)
+        batch = np.zeros((len(views), height, width, 3), np.uint8)
+        for n, v in enumerate(views):
+            batch[n, :v.shape[0], :v.shape[1]] = v
+        fmap, sizes = masked_trunk(self.trunk, self._input(batch), [v.shape[:2] for v in views])
+        maps = self._map_head.forward_map(fmap).float()
+        return [maps[n, :, :h, :w] for n, (h, w) in enumerate(sizes)]
 
     @torch.inference_mode()
     def hidden_maps(self, batch_resized: np.ndarray) -> torch.Tensor:
         """What the last layer sees at each position, [n, C, h, w] float32 (the test form without its
         last 1×1 convolution), for same-sized preprocessed images."""
-        x = to_tensor(batch_resized, self.mean).to(self.device)
         with autocast(self.device, self.bf16):
-            hidden = self.head.hidden_map(self.trunk(x))
+            hidden = self.head.hidden_map(self.trunk(self._input(batch_resized)))
         return hidden.float()
 
-    @torch.inference_mode()
-    def predict_arrays(self, images: list[np.ndarray]) -> list[Prediction]:
-        """Predict RGB uint8 images of any sizes; images whose resized shapes match share a batch."""
-        resized = [self.resize_passes(rgb) for rgb in images]
-        groups: dict[tuple, list[int]] = {}
-        for i, views in enumerate(resized):
-            groups.setdefault(tuple(v.shape for v in views), []).append(i)
-        out: list[Prediction | None] = [None] * len(images)
-        for members in groups.values():
-            raws = [self.raw_maps(np.stack([resized[i][k] for i in members])) for k in range(len(self.config.passes))]
-            for n, i in enumerate(members):
-                height, width = images[i].shape[:2]
-                second = raws[1][n] if len(raws) > 1 else None
-                out[i] = self._postprocess(raws[0][n], (width, height), second)
-        return out
+    def predict_arrays(self, images: list[np.ndarray], batch_size: int = 8) -> list[Prediction]:
+        """Predict RGB uint8 images of any sizes; images of one shape bucket share a batch."""
+        items = ((i, self.resize_passes(rgb), (rgb.shape[1], rgb.shape[0])) for i, rgb in enumerate(images))
+        return [p for _, p in self._predict_stream(items, batch_size)]
 
     def predict_array(self, rgb: np.ndarray) -> Prediction:
         """Predict one RGB uint8 image of any size and aspect ratio."""
@@ -363,26 +392,56 @@ class Predictor:
         """Predict an image file; raises :class:`ImageError` when it cannot be read."""
         return self.predict_array(self.read(path))
 
-    def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 8, workers: int = 2
-                      ) -> Iterator[tuple[Path, Prediction | ImageError]]:
-        """Predict many files in batches, decoding the next batch in background threads while the
-        network runs. Yields (path, Prediction) or (path, ImageError) in input order."""
-        from concurrent.futures import ThreadPoolExecutor
+    def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 8, workers: int = 2,
+                      ahead_bytes: int = DECODE_AHEAD_BYTES) -> Iterator[tuple[Path, Prediction | ImageError]]:
+        """Predict many files, decoding and resizing ahead in ``workers`` background threads (at most
+        about ``ahead_bytes`` of decoded views waiting) while the network runs, in batches of up to
+        ``batch_size`` views of one shape bucket. Yields (path, Prediction) or (path, ImageError)
+        in input order."""
+        decoded = decode_ahead([Path(p) for p in paths], self.read_passes, workers, ahead_bytes)
+        yield from self._predict_stream(decoded, batch_size)
 
-        paths = [Path(p) for p in paths]
-        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), max(1, batch_size))]
-        ahead = max(1, workers)
-        with ThreadPoolExecutor(max_workers=ahead) as pool:
-            futures = [pool.submit(_decode_all, c, self.read) for c in chunks[:ahead]]
-            for n, chunk in enumerate(chunks):
-                if n + ahead < len(chunks):
-                    futures.append(pool.submit(_decode_all, chunks[n + ahead], self.read))
-                decoded = futures[n].result()
-                futures[n] = None
-                good = [d for d in decoded if not isinstance(d, ImageError)]
-                predictions = iter(self.predict_arrays(good)) if good else iter(())
-                for p, d in zip(chunk, decoded, strict=True):
-                    yield p, d if isinstance(d, ImageError) else next(predictions)
+    def _predict_stream(self, items: Iterable[tuple[object, list[np.ndarray] | ImageError, tuple[int, int]]],
+                        batch_size: int) -> Iterator[tuple[object, Prediction | ImageError]]:
+        """(key, views of each pass or the ImageError, (width, height)) in → (key, result) out, in
+        the same order; views wait in per-bucket queues until a batch is full, or until the views
+        waiting pass ``WAITING_BYTES`` (then the queue of the oldest image runs, full or not)."""
+        queues = BucketQueues(self.bucket_step)
+        images: dict[int, list] = {}  # seq → [key, image size, raw map per pass]
+        done: dict[int, tuple[object, Prediction | ImageError]] = {}
+        passes = len(self.config.passes)
+        next_out = 0
+
+        def run(queue_key: tuple) -> None:
+            members = queues.take(queue_key, batch_size)
+            raws = self.bucketed_raw_maps([view for _, view in members])
+            for (seq, _), raw in zip(members, raws, strict=True):
+                image = images[seq]
+                image[2][queue_key[0]] = raw
+                if all(r is not None for r in image[2]):
+                    del images[seq]
+                    second = image[2][1] if passes > 1 else None
+                    done[seq] = (image[0], self._postprocess(image[2][0], image[1], second))
+
+        for seq, (key, views, size) in enumerate(items):
+            if isinstance(views, ImageError):
+                done[seq] = (key, views)
+            else:
+                images[seq] = [key, size, [None] * passes]
+                for k, view in enumerate(views):
+                    full = queues.add(k, seq, view)
+                    if len(queues.members(full)) >= batch_size:
+                        run(full)
+                while queues.bytes > WAITING_BYTES:
+                    run(queues.oldest())
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+        while queues:
+            run(queues.oldest())
+        while next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
 
     # --- the baseline of section 4.2 --------------------------------------------------------
     @torch.inference_mode()
@@ -401,15 +460,3 @@ class Predictor:
         with autocast(self.device, self.bf16):
             logits = self.head(self.trunk(x).mean(dim=(2, 3)))
         return logits.float().softmax(dim=1).mean(dim=0).cpu().numpy()
-
-
-def _decode_all(paths: list[Path], read: Callable[[Path], np.ndarray]) -> list:
-    """Decoded images, or the ImageError of each one that cannot be read."""
-    out = []
-    for p in paths:
-        try:
-            out.append(read(p))
-        except ImageError as e:
-            out.append(e)
-    return out
-

@@ -45,6 +45,7 @@ from tagger_app.workers.library_worker import (
     SidecarRequest,
 )
 from tagger_app.workers.predictor_worker import ModelSummary, PredictionJob, PredictionResult, PredictorThread
+from tagger_app.workers.thumbnail_cache import ThumbnailDiskCache
 
 MAPS_CACHE_SIZE = 64
 # An image shown this long is being looked at: only then is it predicted (and its proposals stored),
@@ -80,7 +81,7 @@ class MainWindow(QMainWindow):
         self._maps: OrderedDict[int, PredictionResult] = OrderedDict()
         self._opening: str | None = None
 
-        self.thumbnails = ThumbnailLoader(parent=self)
+        self.thumbnails = ThumbnailLoader(parent=self, disk=ThumbnailDiskCache())
         self.image_loader = FullImageLoader(parent=self)
         self.images = ImageListModel(self.thumbnails, self)
         self.gallery = GalleryPanel(self.images)

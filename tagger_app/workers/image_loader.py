@@ -1,4 +1,5 @@
-"""Decoding off the GUI thread: thumbnails (scaled decode, LRU cache) and full images for the viewer."""
+"""Decoding off the GUI thread: thumbnails (scaled decode, LRU cache in memory, optionally the shared
+cache on disk of thumbnail_cache.py) and full images for the viewer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QImageReader, QPixmap
+
+from tagger_app.workers.thumbnail_cache import ThumbnailDiskCache
 
 THUMBNAIL_SIZE = 128
 MAX_QUEUED = 256  # thumbnail decodes waiting at most; about ten screens of the grid
@@ -49,27 +52,36 @@ class _DecodeSignals(QObject):
 
 
 class _DecodeJob(QRunnable):
-    def __init__(self, signals: _DecodeSignals, generation: int, key, path: Path, max_side: int | None, skip=None):
+    def __init__(self, signals: _DecodeSignals, generation: int, key, path: Path, max_side: int | None, skip=None,
+                 disk: ThumbnailDiskCache | None = None):
         super().__init__()
         self.signals, self.generation, self.key = signals, generation, key
-        self.path, self.max_side, self.skip = path, max_side, skip
+        self.path, self.max_side, self.skip, self.disk = path, max_side, skip, disk
 
     def run(self) -> None:
         if self.skip is not None and self.key in self.skip:
             self.skip.discard(self.key)  # no longer wanted: nothing to decode, nothing to deliver
             return
-        self.signals.decoded.emit(self.generation, self.key, decode_image(self.path, self.max_side))
+        image = self.disk.read(self.path) if self.disk is not None else None
+        if image is None:
+            image = decode_image(self.path, self.max_side)
+            if self.disk is not None:
+                self.disk.write(self.path, image)
+        self.signals.decoded.emit(self.generation, self.key, image)
 
 
 class ThumbnailLoader(QObject):
-    """Thumbnails by key, decoded on a thread pool, newest request first; bounded LRU cache of pixmaps."""
+    """Thumbnails by key, decoded on a thread pool, newest request first; bounded LRU cache of pixmaps,
+    and with ``disk`` thumbnails kept on disk between sessions (``size`` must be at most 128 then)."""
 
     ready = Signal(object)  # key
     failed = Signal(object)
 
-    def __init__(self, size: int = THUMBNAIL_SIZE, cache_limit: int = 1500, threads: int = 2, parent=None):
+    def __init__(self, size: int = THUMBNAIL_SIZE, cache_limit: int = 1500, threads: int = 2, parent=None,
+                 disk: ThumbnailDiskCache | None = None):
         super().__init__(parent)
         self.size = size
+        self.disk = disk
         self.cache_limit = cache_limit
         self._cache: OrderedDict[object, QPixmap] = OrderedDict()
         self._pending: OrderedDict[object, None] = OrderedDict()  # queued decodes, oldest request first
@@ -91,7 +103,7 @@ class ThumbnailLoader(QObject):
         if key not in self._pending and key not in self._failed:
             self._skip.discard(key)
             self._pending[key] = None
-            job = _DecodeJob(self._signals, self._generation, key, path, self.size, self._skip)
+            job = _DecodeJob(self._signals, self._generation, key, path, self.size, self._skip, self.disk)
             # QThreadPool runs higher priorities first: the latest request is what is on screen now
             self._pool.start(job, min(next(self._priority), 2**31 - 1))
             if len(self._pending) > MAX_QUEUED:

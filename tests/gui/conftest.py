@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the main window keeps thumbnails in the user's cache folder: not the real one in tests
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tagger-tests-cache-")
 
 from pathlib import Path  # noqa: E402
 

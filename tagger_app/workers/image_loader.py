@@ -76,6 +76,7 @@ class ThumbnailLoader(QObject):
 
     ready = Signal(object)  # key
     failed = Signal(object)
+    drained = Signal()  # the last queued decode arrived
 
     def __init__(self, size: int = THUMBNAIL_SIZE, cache_limit: int = 1500, threads: int = 2, parent=None,
                  disk: ThumbnailDiskCache | None = None):
@@ -139,11 +140,13 @@ class ThumbnailLoader(QObject):
         if image.isNull():
             self._failed.add(key)
             self.failed.emit(key)
-            return
-        self._cache[key] = QPixmap.fromImage(image)
-        while len(self._cache) > self.cache_limit:
-            self._cache.popitem(last=False)
-        self.ready.emit(key)
+        else:
+            self._cache[key] = QPixmap.fromImage(image)
+            while len(self._cache) > self.cache_limit:
+                self._cache.popitem(last=False)
+            self.ready.emit(key)
+        if not self._pending:
+            self.drained.emit()
 
 
 class FullImageLoader(QObject):

@@ -27,6 +27,10 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from mlcnn_core.library import ImageRecord, Library, ModelInfo, TagRecord
 
+# Jobs of a batch (Tag all) taken at once: they share the network's batches and one image decodes
+# while the others run; more would delay an image a person selects meanwhile.
+BATCH_JOBS = 4
+
 
 @dataclass
 class ModelSummary:
@@ -172,38 +176,54 @@ class PredictorWorker(QObject):
 
     @Slot()
     def _process_one(self) -> None:
-        # One job per event-loop turn, so load/unload/cancel requests are seen between images.
+        # One job (or a few of a batch) per event-loop turn, so load/unload/cancel requests are seen
+        # between them.
         self._scheduled = False
         if self._predictor is None:
             return
         with self._lock:
             if not self._queue:
                 return
-            job = self._queue.popleft()
+            jobs = [self._queue.popleft()]
+            while jobs[0].batch and len(jobs) < BATCH_JOBS and self._queue and self._queue[0].batch:
+                jobs.append(self._queue.popleft())
             library = self._library
-        self._run(job, library)
+        self._run(jobs, library)
         with self._lock:
             more = bool(self._queue)
         if more:
             self._schedule()
 
-    def _run(self, job: PredictionJob, library: Library | None) -> None:
+    def _run(self, jobs: list[PredictionJob], library: Library | None) -> None:
         from mlcnn_core.data import ImageError
 
         start = time.perf_counter()
+        left = list(jobs)
         try:
-            prediction = self._predictor.predict_file(job.path)
-        except (ImageError, OSError, ValueError) as exc:
-            self.imageFailed.emit(job.image_id, str(exc))
-            self._count(job)
-            return
+            results = self._predictor.predict_files([j.path for j in jobs], batch_size=len(jobs), workers=1)
+            for job, (_, prediction) in zip(jobs, results, strict=True):
+                left.remove(job)
+                if isinstance(prediction, ImageError):
+                    self.imageFailed.emit(job.image_id, str(prediction))
+                    self._count(job)
+                else:
+                    self._deliver(job, prediction, (time.perf_counter() - start) / len(jobs), library)
         except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: report it, keep the queue going
-            message = f"{type(exc).__name__}: {exc}"
+            if len(left) > 1:  # which image it was, and the others' predictions, come one at a time
+                for job in left:
+                    self._run([job], library)
+                return
+            message = str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
             if "out of memory" in str(exc).lower():
-                message = f"out of GPU memory while predicting {job.path.name} ({exc})"
+                message = f"out of GPU memory while predicting {left[0].path.name} ({exc})"
+            self._fail(left, message)
+
+    def _fail(self, jobs: list[PredictionJob], message: str) -> None:
+        for job in jobs:
             self.imageFailed.emit(job.image_id, message)
             self._count(job)
-            return
+
+    def _deliver(self, job: PredictionJob, prediction, seconds: float, library: Library | None) -> None:
         confidences = display_confidences(prediction.confidences, self._predictor.config.rescore is not None)
         result = PredictionResult(
             job.image_id,
@@ -213,7 +233,7 @@ class PredictorWorker(QObject):
             prediction.maps,
             prediction.winner,
             tuple(prediction.image_size),
-            time.perf_counter() - start,
+            seconds,
             library=library,
         )
         if job.store and library is not None:

@@ -56,13 +56,15 @@ from .model import fold_batchnorm
 from .modelfile import TaggerModel
 from .readahead import DECODE_AHEAD_BYTES, decode_ahead
 from .rescore import FEATURES, label_features, rescore
-from .runtime import autocast, configure_cpu, pick_device, use_bf16
+from .runtime import autocast, configure_cpu, pick_device, release_free_memory, use_bf16
 from .spec import trunk_stride
 from .threshold import Threshold
 
 MIN_SHORT_SIDE, MAX_SHORT_SIDE = 64, 2048
 # views waiting for a full batch of their bucket before the oldest image's queue runs anyway
 WAITING_BYTES = 64 << 20
+# images predicted between two returns of free heap memory to the system (runtime.release_free_memory)
+TRIM_EVERY = 32
 
 
 @dataclass
@@ -305,6 +307,7 @@ class Predictor:
         self._map_head = copy.deepcopy(self.head).to(self.dtype)
         self.mean = list(model.mean)
         self.bucket_step = bucket_step or 2 * trunk_stride(net.spec)
+        self._images_read = 0
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
         """The image as the (first) pass sees it: its shorter side ``config.short_side`` pixels."""
@@ -372,21 +375,36 @@ class Predictor:
         """Predict one RGB uint8 image of any size and aspect ratio."""
         return self.predict_arrays([rgb])[0]
 
-    def _postprocess(self, raw: torch.Tensor, image_size: tuple[int, int], second: torch.Tensor | None = None
-                     ) -> Prediction:
-        scores, maps, winner = final_scores(raw[None], self.config, None if second is None else second[None])
-        scores_np = scores[0].cpu().numpy().astype(np.float32)
-        maps_np = maps[0].cpu().numpy().astype(np.float32)
-        chosen = self.threshold.select(scores_np[None])[0]
-        nonzero = np.flatnonzero(scores_np != 0)
-        nonzero = nonzero[np.argsort(-scores_np[nonzero], kind="stable")]
-        peaks = label_peaks(raw[torch.as_tensor(nonzero)].float().cpu().numpy(), image_size) if len(nonzero) else []
+    def _postprocess(self, outputs: list[tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]]
+                     ) -> list[Prediction]:
+        """Predictions from (first pass's raw output [l, h, w], image size, second pass's or None);
+        outputs whose maps have the same shapes are scored as one batch."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (raw, _, second) in enumerate(outputs):
+            groups.setdefault((raw.shape, None if second is None else second.shape), []).append(i)
+        out: list[Prediction | None] = [None] * len(outputs)
+        for members in groups.values():
+            raw = torch.stack([outputs[i][0] for i in members])
+            second = None if outputs[members[0]][2] is None else torch.stack([outputs[i][2] for i in members])
+            scores, maps, winner = final_scores(raw, self.config, second)
+            scores_np, maps_np = scores.cpu().numpy().astype(np.float32), maps.cpu().numpy().astype(np.float32)
+            winner_np, raw_np = winner.cpu().numpy().astype(np.int32), raw.cpu().numpy()
+            chosen = self.threshold.select(scores_np)
+            for n, i in enumerate(members):
+                out[i] = self._prediction(scores_np[n].copy(), chosen[n], maps_np[n].copy(), winner_np[n].copy(),
+                                          raw_np[n], outputs[i][1])
+        return out
+
+    def _prediction(self, scores: np.ndarray, chosen: np.ndarray, maps: np.ndarray, winner: np.ndarray,
+                    raw: np.ndarray, image_size: tuple[int, int]) -> Prediction:
+        nonzero = np.flatnonzero(scores != 0)
+        nonzero = nonzero[np.argsort(-scores[nonzero], kind="stable")]
+        peaks = label_peaks(raw[nonzero], image_size) if len(nonzero) else []
         return Prediction(
             labels=[self.labels[j] for j in nonzero if chosen[j]],
-            confidences={self.labels[j]: float(scores_np[j]) for j in nonzero},
+            confidences={self.labels[j]: float(scores[j]) for j in nonzero},
             peaks={self.labels[j]: p for j, p in zip(nonzero, peaks, strict=True)},
-            label_names=self.labels, maps=maps_np, winner=winner[0].cpu().numpy().astype(np.int32),
-            scores=scores_np, image_size=image_size)
+            label_names=self.labels, maps=maps, winner=winner, scores=scores, image_size=image_size)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict an image file; raises :class:`ImageError` when it cannot be read."""
@@ -415,15 +433,21 @@ class Predictor:
         def run(queue_key: tuple) -> None:
             members = queues.take(queue_key, batch_size)
             raws = self.bucketed_raw_maps([view for _, view in members])
+            complete = []
             for (seq, _), raw in zip(members, raws, strict=True):
                 image = images[seq]
                 image[2][queue_key[0]] = raw
                 if all(r is not None for r in image[2]):
-                    del images[seq]
-                    second = image[2][1] if passes > 1 else None
-                    done[seq] = (image[0], self._postprocess(image[2][0], image[1], second))
+                    complete.append(seq)
+            outputs = [(images[seq][2][0], images[seq][1], images[seq][2][1] if passes > 1 else None)
+                       for seq in complete]
+            for seq, prediction in zip(complete, self._postprocess(outputs), strict=True):
+                done[seq] = (images.pop(seq)[0], prediction)
 
         for seq, (key, views, size) in enumerate(items):
+            self._images_read += 1
+            if self._images_read % TRIM_EVERY == 0:
+                release_free_memory()
             if isinstance(views, ImageError):
                 done[seq] = (key, views)
             else:

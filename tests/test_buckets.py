@@ -136,3 +136,16 @@ def test_decoding_ahead_is_bounded_by_bytes_and_keeps_order():
     assert [p for p, _ in out] == list(range(40))
     assert isinstance(out[3][1], ImageError)
     assert most_ahead <= 5  # 4 MB of 1 MB images, plus the one being handed over
+
+
+def test_free_heap_memory_is_given_back_as_images_are_read(monkeypatch):
+    from mlcnn_core import predict
+
+    calls = []
+    monkeypatch.setattr(predict, "release_free_memory", lambda: calls.append(True))
+    predictor = Predictor(new_model("tiny", labels=LABELS), device="cpu", bf16=False)
+    images = _views(np.random.default_rng(0), [(64, 64 + i % 5) for i in range(predict.TRIM_EVERY + 5)])
+    predictor.predict_arrays(images[:predict.TRIM_EVERY - 1])
+    assert not calls
+    predictor.predict_arrays(images[predict.TRIM_EVERY - 1:])  # counted across calls, as the app makes them
+    assert len(calls) == 1

@@ -28,8 +28,9 @@ class ForwardFlops:
     crops), counted on meta-device copies of the network: shapes only, no arithmetic."""
 
     def __init__(self, predictor: Predictor):
-        self.trunk = copy.deepcopy(predictor.trunk).to("meta")
-        self.head = copy.deepcopy(predictor.head).to("meta")
+        # float32: the predictor's trunk may hold bf16 weights, and FLOPs do not depend on the type
+        self.trunk = copy.deepcopy(predictor.trunk).to("meta", torch.float32)
+        self.head = copy.deepcopy(predictor.head).to("meta", torch.float32)
         self.cache: dict[tuple[int, int], int] = {}
 
     @staticmethod

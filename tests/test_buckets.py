@@ -149,3 +149,13 @@ def test_free_heap_memory_is_given_back_as_images_are_read(monkeypatch):
     assert not calls
     predictor.predict_arrays(images[predict.TRIM_EVERY - 1:])  # counted across calls, as the app makes them
     assert len(calls) == 1
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")
+def test_flops_are_counted_for_a_predictor_with_bf16_weights():
+    from mlcnn_core.evaluate import ForwardFlops
+
+    model = new_model("tiny", labels=LABELS)
+    counted = ForwardFlops(Predictor(model, device="cpu", bf16=True))
+    assert counted.single_pass(96, 128) == ForwardFlops(Predictor(model, device="cpu", bf16=False)).single_pass(96, 128)
+    assert counted.crops() > 0

@@ -2,6 +2,8 @@
 
     python bench/gui_folder_bench.py                  # generates 10,000 images in a temp folder
     python bench/gui_folder_bench.py --folder DIR     # uses (and fills, if short) DIR
+    python bench/gui_folder_bench.py --launch         # as `tagger-app FOLDER`: the starter model loads too
+    python bench/gui_folder_bench.py --reopen         # then opens it again (library and thumbnails kept)
 
 What is measured, from the moment ``open_folder`` is called, on the GUI thread's clock:
 
@@ -14,7 +16,12 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
 * scrolling: the grid is scrolled page by page to the end; each step's rendering of the visible
   cells (``grab()``) is timed
   (thumbnails for new rows are decoded off the GUI thread, so a repaint never waits for them);
+* model ready (``--launch``): the starter model loaded; the longest GUI-thread gap then covers the
+  model's loading too;
 * peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
+
+Thumbnails are kept on disk (thumbnail_cache.py) in a temporary ``XDG_CACHE_HOME``, so the first
+opening decodes them and ``--reopen`` measures a second opening that reads them back.
 
 Each run starts with a fresh library (the folder's ``.mlcnn-tagger`` is deleted) unless --keep-library.
 """
@@ -54,20 +61,26 @@ def generate(folder: Path, count: int, size: int) -> float:
     return time.perf_counter() - start
 
 
-def run(folder: Path, timeout: float) -> dict:
+def run(folder: Path, timeout: float, launch: bool = False) -> dict:
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from tagger_app.app import parse_args, start
     from tagger_app.main_window import MainWindow
     from tagger_app.models.image_list_model import IdRole
     from tagger_app.settings import AppSettings
 
     app = QApplication.instance() or QApplication([])
     settings_dir = tempfile.mkdtemp(prefix="gui-bench-settings-")
-    window = MainWindow(AppSettings(Path(settings_dir) / "settings.ini"), load_default_model=False)
+    settings_file = Path(settings_dir) / "settings.ini"
+    t_launch = time.perf_counter()
+    if launch:
+        window = start(parse_args([str(folder), "--settings", str(settings_file)]))
+    else:
+        window = MainWindow(AppSettings(settings_file), load_default_model=False)
+        window.show()
     window.error_dialogs = False
     window.resize(1400, 900)
-    window.show()
     app.processEvents()
 
     view = window.gallery.view
@@ -91,6 +104,7 @@ def run(folder: Path, timeout: float) -> dict:
     view.viewport().installEventFilter(watch)
     window.thumbnails.ready.connect(lambda _key: mark("first thumbnail ready"))
     window.folderOpened.connect(lambda _root: mark("listed"))
+    window.modelReady.connect(lambda _summary: mark("model ready"))
 
     visible = [0]
 
@@ -119,7 +133,8 @@ def run(folder: Path, timeout: float) -> dict:
                 if rows and all(i in cache for i in ids):
                     mark("first screen complete")
                     visible[0] = len(rows)
-        done = all(k in marks for k in ("listed", "first thumbnail painted", "first screen complete", "laid out"))
+        wanted = ("listed", "first thumbnail painted", "first screen complete", "laid out") + ("model ready",) * launch
+        done = all(k in marks for k in wanted)
         if done or time.perf_counter() - t0 > timeout:
             app.quit()
 
@@ -136,8 +151,12 @@ def run(folder: Path, timeout: float) -> dict:
     poller.setInterval(5)
     poller.timeout.connect(tick)
     poller.start()
-    t0 = last_tick[0] = time.perf_counter()
-    window.open_folder(folder)
+    if launch:
+        t0 = t_launch  # the folder is already being opened; times count from the launch
+        last_tick[0] = time.perf_counter()
+    else:
+        t0 = last_tick[0] = time.perf_counter()
+        window.open_folder(folder)
     app.exec()
     poller.stop()
 
@@ -179,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="image width in pixels (height is 3/4 of it)")
     parser.add_argument("--keep-library", action="store_true", help="reuse the folder's existing library")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--launch", action="store_true", help="launch as `tagger-app FOLDER` (the model loads too)")
+    parser.add_argument("--reopen", action="store_true", help="open the folder a second time, as it was left")
     args = parser.parse_args(argv)
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="gui-bench-cache-")
 
     temporary = args.folder is None
     folder = Path(tempfile.mkdtemp(prefix="gui-bench-")) if temporary else args.folder
@@ -188,19 +210,29 @@ def main(argv: list[str] | None = None) -> int:
         gen_seconds = generate(folder, args.count, args.size)
         if not args.keep_library:
             shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
-        result = run(folder, args.timeout)
+        results = [("first opening", run(folder, args.timeout, args.launch))]
+        if args.reopen:
+            results.append(("second opening", run(folder, args.timeout, args.launch)))
     finally:
+        shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
+    for title, result in results:
+        print(f"--- {title}")
+        report(folder, args, gen_seconds, temporary, result)
+    return 0
 
+
+def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary: bool, result: dict) -> None:
     print(
         f"folder: {folder} ({result['images']} images, {args.size}x{args.size * 3 // 4} JPEG; "
         f"generated in {gen_seconds:.1f} s){' [deleted]' if temporary else ''}"
     )
     platform = os.environ["QT_QPA_PLATFORM"]
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, QT_QPA_PLATFORM={platform}")
-    print("times from open_folder(), GUI thread clock:")
-    for name in ("listed", "first thumbnail ready", "first thumbnail painted", "first screen complete", "laid out"):
+    print(f"times from {'the launch' if args.launch else 'open_folder()'}, GUI thread clock:")
+    for name in ("listed", "first thumbnail ready", "first thumbnail painted", "first screen complete", "laid out",
+                 "model ready"):
         value = result["marks"].get(name)
         print(f"  {name:<26} {'not reached' if value is None else f'{value * 1000:8.0f} ms'}")
     print(f"first screen: {result['visible_cells']} thumbnails visible in the grid")
@@ -211,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         f"worst {result['scroll_worst_ms']:.1f} ms"
     )
     print(f"peak memory (ru_maxrss): {result['maxrss_mb']:.0f} MiB")
-    return 0
 
 
 if __name__ == "__main__":

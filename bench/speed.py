@@ -1,11 +1,23 @@
-"""Training and prediction throughput of `compact` and `paper`, fp32 against bf16, on this machine.
+"""Training and prediction throughput on this machine.
 
-Synthetic inputs at the paper's sizes: training steps on 256×256 crops (forward, backward,
-optimiser step, channels_last), prediction through the test form on 256×341 images plus the
-multi-scale / prune / sum post-processing. fp32 and bf16 rounds alternate so that both see the
-same background load; the report gives medians and the bf16/fp32 ratio of each pair.
+Default: `compact` and `paper`, fp32 against bf16. Synthetic inputs at the paper's sizes: training
+steps on 256×256 crops (forward, backward, optimiser step, channels_last), prediction through the
+test form on 256×341 images plus the multi-scale / prune / sum post-processing. fp32 and bf16
+rounds alternate so that both see the same background load; the report gives medians and the
+bf16/fp32 ratio of each pair.
 
     python bench/speed.py [--rounds 3] [--json speed.json]
+
+``--pipeline``: `mlcnn predict`'s pipeline (Predictor.predict_files: decoding, resizing, shape
+buckets, forward, post-processing) against the model alone (the forward pass on images already
+decoded and resized, batches of 8 of one shape), on generated JPEG folders of one size and of mixed
+sizes, in one run; rounds alternate so every row sees the same load (predict_pipeline.py).
+
+    python bench/speed.py --pipeline [--model starter] [--images 300] [--rounds 3]
+
+``--rss N``: resident memory while `predict_files` reads N generated mixed-size images.
+
+    python bench/speed.py --rss 10000
 """
 
 from __future__ import annotations
@@ -55,7 +67,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=["compact", "paper"])
     ap.add_argument("--json")
+    ap.add_argument("--pipeline", action="store_true", help="mlcnn predict's pipeline against the model alone")
+    ap.add_argument("--rss", type=int, metavar="N", help="resident memory while predicting N mixed-size images")
+    ap.add_argument("--model", default="starter", help="model file for --pipeline/--rss (default: the starter)")
+    ap.add_argument("--images", type=int, default=300, help="images per folder for --pipeline")
+    ap.add_argument("--folder", help="where the generated folders are kept (default: a temporary folder)")
     args = ap.parse_args()
+    if args.pipeline or args.rss:
+        from predict_pipeline import pipeline_table, rss_run
+
+        if args.pipeline:
+            pipeline_table(args.model, args.images, args.rounds, args.folder)
+        if args.rss:
+            rss_run(args.model, args.rss, args.folder)
+        return
     configure_cpu()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_supports_bf16()}")

@@ -135,15 +135,21 @@ def test_whole_loop(qtbot, window, image_folder, tiny_model_path):
     assert window.library.tag_record(image_id, "hand-made") is None
 
 
-def test_selected_image_is_predicted_first(qtbot, window, image_folder, tiny_model_path):
-    open_folder(qtbot, window, image_folder)
+def test_selected_image_is_predicted_first(qtbot, window, tmp_path, tiny_model_path):
+    """An image shown during Tag all jumps the queue once it has been shown for PREDICT_AFTER_MS."""
+    folder = tmp_path / "three-hundred"
+    make_images(folder, 300, size=32)
+    open_folder(qtbot, window, folder)
     load_model(qtbot, window, tiny_model_path)
     target = window.images.records()[-1].id
-    window.tag_all()
-    with qtbot.waitSignal(window.predictionShown, timeout=20_000, check_params_cb=lambda i: i == target):
-        window.gallery.select_image(target)
-    with qtbot.waitSignal(window.batchFinished, timeout=60_000):
-        pass
+    order: list[int] = []
+    window.predictor.worker.predicted.connect(lambda result: order.append(result.image_id))
+    with qtbot.waitSignal(window.batchFinished, timeout=120_000):
+        assert window.tag_all() == 300
+        with qtbot.waitSignal(window.predictionShown, timeout=20_000, check_params_cb=lambda i: i == target):
+            window.gallery.select_image(target)
+    print(f"\nthe shown image was predicted {order.index(target) + 1}th of {len(order)}")
+    assert target in order and order.index(target) < 250, (order.index(target), len(order))
 
 
 def test_xmp_sidecars_and_write_failure_is_kept_for_retry(qtbot, window, image_folder, tiny_model_path, monkeypatch):

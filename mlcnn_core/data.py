@@ -49,7 +49,14 @@ class DatasetError(Exception):
 
 
 def read_image(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> np.ndarray:
-    """Decode ``path`` to an RGB uint8 array [H, W, 3] with its EXIF orientation applied.
+    """Decode ``path`` to an RGB uint8 array [H, W, 3] with its EXIF orientation applied
+    (:func:`read_image_sized` without the size)."""
+    return read_image_sized(path, min_side)[0]
+
+
+def read_image_sized(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` to an RGB uint8 array [H, W, 3] with its EXIF orientation applied, and the
+    image's own (width, height), oriented: a reduced-scale decode (below) is smaller than the file.
 
     With ``min_side``, a JPEG much larger than needed is decoded at a reduced scale (libjpeg's
     DCT scaling through Pillow's ``draft``) whose short side is still ≥ ``min_side``; the exact
@@ -77,7 +84,8 @@ def read_image(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> np
                 im.seek(0)
                 im = ImageOps.exif_transpose(im)
                 if im.mode.startswith("I"):
-                    return _wide_gray_to_rgb(np.asarray(im))
+                    gray = _wide_gray_to_rgb(np.asarray(im))
+                    return gray, (gray.shape[1], gray.shape[0])
                 rgb = im.convert("RGB")
                 rgb.load()
     except ImageError:
@@ -86,7 +94,9 @@ def read_image(path: str | os.PathLike, min_side: int | None = SHORT_SIDE) -> np
         raise ImageError(f"{path}: no such file") from e
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: cannot decode image ({e})") from e
-    return np.array(rgb)  # writable, so torch can take it without a copy or a warning
+    out = np.array(rgb)  # writable, so torch can take it without a copy or a warning
+    turned = (out.shape[1] >= out.shape[0]) != (w >= h)  # EXIF rotated it by 90°
+    return out, ((h, w) if turned else (w, h))
 
 
 def _wide_gray_to_rgb(gray: np.ndarray) -> np.ndarray:

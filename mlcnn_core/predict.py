@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from .buckets import BucketQueues, bucket_shape, check_trunk, masked_trunk
-from .data import SHORT_SIDE, ImageError, read_image, resize_short_side, to_tensor
+from .data import SHORT_SIDE, ImageError, read_image, read_image_sized, resize_short_side, to_tensor
 from .model import fold_batchnorm
 from .modelfile import TaggerModel
 from .readahead import DECODE_AHEAD_BYTES, decode_ahead
@@ -328,9 +328,10 @@ class Predictor:
         return self.resize(self.read(path))
 
     def read_passes(self, path: str | os.PathLike) -> tuple[list[np.ndarray], tuple[int, int]]:
-        """An image file as each pass sees it, and its (width, height); what decode threads run."""
-        rgb = self.read(path)
-        return self.resize_passes(rgb), (rgb.shape[1], rgb.shape[0])
+        """An image file as each pass sees it, and the file's own (width, height) (a big JPEG is
+        decoded smaller; peaks are given in the file's pixels); what decode threads run."""
+        rgb, size = read_image_sized(path, max(*self.config.passes, SHORT_SIDE))
+        return self.resize_passes(rgb), size
 
     # --- the forward pass -------------------------------------------------------------------
     def _input(self, batch_uint8: np.ndarray) -> torch.Tensor:
@@ -408,7 +409,7 @@ class Predictor:
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         """Predict an image file; raises :class:`ImageError` when it cannot be read."""
-        return self.predict_array(self.read(path))
+        return [p for _, p in self._predict_stream([(0, *self.read_passes(path))], batch_size=1)][0]
 
     def predict_files(self, paths: Iterable[str | os.PathLike], batch_size: int = 8, workers: int = 2,
                       ahead_bytes: int = DECODE_AHEAD_BYTES) -> Iterator[tuple[Path, Prediction | ImageError]]:

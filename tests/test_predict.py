@@ -234,3 +234,26 @@ def test_ten_crop_baseline_is_a_distribution():
     predictor = Predictor(model, device="cpu", bf16=False)
     s = predictor.ten_crop_scores(np.zeros((300, 400, 3), np.uint8), np.random.default_rng(0))
     assert s.shape == (3,) and s.sum() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_peaks_of_a_big_jpeg_are_in_the_files_pixels(tmp_path):
+    """A big JPEG is decoded at a reduced scale; its size and peaks are still the file's."""
+    from PIL import Image
+
+    from mlcnn_core.predict import Predictor
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (60, 80, 3), np.uint8)
+    small[10:30, 20:40] = (250, 20, 20)
+    big = Image.fromarray(small).resize((1600, 1200), Image.Resampling.NEAREST)
+    big.save(tmp_path / "big.jpg", quality=95)
+    big.save(tmp_path / "big.png")
+    torch.manual_seed(0)
+    predictor = Predictor(new_model("tiny", labels=["a", "b", "c"]), device="cpu", bf16=False)
+    jpeg, png = predictor.predict_file(tmp_path / "big.jpg"), predictor.predict_file(tmp_path / "big.png")
+    assert jpeg.image_size == png.image_size == (1600, 1200)
+    batched = dict(predictor.predict_files([tmp_path / "big.jpg"]))[tmp_path / "big.jpg"]
+    assert batched.image_size == (1600, 1200)
+    for label, (x, y) in jpeg.peaks.items():
+        px, py = png.peaks[label]
+        assert abs(x - px) <= 100 and abs(y - py) <= 100, (label, (x, y), (px, py))

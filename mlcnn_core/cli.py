@@ -57,7 +57,7 @@ HELD_OUT = _number(float, 0, 0.9, what="a fraction from 0 to 0.9")
 
 
 def _short_side(text: str) -> int:
-    from .predict import MAX_SHORT_SIDE, MIN_SHORT_SIDE
+    from .card import MAX_SHORT_SIDE, MIN_SHORT_SIDE
 
     return _number(int, MIN_SHORT_SIDE, MAX_SHORT_SIDE,
                    what=f"a whole number of pixels from {MIN_SHORT_SIDE} to {MAX_SHORT_SIDE}")(text)
@@ -133,8 +133,8 @@ def _expand(paths: list[str]) -> list[Path]:
 def _load_for_prediction(args: argparse.Namespace):
     """The model named by ``--model`` (else the starter), with ``--single-pass``, ``--summed``,
     ``--keep-ratio`` and ``--short-side`` applied to its card."""
+    from .card import PredictConfig, card_reading
     from .modelfile import load_model
-    from .predict import PredictConfig, card_reading
 
     model = load_model(_model_path(args.model))
     try:

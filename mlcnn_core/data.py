@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from .card import SHORT_SIDE
 from .sidecars import SidecarError, existing_txt_sidecar, find_stem_collisions, normalize_tags, read_txt
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-SHORT_SIDE = 256
 CROP = 256
 MIN_TRAIN_SIDE = 64  # smallest short side that --short-side-range accepts
 # Refuse decompression bombs with our own message; Pillow's own limit would only warn first.

@@ -98,7 +98,7 @@ def validate_card(card: object, where: str) -> dict:
             if key in card:
                 Threshold.from_dict(card[key], len(labels))
         if "single_pass" in card:  # the one-pass reading of a card with a second pass (predict.py)
-            from .predict import card_reading
+            from .card import card_reading
             Threshold.from_dict(card["single_pass"]["threshold"], len(labels))
             card_reading(card, single_pass=True)
     except (ValueError, TypeError, AttributeError, KeyError) as e:
@@ -145,7 +145,7 @@ class TaggerModel:
 
 def new_card(arch_spec: dict, labels: list[str], mean: list[float], **extra) -> dict:
     """A card for a fresh model; prediction settings and threshold take their defaults."""
-    from .predict import PredictConfig
+    from .card import PredictConfig
     from .threshold import Threshold
 
     card = {

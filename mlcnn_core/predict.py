@@ -43,7 +43,7 @@ import copy
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,83 +51,20 @@ import torch
 import torch.nn.functional as F
 
 from .buckets import BucketQueues, bucket_shape, check_trunk, masked_trunk
+from .card import MAX_SHORT_SIDE, MIN_SHORT_SIDE, PredictConfig, card_reading  # noqa: F401 - re-exported
 from .data import SHORT_SIDE, ImageError, read_image, read_image_sized, resize_short_side, to_tensor
 from .model import fold_batchnorm
 from .modelfile import TaggerModel
 from .readahead import DECODE_AHEAD_BYTES, decode_ahead
-from .rescore import FEATURES, label_features, rescore
+from .rescore import label_features, rescore
 from .runtime import autocast, configure_cpu, pick_device, release_free_memory, use_bf16
 from .spec import trunk_stride
 from .threshold import Threshold
 
-MIN_SHORT_SIDE, MAX_SHORT_SIDE = 64, 2048
 # views waiting for a full batch of their bucket before the oldest image's queue runs anyway
 WAITING_BYTES = 64 << 20
 # images predicted between two returns of free heap memory to the system (runtime.release_free_memory)
 TRIM_EVERY = 32
-
-
-@dataclass
-class PredictConfig:
-    pool_kernels: tuple[int, ...] = (3, 5, 7)
-    pool_stride: str = "one"        # "one" | "kernel"
-    scores: str = "softmax"         # "softmax" | "raw"
-    multiscale: bool = True
-    keep_ratio: float = 1.0         # 1: keep only the best label per position (the paper)
-    rescore: tuple[float, ...] | None = None  # rescore.py's weights and bias; None: the summed vector
-    short_side: int = SHORT_SIDE    # the image is resized so that its shorter side has this many pixels
-    second_short_side: int | None = None  # a second pass at this short side (rescored with both); None: one pass
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["pool_kernels"] = list(self.pool_kernels)
-        d["rescore"] = None if self.rescore is None else list(self.rescore)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> PredictConfig:
-        d = dict(d or {})
-        cfg = cls(pool_kernels=tuple(int(k) for k in d.get("pool_kernels", (3, 5, 7))),
-                  pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
-                  multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)),
-                  rescore=None if d.get("rescore") is None else tuple(float(w) for w in d["rescore"]),
-                  short_side=int(d.get("short_side", SHORT_SIDE)),
-                  second_short_side=None if d.get("second_short_side") is None else int(d["second_short_side"]))
-        if (cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw")
-                or not 0.0 < cfg.keep_ratio <= 1.0
-                or not all(MIN_SHORT_SIDE <= short <= MAX_SHORT_SIDE for short in cfg.passes)
-                or (cfg.second_short_side is not None and cfg.rescore is None)
-                or (cfg.rescore is not None and (cfg.scores != "softmax"
-                                                 or len(cfg.rescore) != len(FEATURES) * len(cfg.passes) + 1
-                                                 or not all(math.isfinite(w) for w in cfg.rescore)))):
-            raise ValueError(f"bad prediction settings {d}")
-        return cfg
-
-    @property
-    def passes(self) -> list[int]:
-        """The short side of each forward pass, the first pass (maps, peaks) first."""
-        return [self.short_side] if self.second_short_side is None else [self.short_side, self.second_short_side]
-
-
-def card_reading(card: dict, summed: bool = False, single_pass: bool = False) -> dict:
-    """A copy of a model card set to one of its other readings: ``single_pass`` drops a second pass
-    (the one-pass rescoring and threshold the card keeps in ``single_pass``), ``summed`` reads the
-    paper's summed vector of one pass with the card's ``summed_threshold``. Raises ``ValueError``
-    when the card has no threshold for the reading asked for."""
-    card = dict(card)
-    prediction = dict(card.get("prediction") or {})
-    if (single_pass or summed) and prediction.get("second_short_side") is not None:
-        if "single_pass" not in card:
-            raise ValueError("its card has no one-pass reading (single_pass)")
-        prediction.update(second_short_side=None, rescore=card["single_pass"]["rescore"])
-        card["threshold"] = card["single_pass"]["threshold"]
-    if summed and prediction.get("rescore") is not None:
-        if "summed_threshold" not in card:
-            raise ValueError("its card has no threshold for the summed vector (summed_threshold)")
-        prediction["rescore"] = None
-        card["threshold"] = card["summed_threshold"]
-    card["prediction"] = PredictConfig.from_dict(prediction).to_dict()
-    return card
 
 
 def multiscale_maps(conf: torch.Tensor, cfg: PredictConfig) -> torch.Tensor:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FEATURES = ("log1p_sum", "max", "max_3x3", "relative_sum")
+from .card import FEATURES  # noqa: F401 - the features computed here, named where cards are read
 
 
 def label_features(maps: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:

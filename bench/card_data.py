@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from iconify_artists import ARTISTS, TRAINING_ARTISTS, UNSEEN_ARTISTS  # bench/
+from run import lineage_runs  # bench/run.py
 
 from mlcnn_core.modelfile import load_model, save_model
 
@@ -31,18 +32,9 @@ def artist_line(style: str) -> str:
     return f"{style}: {source} ({author}, {licence})"
 
 
-def runs_of(provenance: dict) -> list[dict]:
-    """The provenance of each training run, the first one first."""
-    runs = []
-    while provenance:
-        runs.append(provenance)
-        provenance = provenance.get("parent") or {}
-    return runs[::-1]
-
-
 def describe(provenance: dict) -> dict:
     seen: dict[str, dict] = {}
-    for run in runs_of(provenance):
+    for run in lineage_runs(provenance):
         for folder in run.get("data", []):
             done = Path(folder) / "DONE"
             if folder in seen or not done.exists():

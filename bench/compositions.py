@@ -90,7 +90,9 @@ class SceneSources:
         if r < 0.2 and self.drawings and comp.drawings:
             return self._drawn(rng, width, height)
         if comp.creators == "test" and self.wallpapers:
-            return self._crop(rng, self.wallpapers[int(rng.integers(len(self.wallpapers)))], width, height)
+            from emoji_scenes import crop_photo
+
+            return crop_photo(rng, self.wallpapers[int(rng.integers(len(self.wallpapers)))], width, height, 0.4)
         return self.classic.sample(rng, width, height)
 
     def _drawn(self, rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -105,18 +107,6 @@ class SceneSources:
         y = int(rng.integers(min(0, height - im.height), max(1, height - im.height + 1)))
         bg.paste(im, (x, y), im)
         return bg
-
-    @staticmethod
-    def _crop(rng: np.random.Generator, photo: np.ndarray, width: int, height: int) -> Image.Image:
-        ph, pw = photo.shape[:2]
-        aspect = width / height
-        full_w = min(pw, ph * aspect)
-        full_h = full_w / aspect
-        s = rng.uniform(0.4, 1.0)
-        cw, ch = full_w * s, full_h * s
-        x0, y0 = rng.uniform(0, pw - cw), rng.uniform(0, ph - ch)
-        return Image.fromarray(photo).resize((width, height), Image.Resampling.BILINEAR,
-                                             box=(x0, y0, x0 + cw, y0 + ch))
 
 
 def load_wallpapers() -> list[np.ndarray]:
@@ -137,23 +127,9 @@ def load_wallpapers() -> list[np.ndarray]:
 
 
 def _transform(rng: np.random.Generator, rgba: np.ndarray, side: int, max_rotation: float) -> np.ndarray:
-    from emoji_scenes import ALPHA_THRESHOLD, crop_to_alpha
+    from emoji_scenes import transform_glyph
 
-    h, w = rgba.shape[:2]
-    s = side / max(h, w)
-    im = Image.fromarray(rgba, "RGBA").resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
-    im = im.rotate(rng.uniform(-max_rotation, max_rotation), resample=Image.Resampling.BICUBIC, expand=True)
-    if rng.random() < 0.5:
-        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    arr = np.array(im)
-    if rng.random() < 0.3:
-        arr[..., :3] = np.clip(arr[..., :3].astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
-    arr[arr[..., 3] < ALPHA_THRESHOLD] = 0
-    cropped = crop_to_alpha(arr)
-    if cropped is None:
-        cropped = np.zeros((1, 1, 4), np.uint8)
-        cropped[..., 3] = 255
-    return np.ascontiguousarray(cropped)
+    return np.asarray(transform_glyph(rng, rgba, side, max_rotation, flip=True, brightness=0.2))
 
 
 def _place(rng: np.random.Generator, owner: np.ndarray, visible: list[int], areas: list[int], mask: np.ndarray,

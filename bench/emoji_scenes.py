@@ -298,14 +298,10 @@ class SvgRenderer:
         return None
 
     def render(self, entry: EmojiEntry) -> np.ndarray | None:
-        import cairosvg
-
         path = self.find(entry)
         if path is None:
             return None
-        png = cairosvg.svg2png(url=str(path), output_width=self.render_px, output_height=self.render_px)
-        arr = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
-        return crop_to_alpha(arr)
+        return crop_to_alpha(rasterize_svg(self.render_px, self.render_px, url=str(path)))
 
 
 class OpenMojiRenderer(SvgRenderer):
@@ -462,19 +458,35 @@ class Backgrounds:
     def _photo(self, rng: np.random.Generator, width: int, height: int) -> Image.Image:
         photo = self.photos[int(rng.integers(len(self.photos)))]
         ph, pw = photo.shape[:2]
-        aspect = width / height
-        full_w = min(pw, ph * aspect)
-        full_h = full_w / aspect
-        lo = min(1.0, max(0.35, 0.6 * height / full_h))  # upscale at most ~1.7x
-        s = rng.uniform(lo, 1.0)
-        cw, ch = full_w * s, full_h * s
-        x0 = rng.uniform(0, pw - cw)
-        y0 = rng.uniform(0, ph - ch)
-        im = Image.fromarray(photo).resize((width, height), Image.Resampling.BILINEAR,
-                                           box=(x0, y0, x0 + cw, y0 + ch))
+        full_h = min(pw, ph * width / height) * height / width
+        im = crop_photo(rng, photo, width, height, min(1.0, max(0.35, 0.6 * height / full_h)))  # ≤ ~1.7× up
         if rng.random() < 0.5:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return im
+
+
+def crop_photo(rng: np.random.Generator, photo: np.ndarray, width: int, height: int,
+               smallest: float) -> Image.Image:
+    """A random crop of ``photo`` with the aspect of ``width``×``height``, between ``smallest`` and
+    all of the largest such crop, resized to ``width``×``height``."""
+    ph, pw = photo.shape[:2]
+    aspect = width / height
+    full_w = min(pw, ph * aspect)
+    full_h = full_w / aspect
+    s = rng.uniform(smallest, 1.0)
+    cw, ch = full_w * s, full_h * s
+    x0 = rng.uniform(0, pw - cw)
+    y0 = rng.uniform(0, ph - ch)
+    return Image.fromarray(photo).resize((width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+
+
+def rasterize_svg(width: int, height: int | None = None, **source) -> np.ndarray:
+    """An SVG (cairosvg's ``url=`` or ``bytestring=``) drawn ``width`` pixels wide (and ``height`` high,
+    else in proportion) as an RGBA array."""
+    import cairosvg
+
+    png = cairosvg.svg2png(output_width=width, output_height=height, **source)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -626,17 +638,22 @@ def restyle_glyph(rng: np.random.Generator, rgba: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def transform_glyph(rng: np.random.Generator, rgba: np.ndarray, max_side: int) -> Image.Image:
-    """Resize to ``max_side``, rotate by a small angle, jitter brightness, crop to the alpha box."""
+def transform_glyph(rng: np.random.Generator, rgba: np.ndarray, max_side: int,
+                    max_rotation: float = MAX_ROTATION_DEG, flip: bool = False,
+                    brightness: float = 0.15) -> Image.Image:
+    """Resize to ``max_side``, rotate by up to ``max_rotation`` degrees, mirror half the time when
+    ``flip``, now and then scale brightness by up to ±``brightness``, crop to the alpha box."""
     h, w = rgba.shape[:2]
     s = max_side / max(h, w)
     im = Image.fromarray(rgba, "RGBA").resize((max(1, round(w * s)), max(1, round(h * s))),
                                               Image.Resampling.LANCZOS)
-    angle = rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)
+    angle = rng.uniform(-max_rotation, max_rotation)
     im = im.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    if flip and rng.random() < 0.5:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     arr = np.array(im)
     if rng.random() < 0.3:
-        f = rng.uniform(0.85, 1.15)
+        f = rng.uniform(1 - brightness, 1 + brightness)
         arr[..., :3] = np.clip(arr[..., :3].astype(np.float32) * f, 0, 255).astype(np.uint8)
     arr[arr[..., 3] < ALPHA_THRESHOLD] = 0
     cropped = crop_to_alpha(arr)

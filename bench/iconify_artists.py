@@ -20,7 +20,6 @@ sheets (``python bench/iconify_artists.py --sheet DIR``).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import sys
@@ -135,19 +134,17 @@ class IconifyRenderer:
                 f'viewBox="{left} {top} {w} {h}" width="{w}" height="{h}">{body}</svg>')
 
     def render(self, entry) -> np.ndarray | None:
-        import cairosvg
-        from emoji_scenes import crop_to_alpha
+        from emoji_scenes import crop_to_alpha, rasterize_svg
 
         found = self.find(entry)
         if found is None:
             return None
         try:
-            png = cairosvg.svg2png(bytestring=self.svg(found[0]).encode("utf-8"), output_width=self.render_px,
-                                   output_height=self.render_px)
+            rgba = rasterize_svg(self.render_px, self.render_px, bytestring=self.svg(found[0]).encode("utf-8"))
         except (MemoryError, ValueError, OSError) as exc:  # cairo refuses a few (CAIRO_STATUS_NO_MEMORY)
             print(f"WARNING: [{self.source_id}] {entry.name}: not rendered ({exc})", file=sys.stderr)
             return None
-        return crop_to_alpha(np.asarray(Image.open(io.BytesIO(png)).convert("RGBA")))
+        return crop_to_alpha(rgba)
 
     def match(self, entries) -> dict[str, tuple[str, str]]:
         """Every entry's match (by its hex), after learning the taxonomy's names (for the alias rule)."""

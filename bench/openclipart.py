@@ -17,7 +17,6 @@ decorations, frames, patterns and abstract shapes. That is a rule of thumb, not 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import time
@@ -25,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 OPENCLIPART_DIR = Path("/usr/share/openclipart/svg")
 CLUTTER_FOLDERS = ("geography", "decorations", "special", "shapes", "containers", "buttons", "logos")
@@ -69,13 +67,11 @@ def clutter_files(root: Path = OPENCLIPART_DIR) -> list[Path]:
 
 
 def _render(path: Path) -> tuple[str, np.ndarray | None]:
-    import cairosvg
-    from emoji_scenes import crop_to_alpha, limit_side
+    from emoji_scenes import crop_to_alpha, limit_side, rasterize_svg
 
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
-        png = cairosvg.svg2png(bytestring=text.encode("utf-8"), output_width=RENDER_SIDE)
-        rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+        rgba = rasterize_svg(RENDER_SIDE, bytestring=text.encode("utf-8"))
     except Exception:  # noqa: BLE001 - a drawing cairosvg cannot read is skipped
         return creator_of(text), None
     cropped = crop_to_alpha(rgba, threshold=16)

@@ -255,8 +255,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if args.write_predictions and not formats:
         return _fail("--write-predictions needs --write txt, xmp or txt,xmp")
     library = Library.open(args.folder)
-    if library.fallback_reason:
-        print(f"mlcnn: {library.fallback_reason}", file=sys.stderr)
+    if library.notice:
+        print(f"mlcnn: {library.notice}", file=sys.stderr)
     skipped = library.scan().skipped
     for name in skipped:
         print(f"mlcnn: {os.fsencode(name).decode('utf-8', 'backslashreplace')}: skipped, its name is not UTF-8 "

@@ -196,6 +196,13 @@ def label_peaks(raw: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int,
     return map_peaks(raw, image_size, refine=True)
 
 
+def _out_of_memory(error: Exception) -> bool:
+    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA) or the CPU
+    allocator's RuntimeError."""
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
+            or isinstance(error, RuntimeError) and "alloc" in str(error).lower())
+
+
 @dataclass
 class Prediction:
     """What one image gets: chosen labels, final scores, peaks and the maps behind them."""
@@ -369,10 +376,16 @@ class Predictor:
         next_out = 0
 
         def run(queue_key: tuple) -> None:
-            members = queues.take(queue_key, batch_size)
-            raws = self.bucketed_raw_maps([view for _, view in members])
+            members = [(seq, view) for seq, view in queues.take(queue_key, batch_size) if seq in images]
+            if not members:
+                return
+            raws = self._raw_maps_or_errors([view for _, view in members])
             complete = []
             for (seq, _), raw in zip(members, raws, strict=True):
+                if isinstance(raw, BaseException):
+                    key = images.pop(seq)[0]
+                    done[seq] = (key, ImageError(f"{key}: not enough memory to predict it ({raw})"))
+                    continue
                 image = images[seq]
                 image[2][queue_key[0]] = raw
                 if all(r is not None for r in image[2]):
@@ -404,6 +417,18 @@ class Predictor:
         while next_out in done:
             yield done.pop(next_out)
             next_out += 1
+
+    def _raw_maps_or_errors(self, views: list[np.ndarray]) -> list[torch.Tensor | BaseException]:
+        """:meth:`bucketed_raw_maps`, but a batch that runs out of memory is run again one view at a
+        time, so one oversized image costs only its own result."""
+        try:
+            return self.bucketed_raw_maps(views)
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            if len(views) == 1:
+                return [e]
+        return [self._raw_maps_or_errors([view])[0] for view in views]
 
     # --- the baseline of section 4.2 --------------------------------------------------------
     @torch.inference_mode()

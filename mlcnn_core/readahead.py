@@ -59,3 +59,5 @@ def _read_one(read: Callable[[Path], Decoded], path: Path):
         return read(path)
     except ImageError as e:
         return e, None
+    except MemoryError:
+        return ImageError(f"{path}: not enough memory to decode it"), None

@@ -159,3 +159,44 @@ def test_flops_are_counted_for_a_predictor_with_bf16_weights():
     counted = ForwardFlops(Predictor(model, device="cpu", bf16=True))
     assert counted.single_pass(96, 128) == ForwardFlops(Predictor(model, device="cpu", bf16=False)).single_pass(96, 128)
     assert counted.crops() > 0
+
+
+def test_an_image_that_runs_out_of_memory_costs_only_its_own_result(tmp_path):
+    model = new_model("tiny", labels=LABELS)
+    model.card["prediction"] = PredictConfig(short_side=96).to_dict()
+    rng = np.random.default_rng(2)
+    paths = []
+    for i, (h, w) in enumerate([(120, 160), (130, 150), (125, 900), (128, 140)]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    predictor = Predictor(model, device="cpu", bf16=False)
+    real = predictor.bucketed_raw_maps
+
+    def short_of_memory(views):  # the long image's batch cannot be allocated, as a huge scan's
+        if max(v.shape[1] for v in views) > 600:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 99 GB")
+        return real(views)
+
+    predictor.bucketed_raw_maps = short_of_memory
+    out = dict(predictor.predict_files(paths, batch_size=4))
+    assert isinstance(out[paths[2]], ImageError) and "memory" in str(out[paths[2]])
+    for path in (paths[0], paths[1], paths[3]):
+        assert not isinstance(out[path], ImageError)
+        np.testing.assert_allclose(out[path].scores, predictor.predict_file(path).scores, atol=1e-5)
+
+    predictor.bucketed_raw_maps = lambda views: (_ for _ in ()).throw(RuntimeError("a real bug"))
+    with pytest.raises(RuntimeError, match="a real bug"):
+        list(predictor.predict_files(paths[:1]))
+
+
+def test_an_image_too_big_to_decode_is_an_error_of_its_own():
+    def read(n):
+        if n == 1:
+            raise MemoryError
+        return [np.zeros((4, 4, 3), np.uint8)], (4, 4)
+
+    out = list(decode_ahead([0, 1, 2], read, workers=2))
+    assert [p for p, _, _ in out] == [0, 1, 2]
+    assert isinstance(out[1][1], ImageError) and "memory" in str(out[1][1])
+    assert not isinstance(out[0][1], ImageError) and not isinstance(out[2][1], ImageError)

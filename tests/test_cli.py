@@ -171,3 +171,15 @@ def test_tag_prints_the_lines_predict_prints(model_path, captioned, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(tuple(sorted(r)) for r in rows) == [("confidences", "image", "labels", "peaks")] * 2 + [
         ("error", "image")]
+
+
+def test_tag_says_when_it_rebuilt_a_damaged_library(model_path, captioned, capsys):
+    folder, _ = captioned
+    assert main(["tag", str(folder), "--model", str(model_path)]) == EXIT_OK
+    db = folder / ".mlcnn-tagger" / "library.sqlite"
+    with open(db, "r+b") as fh:
+        fh.write(os.urandom(100))
+    capsys.readouterr()
+    assert main(["tag", str(folder), "--model", str(model_path)]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "damaged" in err and "library.sqlite.damaged-" in err

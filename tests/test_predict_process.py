@@ -1,0 +1,137 @@
+"""The prediction process: frames, the server's answers, and the client against a real child."""
+
+import io
+import json
+import os
+import signal
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlcnn_core.frames import FrameError, read_frame, write_frame
+from mlcnn_core.modelfile import load_model, new_model, save_model
+from mlcnn_core.predict import Predictor
+from mlcnn_core.predict_client import ImageFailure, PredictionProcess, ProcessCrashed, RequestFailed
+from mlcnn_core.predict_server import PredictionServer
+
+LABELS = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(new_model("tiny", labels=LABELS, name="tiny"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate([(64, 48), (40, 90), (120, 64)]):
+        path = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def frames_of(data: bytes) -> list[tuple[dict, list[np.ndarray]]]:
+    stream, frames = io.BytesIO(data), []
+    while (frame := read_frame(stream)) is not None:
+        frames.append(frame)
+    return frames
+
+
+def test_frames_round_trip_arrays_exactly():
+    maps = np.random.default_rng(0).random((3, 5, 7), dtype=np.float32)
+    winner = np.arange(35, dtype=np.int32).reshape(5, 7)
+    stream = io.BytesIO()
+    write_frame(stream, {"event": "x", "n": 1}, [maps, winner[:, ::2]])
+    write_frame(stream, {"event": "y"})
+    (first, arrays), (second, none) = frames_of(stream.getvalue())
+    assert first == {"event": "x", "n": 1} and second == {"event": "y"} and none == []
+    assert np.array_equal(arrays[0], maps) and arrays[0].dtype == np.float32
+    assert np.array_equal(arrays[1], winner[:, ::2])
+    arrays[0][0, 0, 0] = 2.0  # the maps are the reader's own, not a view of a shared buffer
+
+
+def test_frames_refuse_what_is_not_plain_numbers():
+    with pytest.raises(FrameError):
+        write_frame(io.BytesIO(), {}, [np.array([object()])])
+    header = json.dumps({"arrays": [{"dtype": "object", "shape": [1]}]}).encode()
+    with pytest.raises(FrameError, match="bad array"):
+        read_frame(io.BytesIO(struct.pack("<I", len(header)) + header + b"\0" * 8))
+    with pytest.raises(FrameError, match="stream ended"):
+        read_frame(io.BytesIO(struct.pack("<I", 100) + b"{}"))
+
+
+def test_server_reports_a_failing_batch_after_the_results_it_has(model_path, images):
+    out = io.BytesIO()
+    server = PredictionServer(out)
+    server.handle({"op": "predict", "jobs": [{"key": 0, "path": str(images[0])}]})
+    server.handle({"op": "load", "path": str(model_path)})
+    real = server.predictor.predict_files
+
+    def fails_on_second(paths, **kwargs):
+        for i, item in enumerate(real(paths, **kwargs)):
+            if i == 1:
+                raise RuntimeError("CUDA out of memory")
+            yield item
+
+    server.predictor.predict_files = fails_on_second
+    server.handle({"op": "predict", "jobs": [{"key": 7, "path": str(p)} for p in images]})
+    server.handle({"op": "frobnicate"})
+    events = [(h["event"], h.get("message")) for h, _ in frames_of(out.getvalue())]
+    assert events[0] == ("error", "no model is loaded")
+    assert events[1][0] == "loaded"
+    assert events[2][0] == "prediction"
+    assert events[3] == ("error", "RuntimeError: CUDA out of memory")
+    assert events[4] == ("error", "unknown request 'frobnicate'")
+
+
+def test_child_predicts_what_the_model_predicts_in_process(model_path, images, tmp_path, monkeypatch):
+    monkeypatch.chdir(model_path.parent)
+    process = PredictionProcess()
+    try:
+        loaded = process.load(model_path.name)  # relative to the app's working folder
+        assert loaded.labels == LABELS and loaded.hash
+        missing = tmp_path / "missing.png"
+        results = list(process.predict([(0, str(images[0])), (1, str(missing)), (2, str(images[2]))]))
+    finally:
+        process.close()
+    assert [r.key for r in results] == [0, 1, 2]
+    assert isinstance(results[1], ImageFailure) and "no such file" in results[1].message
+    predictor = Predictor(load_model(model_path))
+    for result, path in ((results[0], images[0]), (results[2], images[2])):
+        (_, expected), = predictor.predict_files([path], batch_size=1, workers=1)
+        assert result.labels == expected.labels
+        assert result.label_names == expected.label_names
+        # the child batches differently and leaves a core to the app: float sums may differ in the last bits
+        assert np.allclose(result.maps, expected.maps, atol=1e-5)
+        assert np.array_equal(result.winner, expected.winner)
+        assert result.confidences == pytest.approx(expected.confidences, rel=1e-4)
+        assert result.image_size == tuple(expected.image_size)
+
+
+def test_a_killed_child_is_reported_and_the_next_request_starts_another(model_path, images):
+    process = PredictionProcess()
+    try:
+        process.load(str(model_path))
+        first = process.pid
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(ProcessCrashed, match="SIGKILL"):
+            list(process.predict([(0, str(images[0]))]))
+        results = list(process.predict([(0, str(images[0]))]))
+        assert results[0].labels and process.pid not in (None, first)
+        process.unload()
+        assert process.pid is None
+        with pytest.raises(RequestFailed, match="no model"):
+            list(process.predict([(0, str(images[0]))]))
+    finally:
+        process.close()

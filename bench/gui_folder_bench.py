@@ -18,6 +18,8 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
   (thumbnails for new rows are decoded off the GUI thread, so a repaint never waits for them);
 * model ready (``--launch``): the starter model loaded; the longest GUI-thread gap then covers the
   model's loading too;
+* tagging (``--launch --tag N``): then Tag on the first N images, its time and the longest GUI-thread
+  gap while it runs;
 * peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
 
 Thumbnails are kept on disk (thumbnail_cache.py) in a temporary ``XDG_CACHE_HOME``, so the first
@@ -61,7 +63,7 @@ def generate(folder: Path, count: int, size: int) -> float:
     return time.perf_counter() - start
 
 
-def run(folder: Path, timeout: float, launch: bool = False) -> dict:
+def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll: bool = True) -> dict:
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -136,29 +138,18 @@ def run(folder: Path, timeout: float, launch: bool = False) -> dict:
         wanted = ("listed", "first thumbnail painted", "first screen complete", "laid out") + ("model ready",) * launch
         done = all(k in marks for k in wanted)
         if done or time.perf_counter() - t0 > timeout:
-            app.quit()
+            app.exit(0)  # not quit(): since Qt 6 it closes the window, which shuts the app down
 
-    gaps = [0.0]
-    last_tick = [time.perf_counter()]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps[0] = max(gaps[0], now - last_tick[0])
-        last_tick[0] = now
-        poll()
-
-    poller = QTimer()
-    poller.setInterval(5)
-    poller.timeout.connect(tick)
-    poller.start()
     if launch:
         t0 = t_launch  # the folder is already being opened; times count from the launch
-        last_tick[0] = time.perf_counter()
     else:
-        t0 = last_tick[0] = time.perf_counter()
+        t0 = time.perf_counter()
+    gaps = GapWatch(t0, poll)
+    if not launch:
         window.open_folder(folder)
     app.exec()
-    poller.stop()
+    gaps.stop()
+    tagging = time_tagging(app, window, tag, timeout) if tag and window.model is not None else None
 
     # scroll to the end page by page, timing each rendering of the visible cells
     bar = view.verticalScrollBar()
@@ -166,7 +157,7 @@ def run(folder: Path, timeout: float, launch: bool = False) -> dict:
     page = max(1, bar.pageStep())
     value = 0
     paints_before = paints[0]
-    while value < bar.maximum() and len(steps) < 5000:
+    while scroll and value < bar.maximum() and len(steps) < 5000:
         value = min(bar.maximum(), value + page)
         bar.setValue(value)
         start = time.perf_counter()
@@ -178,17 +169,77 @@ def run(folder: Path, timeout: float, launch: bool = False) -> dict:
         "images": window.images.rowCount(),
         "visible_cells": visible[0],
         "marks": marks,
-        "open_longest_gui_gap_ms": 1000 * gaps[0],
+        "open_longest_gui_gap_ms": 1000 * gaps.longest,
+        "open_longest_gui_gap_end_ms": 1000 * gaps.longest_end,
         "scroll_steps": len(steps),
         "scroll_paints": paints[0] - paints_before,
         "scroll_worst_ms": 1000 * max(steps) if steps else 0.0,
         "scroll_median_ms": 1000 * sorted(steps)[len(steps) // 2] if steps else 0.0,
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "prediction_process_peak_mb": prediction_process_peak_mb(window),
+        "tagging": tagging,
     }
     window.shutdown()
     window.deleteLater()
     shutil.rmtree(settings_dir, ignore_errors=True)
     return result
+
+
+def prediction_process_peak_mb(window) -> float | None:
+    """Peak resident memory of the app's prediction process, where there is one (Linux /proc)."""
+    pid = getattr(window.predictor.worker, "process_id", lambda: None)()
+    try:
+        status = Path(f"/proc/{pid}/status").read_text() if pid else ""
+    except OSError:
+        return None
+    peak = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(peak[0]) / 1024 if peak else None
+
+
+class GapWatch:
+    """A 5 ms timer on the GUI thread: the longest time between two of its ticks, and when that gap
+    ended (seconds after ``t0``); ``on_tick`` runs at each tick."""
+
+    def __init__(self, t0: float, on_tick=None):
+        from PySide6.QtCore import QTimer
+
+        self.t0 = t0
+        self.longest = self.longest_end = 0.0
+        self.on_tick = on_tick
+        self.last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if now - self.last > self.longest:
+            self.longest, self.longest_end = now - self.last, now - self.t0
+        self.last = now
+        if self.on_tick is not None:
+            self.on_tick()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+
+def time_tagging(app, window, count: int, timeout: float) -> dict:
+    """Tag the first ``count`` images and watch the GUI thread while it runs."""
+    finished = []
+
+    def on_finished(done: int, _total: int, _cancelled: bool) -> None:
+        finished.append(done)
+        app.exit(0)
+
+    window.batchFinished.connect(on_finished)
+    start = time.perf_counter()
+    gaps = GapWatch(start, lambda: time.perf_counter() - start > timeout and app.exit(0))
+    window._tag([record.id for record in window.images.records()[:count]])
+    app.exec()
+    gaps.stop()
+    return {"images": finished[0] if finished else 0, "seconds": time.perf_counter() - start,
+            "longest_gui_gap_ms": 1000 * gaps.longest}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--launch", action="store_true", help="launch as `tagger-app FOLDER` (the model loads too)")
     parser.add_argument("--reopen", action="store_true", help="open the folder a second time, as it was left")
+    parser.add_argument("--tag", type=int, default=0, metavar="N",
+                        help="with --launch: then tag the first N images and time the GUI thread meanwhile")
+    parser.add_argument("--no-scroll", dest="scroll", action="store_false", help="do not scroll to the end")
     args = parser.parse_args(argv)
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="gui-bench-cache-")
 
@@ -210,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         gen_seconds = generate(folder, args.count, args.size)
         if not args.keep_library:
             shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
-        results = [("first opening", run(folder, args.timeout, args.launch))]
+        results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll))]
         if args.reopen:
-            results.append(("second opening", run(folder, args.timeout, args.launch)))
+            results.append(("second opening", run(folder, args.timeout, args.launch, scroll=args.scroll)))
     finally:
         shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
         if temporary:
@@ -236,13 +290,24 @@ def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary
         value = result["marks"].get(name)
         print(f"  {name:<26} {'not reached' if value is None else f'{value * 1000:8.0f} ms'}")
     print(f"first screen: {result['visible_cells']} thumbnails visible in the grid")
-    print(f"longest GUI-thread gap while opening (5 ms timer): {result['open_longest_gui_gap_ms']:.0f} ms")
+    print(
+        f"longest GUI-thread gap while opening (5 ms timer): {result['open_longest_gui_gap_ms']:.0f} ms, "
+        f"ending {result['open_longest_gui_gap_end_ms']:.0f} ms after the start"
+    )
     print(
         f"scrolling to the end: {result['scroll_steps']} page steps ({result['scroll_paints']} paints); "
         f"rendering the visible cells: median {result['scroll_median_ms']:.1f} ms, "
         f"worst {result['scroll_worst_ms']:.1f} ms"
     )
     print(f"peak memory (ru_maxrss): {result['maxrss_mb']:.0f} MiB")
+    if result["prediction_process_peak_mb"] is not None:
+        print(f"peak memory of the prediction process (VmHWM): {result['prediction_process_peak_mb']:.0f} MiB")
+    tagging = result["tagging"]
+    if tagging is not None:
+        print(
+            f"tagging the first {args.tag} images: {tagging['images']} tagged in {tagging['seconds']:.1f} s, "
+            f"longest GUI-thread gap {tagging['longest_gui_gap_ms']:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The main window: builds the parts and wires their signals. It computes nothing itself.
 
 Threads: the GUI thread shows and edits (tiny SQLite transactions for a person's edits); the library
-thread opens folders and writes sidecars; the predictor thread owns the model (torch is imported
-there, never here); thread pools decode thumbnails and the viewed image.
+thread opens folders and writes sidecars; the predictor thread talks to the prediction process, which
+owns the model (torch is imported there, never in the app); thread pools decode thumbnails and the
+viewed image.
 """
 
 from __future__ import annotations
@@ -269,6 +270,7 @@ class MainWindow(QMainWindow):
         worker.imageFailed.connect(self._on_image_failed)
         worker.progress.connect(self._on_progress)
         worker.batchFinished.connect(self._on_batch_finished)
+        worker.processCrashed.connect(self._on_prediction_process_crashed)
         lib_worker = self.library_thread.worker
         lib_worker.opened.connect(self._on_folder_opened)
         lib_worker.openFailed.connect(self._on_folder_failed)
@@ -457,6 +459,9 @@ class MainWindow(QMainWindow):
         record = self.images.record_by_id(image_id)
         name = record.path if record is not None else f"image {image_id}"
         self.statusBar().showMessage(f"Cannot predict {name}: {message}", 10000)
+
+    def _on_prediction_process_crashed(self, message: str) -> None:
+        self._report(f"Prediction stopped: {message}. It starts again with the next image.", error=True)
 
     def _tag(self, image_ids: list[int]) -> int:
         if self.library is None or not image_ids:

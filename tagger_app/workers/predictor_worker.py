@@ -1,9 +1,13 @@
-"""The prediction worker: a QObject living in its own QThread that owns the model.
+"""The prediction worker: a QObject living in its own QThread that talks to the prediction process.
 
-torch is imported here, inside the worker's slots, never when the GUI starts. Jobs sit in a queue
-shared with the GUI thread under a lock: the selected image jumps the queue, batches append, cancel
-empties it. Every result is stored in the library by the worker (its own SQLite connection) the
-moment it arrives, then handed to the GUI by signal.
+The model lives in a child process (``mlcnn_core/predict_server.py``, reached through
+``mlcnn_core/predict_client.py``): the app never imports torch. This thread sends requests and waits
+on the pipe, which holds no interpreter lock, so the GUI thread runs while the child imports torch,
+loads a model or predicts. Jobs sit in a queue shared with the GUI thread under a lock: the selected
+image jumps the queue, batches append, cancel empties it. Every result is stored in the library by
+the worker (its own SQLite connection) the moment it arrives, then handed to the GUI by signal. A
+child that dies is reported (``processCrashed``); the next request starts a new one with the same
+model.
 
 Scores: the core's per-label scores are sums of pruned confidences over the map's positions (each
 position keeps only its best label). The worker divides them by their total, giving each label's
@@ -15,7 +19,6 @@ the tag panel draws as a confidence bar; the order and the thresholded labels ar
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -26,6 +29,14 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from mlcnn_core.library import ImageRecord, Library, ModelInfo, TagRecord
+from mlcnn_core.predict_client import (
+    ImageFailure,
+    ImagePrediction,
+    LoadedModel,
+    PredictionProcess,
+    PredictionProcessError,
+    ProcessCrashed,
+)
 
 # Jobs of a batch (Tag all) taken at once: they share the network's batches and one image decodes
 # while the others run; more would delay an image a person selects meanwhile.
@@ -82,6 +93,7 @@ class PredictorWorker(QObject):
     imageFailed = Signal(int, str)
     progress = Signal(int, int, float)  # done, total, seconds since the batch started
     batchFinished = Signal(int, int, bool)  # done, total, cancelled
+    processCrashed = Signal(str)
 
     _wake = Signal()
 
@@ -90,7 +102,8 @@ class PredictorWorker(QObject):
         self._lock = threading.Lock()
         self._queue: deque[PredictionJob] = deque()
         self._library: Library | None = None
-        self._predictor = None
+        self._process = PredictionProcess()
+        self._model: LoadedModel | None = None
         self._model_info = ModelInfo()
         self._batch_total = 0
         self._batch_done = 0
@@ -134,35 +147,32 @@ class PredictorWorker(QObject):
         with self._lock:
             return len(self._queue)
 
+    def close_process(self) -> None:
+        """End the prediction process; a request the worker is waiting on returns at once."""
+        self._process.close()
+
+    def process_id(self) -> int | None:
+        return self._process.pid
+
     # ---- slots run in the worker thread
 
     @Slot(str)
     def load_model(self, path: str) -> None:
         try:
-            import torch
-
-            from mlcnn_core.modelfile import ModelFileError, load_model
-            from mlcnn_core.predict import Predictor
-
-            # leave a core to the GUI thread: a stalled window costs more than a slower batch
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-
-            model = load_model(path)
-            predictor = Predictor(model)
-            info = ModelInfo.for_model(model)
-        except (ModelFileError, OSError, ValueError, RuntimeError) as exc:
-            self.modelFailed.emit(str(exc))
+            model = self._process.load(path)
+        except PredictionProcessError as exc:
+            if not self._process.closed:
+                self.modelFailed.emit(str(exc))
             return
-        self._predictor = predictor
-        self._model_info = info
-        device = str(predictor.device) + (" (bf16)" if predictor.bf16 else "")
-        self.modelLoaded.emit(ModelSummary(model.name, str(path), list(model.labels), dict(model.card), device,
-                                           info.hash))
+        self._model = model
+        self._model_info = ModelInfo(model.model_id, model.model_name, model.hash)
+        self.modelLoaded.emit(ModelSummary(model.name, str(path), model.labels, model.card, model.device, model.hash))
         self._schedule()
 
     @Slot()
     def unload_model(self) -> None:
-        self._predictor = None
+        self._model = None
+        self._process.unload()
         self.cancel_batch()
         with self._lock:
             self._queue.clear()
@@ -179,7 +189,7 @@ class PredictorWorker(QObject):
         # One job (or a few of a batch) per event-loop turn, so load/unload/cancel requests are seen
         # between them.
         self._scheduled = False
-        if self._predictor is None:
+        if self._model is None:
             return
         with self._lock:
             if not self._queue:
@@ -195,26 +205,28 @@ class PredictorWorker(QObject):
             self._schedule()
 
     def _run(self, jobs: list[PredictionJob], library: Library | None) -> None:
-        from mlcnn_core.data import ImageError
-
         start = time.perf_counter()
         left = list(jobs)
         try:
-            results = self._predictor.predict_files([j.path for j in jobs], batch_size=len(jobs), workers=1)
-            for job, (_, prediction) in zip(jobs, results, strict=True):
+            for result in self._process.predict([(i, str(job.path)) for i, job in enumerate(jobs)]):
+                job = jobs[result.key]
                 left.remove(job)
-                if isinstance(prediction, ImageError):
-                    self.imageFailed.emit(job.image_id, str(prediction))
+                if isinstance(result, ImageFailure):
+                    self.imageFailed.emit(job.image_id, result.message)
                     self._count(job)
                 else:
-                    self._deliver(job, prediction, (time.perf_counter() - start) / len(jobs), library)
-        except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: report it, keep the queue going
+                    self._deliver(job, result, (time.perf_counter() - start) / len(jobs), library)
+        except PredictionProcessError as exc:  # e.g. out of GPU memory, a crash: report it, keep the queue going
+            if self._process.closed:
+                return
+            if isinstance(exc, ProcessCrashed):
+                self.processCrashed.emit(str(exc))
             if len(left) > 1:  # which image it was, and the others' predictions, come one at a time
                 for job in left:
                     self._run([job], library)
                 return
-            message = str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
-            if "out of memory" in str(exc).lower():
+            message = str(exc)
+            if "out of memory" in message.lower():
                 message = f"out of GPU memory while predicting {left[0].path.name} ({exc})"
             self._fail(left, message)
 
@@ -223,8 +235,10 @@ class PredictorWorker(QObject):
             self.imageFailed.emit(job.image_id, message)
             self._count(job)
 
-    def _deliver(self, job: PredictionJob, prediction, seconds: float, library: Library | None) -> None:
-        confidences = display_confidences(prediction.confidences, self._predictor.config.rescore is not None)
+    def _deliver(
+        self, job: PredictionJob, prediction: ImagePrediction, seconds: float, library: Library | None
+    ) -> None:
+        confidences = display_confidences(prediction.confidences, self._model.rescored)
         result = PredictionResult(
             job.image_id,
             list(prediction.labels),
@@ -285,5 +299,6 @@ class PredictorThread(QObject):
     def stop(self) -> None:
         self.worker.cancel_batch()
         self.worker.set_library(None)
+        self.worker.close_process()
         self.thread.quit()
         self.thread.wait(10_000)

@@ -175,10 +175,13 @@ class PredictionProcess:
         if self._closed:
             raise RequestFailed("the prediction process is closed")
         self._stderr_tail.clear()
-        process = subprocess.Popen(
-            server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_environment(),
-        )
+        try:
+            process = subprocess.Popen(
+                server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=_environment(),
+            )
+        except OSError as exc:
+            raise ProcessCrashed(f"cannot start the prediction process: {exc}") from exc
         threading.Thread(target=self._drain_stderr, args=(process.stderr,), daemon=True,
                          name="prediction-stderr").start()
         self._process = process

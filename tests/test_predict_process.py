@@ -135,3 +135,11 @@ def test_a_killed_child_is_reported_and_the_next_request_starts_another(model_pa
             list(process.predict([(0, str(images[0]))]))
     finally:
         process.close()
+
+
+def test_a_process_that_cannot_start_is_an_error_not_an_exception_of_the_os(model_path, monkeypatch, tmp_path):
+    import mlcnn_core.predict_client as client
+
+    monkeypatch.setattr(client, "server_command", lambda: [str(tmp_path / "no-such-python")])
+    with pytest.raises(ProcessCrashed, match="cannot start the prediction process"):
+        PredictionProcess().load(str(model_path))

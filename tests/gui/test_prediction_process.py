@@ -101,3 +101,20 @@ def test_a_crashed_prediction_process_is_reported_and_restarted(qtbot, window, i
     assert failures == []
     assert all(window.library.prediction(r.id) is not None for r in window.images.records())
     assert window.predictor.worker.process_id() not in (None, first)
+
+
+def test_a_second_model_replaces_the_first_in_the_same_process(qtbot, window, image_folder, tiny_model_path, tmp_path):
+    from conftest import LABELS
+
+    from mlcnn_core.modelfile import new_model, save_model
+
+    fine_tuned = tmp_path / "fine-tuned.safetensors"
+    save_model(new_model("tiny", labels=[*LABELS, "sunset"], name="fine-tuned"), fine_tuned)
+    open_folder(qtbot, window, image_folder)
+    load_model(qtbot, window, tiny_model_path)
+    first = window.predictor.worker.process_id()
+    load_model(qtbot, window, fine_tuned)
+    assert window.model.labels[-1] == "sunset" and window.predictor.worker.process_id() == first
+    with qtbot.waitSignal(window.batchFinished, timeout=120_000):
+        window.tag_all()
+    assert {window.library.prediction(r.id).model_hash for r in window.images.records()} == {window.model.hash}

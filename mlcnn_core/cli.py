@@ -73,6 +73,34 @@ def _sidecar_formats(text: str) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
+def _tag_list(text: str) -> list[str]:
+    from .tag_rules import parse_tag_list
+
+    tags = list(parse_tag_list(text))
+    if not tags:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more comma-separated tags")
+    return tags
+
+
+def _tag_rules(args: argparse.Namespace):
+    """The proposal and caption rules of ``predict`` and ``tag`` (tag_rules.py), as the app applies them."""
+    from .tag_rules import TagRules
+
+    return TagRules(min_confidence=args.min_confidence, exclude=[t for group in args.exclude for t in group],
+                    max_tags=args.max_tags, prefix=getattr(args, "prefix", None) or (),
+                    word_separator=getattr(args, "word_separator", "keep"))
+
+
+def _proposals(rules, predictor, result) -> None:
+    """Apply ``rules`` to a prediction's labels in place (the card's threshold, or the person's)."""
+    from .tag_rules import display_confidences
+
+    if rules.min_confidence is None and not rules.exclude and rules.max_tags is None:
+        return
+    result.labels = rules.choose(result.labels,
+                                 display_confidences(result.confidences, predictor.config.rescore is not None))
+
+
 def _model_path(arg: str | None) -> Path:
     from .modelfile import ModelFileError, starter_model_path
 
@@ -189,6 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.output and (problem := _output_problem(args.output, args.paths)):
         return _fail(problem)
+    rules = _tag_rules(args)
     model = _load_for_prediction(args)
     predictor = Predictor(model, device=args.device, bf16=False if args.no_bf16 else None)
     failed = 0
@@ -199,6 +228,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
                 row = {"image": str(path), "error": str(result)}
             else:
+                _proposals(rules, predictor, result)
                 row = result.to_json(path)
             out.write(_json_line(row))
             out.flush()
@@ -254,6 +284,11 @@ def cmd_tag(args: argparse.Namespace) -> int:
     formats = args.write
     if args.write_predictions and not formats:
         return _fail("--write-predictions needs --write txt, xmp or txt,xmp")
+    if args.prefix and "txt" not in formats:
+        return _fail("--prefix leads .txt captions: it needs --write txt (or txt,xmp)")
+    if args.word_separator != "keep" and not formats:
+        return _fail(f"--word-separator {args.word_separator} applies to written captions: it needs --write")
+    rules = _tag_rules(args)
     library = Library.open(args.folder)
     if library.notice:
         print(f"mlcnn: {library.notice}", file=sys.stderr)
@@ -283,7 +318,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     def write(path: Path, image_id: int, content: str) -> None:
         try:  # the GUI's library worker writes through the same Library.write_sidecars
             _files, notes = library.write_sidecars(image_id, content=content, formats=formats,
-                                                   txt_path=txt_paths.get(path), policy=args.policy)
+                                                   txt_path=txt_paths.get(path), policy=args.policy, rules=rules)
             for note in notes:
                 print(f"mlcnn: {note}", file=sys.stderr)
             written.add(image_id)
@@ -298,6 +333,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
             sys.stdout.write(_json_line({"image": str(path), "error": str(result)}))
             failed += 1
             continue
+        _proposals(rules, predictor, result)
         status = library.store_prediction(record.id, result.labels, result.confidences, info)
         done += 1
         sys.stdout.write(_json_line(result.to_json(path)))
@@ -376,6 +412,9 @@ examples:
   mlcnn tag ~/dataset                                     proposals into the library only
   mlcnn tag ~/dataset --write txt                         write the captions confirmed in the app
   mlcnn tag ~/dataset --write txt,xmp --write-predictions caption the untagged images as proposed
+  mlcnn tag ~/dataset --write txt --write-predictions --prefix ohwx --min-confidence 0.6 \
+      --exclude "text,watermark" --max-tags 12 --word-separator space
+                                                          kohya captions: trigger word first, fewer tags
 """
 
 
@@ -395,6 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     def batch_flag(p):
         p.add_argument("--batch-size", type=COUNT, default=8, metavar="N",
                        help="images read and predicted together (default: 8)")
+
+    def proposal_flags(p):
+        p.add_argument("--min-confidence", type=_number(float, 0, 1, what="a number from 0 to 1"), metavar="P",
+                       help="propose a tag when its confidence is at least P, instead of the model's own threshold "
+                            "(the starter's confidences are probabilities; for a model read as the summed vector, "
+                            "a tag's share of the image's evidence)")
+        p.add_argument("--exclude", type=_tag_list, action="append", default=[], metavar="TAGS",
+                       help="comma-separated tags never proposed nor written (* and ? match any text; case and "
+                            "_ against space do not matter); repeatable")
+        p.add_argument("--max-tags", type=COUNT, metavar="N",
+                       help="propose at most N tags per image, the most confident (a person's tags are never cut)")
 
     def reading_flags(p):
         p.add_argument("--keep-ratio", type=FRACTION, metavar="R",
@@ -475,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders (searched recursively)")
     batch_flag(p)
     device_flags(p)
+    proposal_flags(p)
     reading_flags(p)
     p.set_defaults(func=cmd_predict)
 
@@ -509,8 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge (default): add to a file's existing tags; replace: the file holds the image's tags")
     g.add_argument("--sidecars-confirmed", action="store_true",
                    help="treat tags found in existing captions as confirmed by a person")
+    g.add_argument("--prefix", type=_tag_list, metavar="TAGS",
+                   help="comma-separated tags written first in every .txt caption, in this order: a trigger word "
+                        "for kohya's --keep_tokens (moved to the front where a caption already has it)")
+    g.add_argument("--word-separator", default="keep", choices=["keep", "space", "underscore"],
+                   help="in written tags: space writes long_hair as long hair, underscore the reverse "
+                        "(kaomoji such as ^_^ are kept); default: keep")
     batch_flag(g)
     device_flags(g)
+    proposal_flags(g)
     reading_flags(g)
     g.set_defaults(func=cmd_tag)
 

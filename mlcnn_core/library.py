@@ -47,12 +47,15 @@ from pathlib import Path
 
 from mlcnn_core import sidecars
 from mlcnn_core.data import IMAGE_EXTENSIONS
+from mlcnn_core.tag_rules import NO_RULES, TagRules
 
 LIBRARY_DIRNAME = ".mlcnn-tagger"
 LIBRARY_FILENAME = "library.sqlite"
 # MIGRATIONS[n - 1]: the SQL statements that turn a version-n library into version n + 1, applied in order
 # on open; an older program refuses a newer library instead of misreading it.
-MIGRATIONS: tuple[tuple[str, ...], ...] = ()
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    ("ALTER TABLE tags ADD COLUMN rank INTEGER",),  # 2: a person's order of an image's first tags
+)
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 STATUSES = ("untagged", "predicted", "confirmed")
 SORT_KEYS = ("name", "mtime", "uncertainty")
@@ -84,6 +87,7 @@ CREATE TABLE IF NOT EXISTS tags (
     state TEXT NOT NULL,
     confidence REAL,
     updated REAL NOT NULL,
+    rank INTEGER,
     PRIMARY KEY (image_id, tag)
 );
 CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag);
@@ -102,6 +106,11 @@ CREATE TABLE IF NOT EXISTS sidecar_files (
     PRIMARY KEY (image_id, path)
 );
 """
+
+
+_TAG_COLUMNS = "image_id, tag, source, state, confidence, updated"
+_RECORD_COLUMNS = "tag, source, state, confidence, rank"
+_TAG_ORDER = "rank IS NULL, rank, source = 'machine', confidence IS NULL, -confidence, tag"
 
 
 class LibraryError(Exception):
@@ -128,6 +137,7 @@ class TagRecord:
     source: str  # "machine" | "human" | "sidecar"
     state: str  # "predicted" | "confirmed" | "added" | "rejected" | "imported"
     confidence: float | None
+    rank: int | None = None  # set by "move to front": ranked tags lead the image's captions, lowest first
 
     @property
     def is_human(self) -> bool:
@@ -481,7 +491,7 @@ class Library:
                 ).fetchone()
                 if row is None or row[0] != "human" or row[1] < updated:
                     conn.execute(
-                        "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR REPLACE INTO tags ({_TAG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                         (image_id, tag, source, state, confidence, updated),
                     )
                     touched.add(image_id)
@@ -695,7 +705,7 @@ class Library:
         }
         added = [t for t in content.tags if existing.get(t) in (None, "machine")]
         conn.executemany(
-            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, NULL, ?)",
+            f"INSERT OR REPLACE INTO tags ({_TAG_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?)",
             [(image_id, tag, source, state, now) for tag in added],
         )
         # a tag only a sidecar vouched for goes when the sidecar no longer holds it
@@ -750,9 +760,12 @@ class Library:
         txt_path: Path | None,
         policy: str,
         content: str = "human",
+        rules: TagRules = NO_RULES,
     ) -> tuple[list[Path], list[str]]:
         """Write an image's tags to its sidecars and record them: :meth:`sidecar_tags` (``content``
-        ``"human"``) or :meth:`positive_tags` (``"machine"``). Returns the files written and notes.
+        ``"human"``) or :meth:`positive_tags` (``"machine"``), as ``rules`` write them (excluded
+        tags left out, words separated as asked, the prefix and then the tags moved to the front
+        leading a ``.txt`` caption). Returns the files written and notes.
 
         A file is replaced only if it still holds what the library last read or wrote; one that
         another program changed (or that the library never read) is read again first, so its tags
@@ -773,7 +786,7 @@ class Library:
             raise
         for target in targets:
             try:
-                self._write_sidecar_file(image_id, target, policy, content, notes)
+                self._write_sidecar_file(image_id, target, policy, content, rules, notes)
                 written.append(target)
             except sidecars.SidecarError as exc:
                 errors.append(exc)
@@ -790,16 +803,27 @@ class Library:
         except sqlite3.Error:
             pass  # the library itself cannot be written; the sidecar error is the one to report
 
-    def _write_sidecar_file(self, image_id: int, target: Path, policy: str, content: str, notes: list[str]) -> None:
+    def _write_sidecar_file(
+        self, image_id: int, target: Path, policy: str, content: str, rules: TagRules, notes: list[str]
+    ) -> None:
         for attempt in range(2):
-            tags = self.positive_tags(image_id) if content == "machine" else self.sidecar_tags(image_id)
-            rows = {t.tag: t for t in self.tags(image_id)}
+            records = self.tags(image_id)
+            wanted = [t for t in records if t.is_positive and (content == "machine" or t.source != "machine")]
+            tags = rules.written(t.tag for t in wanted)
+            first = rules.written(t.tag for t in wanted if t.rank is not None)
+            if not sidecars.is_xmp(target):
+                tags, first = [*rules.prefix, *tags], [*rules.prefix, *first]
+            rows = {t.tag for t in records} | {rules.word_form(t.tag) for t in records}
             on_disk = sidecars.read_sidecar_file(target)[0] if target.exists() else []
             # with the file as the library knows it, a tag in it without a row was removed by a person
-            removed = [t for t, r in rows.items() if r.state == "rejected"] + [t for t in on_disk if t not in rows]
+            removed = rules.written(t.tag for t in records if t.state == "rejected")
+            removed += [t for t in on_disk if t not in rows]
+            # long_hair on disk is the long hair written with spaces: rewritten in its place
+            renamed = {t: rules.word_form(t) for t in on_disk if rules.word_form(t) != t and rules.word_form(t) in tags}
             try:
                 sidecars.write_sidecar_file(
-                    target, tags, policy, removed=removed, expected=self.known_sidecar_hash(image_id, target)
+                    target, tags, policy, removed=removed, expected=self.known_sidecar_hash(image_id, target),
+                    first=first, renamed=renamed,
                 )
                 return
             except sidecars.SidecarChangedError:
@@ -840,11 +864,10 @@ class Library:
         return row[0] if row else None
 
     def tags(self, image_id: int) -> list[TagRecord]:
-        """An image's tags: human first, then by confidence (highest first), then by name."""
+        """An image's tags: those moved to the front first (by rank), then a person's, then by
+        confidence (highest first), then by name."""
         rows = self.conn.execute(
-            "SELECT tag, source, state, confidence FROM tags WHERE image_id = ? "
-            "ORDER BY source = 'machine', confidence IS NULL, -confidence, tag",
-            (image_id,),
+            f"SELECT {_RECORD_COLUMNS} FROM tags WHERE image_id = ? ORDER BY {_TAG_ORDER}", (image_id,)
         )
         return [TagRecord(*r) for r in rows]
 
@@ -885,8 +908,7 @@ class Library:
         """Every image's tags (rejected ones included), in :meth:`tags` order."""
         out: dict[int, list[TagRecord]] = {}
         rows = self.conn.execute(
-            "SELECT image_id, tag, source, state, confidence FROM tags "
-            "ORDER BY image_id, source = 'machine', confidence IS NULL, -confidence, tag"
+            f"SELECT image_id, {_RECORD_COLUMNS} FROM tags ORDER BY image_id, {_TAG_ORDER}"
         )
         for image_id, *rest in rows:
             out.setdefault(image_id, []).append(TagRecord(*rest))
@@ -977,7 +999,7 @@ class Library:
                 for r in conn.execute("SELECT tag FROM tags WHERE image_id = ? AND source != 'machine'", (image_id,))
             }
             conn.executemany(
-                "INSERT INTO tags VALUES (?, ?, 'machine', 'predicted', ?, ?)",
+                f"INSERT INTO tags ({_TAG_COLUMNS}) VALUES (?, ?, 'machine', 'predicted', ?, ?)",
                 [(image_id, lab, scores.get(lab), now) for lab in proposals if lab not in decided],
             )
             conn.execute("UPDATE images SET uncertainty = ? WHERE id = ?", (uncertainty_of(scores, labels), image_id))
@@ -991,17 +1013,22 @@ class Library:
         if not tag:
             raise LibraryError("a tag cannot be empty (control characters are not kept)")
         with self._tx() as conn:
-            if confidence is None:
-                row = conn.execute(
-                    "SELECT confidence FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
-                ).fetchone()
-                confidence = row[0] if row else None
-            conn.execute(
-                "INSERT OR REPLACE INTO tags VALUES (?, ?, 'human', ?, ?, ?)",
-                (image_id, tag, state, confidence, time.time()),
-            )
+            self._set_tag(conn, image_id, tag, state, confidence)
             self._mark_pending(conn, image_id)
             return self._refresh_status(conn, image_id)
+
+    def _set_tag(
+        self, conn: sqlite3.Connection, image_id: int, tag: str, state: str, confidence: float | None = None
+    ) -> None:
+        row = conn.execute(
+            "SELECT confidence, rank FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
+        ).fetchone()
+        if confidence is None and row:
+            confidence = row[0]
+        conn.execute(
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, 'human', ?, ?, ?, ?)",
+            (image_id, tag, state, confidence, time.time(), row[1] if row else None),
+        )
 
     def restore_tag(self, image_id: int, record: TagRecord | None, tag: str) -> str:
         """Put one tag row back as it was (``None``: no row) — the inverse of an edit, for undo."""
@@ -1009,15 +1036,15 @@ class Library:
             conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
             if record is not None:
                 conn.execute(
-                    "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)",
-                    (image_id, tag, record.source, record.state, record.confidence, time.time()),
+                    "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (image_id, tag, record.source, record.state, record.confidence, time.time(), record.rank),
                 )
             self._mark_pending(conn, image_id)
             return self._refresh_status(conn, image_id)
 
     def tag_record(self, image_id: int, tag: str) -> TagRecord | None:
         row = self.conn.execute(
-            "SELECT tag, source, state, confidence FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
+            f"SELECT {_RECORD_COLUMNS} FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag)
         ).fetchone()
         return TagRecord(*row) if row else None
 
@@ -1046,20 +1073,25 @@ class Library:
         if not new:
             raise LibraryError("a tag cannot be renamed to nothing (control characters are not kept)")
         with self._tx() as conn:
-            rows = conn.execute("SELECT image_id, source, state, confidence FROM tags WHERE tag = ?", (old,)).fetchall()
-            for image_id, source, state, confidence in rows:
-                clash = conn.execute(
-                    "SELECT source FROM tags WHERE image_id = ? AND tag = ?", (image_id, new)
-                ).fetchone()
-                conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, old))
-                if clash is None or (clash[0] != "human" and source == "human"):
-                    conn.execute(
-                        "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?)",
-                        (image_id, new, source, state, confidence, time.time()),
-                    )
+            ids = [r[0] for r in conn.execute("SELECT image_id FROM tags WHERE tag = ?", (old,))]
+            for image_id in ids:
+                self._rename_in_image(conn, image_id, old, new)
                 self._mark_pending(conn, image_id)
                 self._refresh_status(conn, image_id)
-        return [r[0] for r in rows]
+        return ids
+
+    def _rename_in_image(self, conn: sqlite3.Connection, image_id: int, old: str, new: str) -> None:
+        """One image's ``old`` row becomes ``new`` (a person's row wins over another on a clash)."""
+        source, state, confidence, rank = conn.execute(
+            "SELECT source, state, confidence, rank FROM tags WHERE image_id = ? AND tag = ?", (image_id, old)
+        ).fetchone()
+        clash = conn.execute("SELECT source FROM tags WHERE image_id = ? AND tag = ?", (image_id, new)).fetchone()
+        conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, old))
+        if clash is None or (clash[0] != "human" and source == "human"):
+            conn.execute(
+                "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (image_id, new, source, state, confidence, time.time(), rank),
+            )
 
     def delete_tag(self, tag: str) -> list[int]:
         """Remove a tag from every image; returns the ids touched (their sidecars become pending)."""
@@ -1079,14 +1111,120 @@ class Library:
     def restore_snapshot(self, image_id: int, snapshot: tuple[list[TagRecord], bool]) -> str:
         records, reviewed = snapshot
         with self._tx() as conn:
-            conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
-            conn.executemany(
-                "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)",
-                [(image_id, r.tag, r.source, r.state, r.confidence, time.time()) for r in records],
-            )
-            conn.execute("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
-            self._mark_pending(conn, image_id)
-            return self._refresh_status(conn, image_id)
+            return self._restore_snapshot(conn, image_id, snapshot)
+
+    def _restore_snapshot(self, conn: sqlite3.Connection, image_id: int, snapshot: tuple[list[TagRecord], bool]) -> str:
+        records, reviewed = snapshot
+        conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+        conn.executemany(
+            "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(image_id, r.tag, r.source, r.state, r.confidence, time.time(), r.rank) for r in records],
+        )
+        conn.execute("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
+        self._mark_pending(conn, image_id)
+        return self._refresh_status(conn, image_id)
+
+    def snapshot_images(self, image_ids: Iterable[int]) -> dict[int, tuple[list[TagRecord], bool]]:
+        """:meth:`snapshot_tags` of many images, for undoing an edit of a selection."""
+        return {image_id: self.snapshot_tags(image_id) for image_id in image_ids}
+
+    def restore_snapshots(self, snapshots: dict[int, tuple[list[TagRecord], bool]]) -> None:
+        """:meth:`restore_snapshot` of many images, in one transaction."""
+        with self._tx() as conn:
+            for image_id, snapshot in snapshots.items():
+                self._restore_snapshot(conn, image_id, snapshot)
+
+    # ---- edits of a selection (one transaction each; undo restores snapshots)
+
+    def add_tag_to_images(self, image_ids: Iterable[int], tag: str) -> list[int]:
+        """A person's tag on each image: ``added``, or ``confirmed`` where it was proposed or imported
+        (as adding it to one image does). Returns the images that changed."""
+        tag = sidecars.normalize_tag(tag)
+        if not tag:
+            raise LibraryError("a tag cannot be empty (control characters are not kept)")
+        touched = []
+        with self._tx() as conn:
+            for image_id in image_ids:
+                row = conn.execute("SELECT source, state FROM tags WHERE image_id = ? AND tag = ?",
+                                   (image_id, tag)).fetchone()
+                if row is not None and row[0] == "human" and row[1] in HUMAN_POSITIVE:
+                    continue
+                self._set_tag(conn, image_id, tag, "added" if row is None or row[1] == "rejected" else "confirmed")
+                self._mark_pending(conn, image_id)
+                self._refresh_status(conn, image_id)
+                touched.append(image_id)
+        return touched
+
+    def remove_tag_from_images(self, image_ids: Iterable[int], tag: str) -> list[int]:
+        """The tag no longer applies to each image: a tag a person added is deleted, any other
+        (a proposal, an imported or confirmed tag) is rejected, so it is not proposed again and
+        leaves the sidecars. Returns the images that changed."""
+        touched = []
+        with self._tx() as conn:
+            for image_id in image_ids:
+                row = conn.execute("SELECT source, state FROM tags WHERE image_id = ? AND tag = ?",
+                                   (image_id, tag)).fetchone()
+                if row is None or row[1] == "rejected":
+                    continue
+                if row == ("human", "added"):
+                    conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
+                else:
+                    self._set_tag(conn, image_id, tag, "rejected")
+                self._mark_pending(conn, image_id)
+                self._refresh_status(conn, image_id)
+                touched.append(image_id)
+        return touched
+
+    def replace_in_tags(self, image_ids: Iterable[int], find: str, replacement: str, whole: bool = False) -> list[int]:
+        """Find and replace in the tags of each image: every tag holding ``find`` (``whole``: every
+        tag equal to it) gets it replaced by ``replacement``; a tag left empty is removed. Merging
+        into a tag the image has keeps a person's row, as :meth:`rename_tag` does. Returns the
+        images that changed."""
+        if not find:
+            raise LibraryError("give the text to find")
+        touched = []
+        with self._tx() as conn:
+            for image_id in image_ids:
+                tags = [r[0] for r in conn.execute("SELECT tag FROM tags WHERE image_id = ?", (image_id,))]
+                changed = False
+                for tag in tags:
+                    if (tag != find) if whole else (find not in tag):
+                        continue
+                    new = sidecars.normalize_tag(replacement if whole else tag.replace(find, replacement))
+                    if new == tag:
+                        continue
+                    if new:
+                        self._rename_in_image(conn, image_id, tag, new)
+                    else:
+                        conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
+                    changed = True
+                if changed:
+                    self._mark_pending(conn, image_id)
+                    self._refresh_status(conn, image_id)
+                    touched.append(image_id)
+        return touched
+
+    def move_to_front(self, image_ids: Iterable[int], tag: str) -> list[int]:
+        """``tag`` becomes the first of each image's tags that has it: it leads the tag list and the
+        image's ``.txt`` captions (after a caption prefix), whatever their order on disk. Returns
+        the images that changed."""
+        touched = []
+        with self._tx() as conn:
+            for image_id in image_ids:
+                leader = conn.execute(
+                    f"SELECT tag FROM tags WHERE image_id = ? AND state != 'rejected' ORDER BY {_TAG_ORDER} LIMIT 1",
+                    (image_id,),
+                ).fetchone()
+                has = conn.execute("SELECT 1 FROM tags WHERE image_id = ? AND tag = ? AND state != 'rejected'",
+                                   (image_id, tag)).fetchone()
+                if not has or leader == (tag,):
+                    continue
+                (lowest,) = conn.execute("SELECT MIN(rank) FROM tags WHERE image_id = ?", (image_id,)).fetchone()
+                conn.execute("UPDATE tags SET rank = ? WHERE image_id = ? AND tag = ?",
+                             ((lowest or 0) - 1, image_id, tag))
+                self._mark_pending(conn, image_id)
+                touched.append(image_id)
+        return touched
 
     # ---- sidecar bookkeeping
 

@@ -46,9 +46,10 @@ import time
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 NamingPolicy = Literal["stem", "full", "auto"]
@@ -72,6 +73,8 @@ _STANDARD_PREFIXES = {
     "lr": NS_LR,
     "MicrosoftPhoto": NS_MSPHOTO,
 }
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # ElementTree's namespace registry is process-global; serialise its use.
 _XML_LOCK = threading.Lock()
@@ -179,33 +182,45 @@ class _TxtDocument:
     def tags(self) -> list[str]:
         return normalize_tags(t for line in self.lines for t in self._line_tags(line))
 
-    def render(self, final: Sequence[str]) -> str:
+    def tags_renamed(self, renamed: Mapping[str, str]) -> list[str]:
+        return normalize_tags(renamed.get(t, t) for t in self.tags())
+
+    def render(self, final: Sequence[str], first: Sequence[str] = (), renamed: Mapping[str, str] = EMPTY) -> str:
         """The file's text holding exactly ``final`` (normalised), in the file's shape: tags that
         stay keep their line and place, new ones go to the end of the first tag line (or one line
-        each in a one-per-line file), prose lines stay as they are."""
-        keep, present = set(final), set(self.tags())
-        added = [t for t in final if t not in present]
+        each in a one-per-line file), prose lines stay as they are. The tags of ``first`` that are
+        in ``final`` lead the first tag line (or are the first lines), in that order. A tag in
+        ``renamed`` is written as its new name in its place."""
+        keep, present = set(final), set(self.tags_renamed(renamed))
+        lead = [t for t in normalize_tags(first) if t in keep]
+        leading = set(lead)
+        added = [t for t in final if t not in present and t not in leading]
         lines: list[str | list[str]] = []
-        first_tag_line: int | None = None
+        tag_rows: list[int] = []
         for line in self.lines:
             items = self._line_tags(line)
             if not items:
                 lines.append(line)
                 continue
-            kept = [t for t in normalize_tags(items) if t in keep]
-            if kept:
-                first_tag_line = len(lines) if first_tag_line is None else first_tag_line
-                lines.append(kept)
+            tag_rows.append(len(lines))
+            items = normalize_tags(renamed.get(t, t) for t in normalize_tags(items))
+            lines.append([t for t in items if t in keep and t not in leading])
         if self.one_per_line:
+            at = tag_rows[0] if tag_rows else len(lines)
+            lines[at:at] = [[t] for t in lead]
             lines += [[t] for t in added]
-        elif first_tag_line is not None:
-            lines[first_tag_line] = [*lines[first_tag_line], *added]
-        elif added:
-            lines.append(added)
+        else:
+            target = next((i for i in tag_rows if lines[i]), None)
+            if target is not None:
+                lines[target] = [*lead, *lines[target], *added]
+            elif lead or added:
+                lines.append([*lead, *added])
         text = []
         for line in lines:
             if isinstance(line, str):
                 text.append(line)
+            elif not line:
+                continue  # every tag of the line was removed
             elif self.one_per_line:
                 text.append(line[0])
             else:
@@ -459,17 +474,21 @@ def write_txt(
     *,
     removed: Iterable[str] = (),
     expected: str | None | object = _ANY,
+    first: Sequence[str] = (),
+    renamed: Mapping[str, str] = EMPTY,
 ) -> list[str]:
     """Write ``tags`` to a ``.txt`` sidecar with ``policy``; return the tags now in the file.
 
     ``expected``: the :func:`content_hash` the caller last saw (``None``: no file); a file that
-    differs raises :class:`SidecarChangedError` and is left alone."""
+    differs raises :class:`SidecarChangedError` and is left alone. ``first``: tags written
+    first, in that order (a trigger word); ``renamed``: tags of the file written under a new name
+    in their place (see :meth:`_TxtDocument.render`)."""
     path = Path(path)
     old = _content_before_write(path, expected)
     doc = _TxtDocument(_decode_text(path, old, None)[0] if old is not None else "")
-    final = merge_tags(doc.tags(), tags, policy, removed)
+    final = merge_tags(doc.tags_renamed(renamed), tags, policy, removed)
     try:
-        data = doc.render(final).encode("utf-8")
+        data = doc.render(final, first, renamed).encode("utf-8")
     except ValueError as exc:
         raise SidecarError(f"cannot write sidecar {path}: {exc}") from None
     written = _TxtDocument(data.decode("utf-8")).tags()  # in the file's order, line by line
@@ -764,7 +783,7 @@ def read_sidecar_file(path: Path, notes: list[str] | None = None) -> tuple[list[
     data = _read_bytes_or_none(path)
     if data is None:
         raise SidecarError(f"cannot read sidecar {path}: no such file")
-    if path.suffix.lower() == ".xmp":
+    if is_xmp(path):
         tags = _load_xmp(path, data).tags()
     else:
         tags = _TxtDocument(_decode_text(path, data, notes)[0]).tags()
@@ -808,10 +827,18 @@ def write_sidecar_file(
     *,
     removed: Iterable[str] = (),
     expected: str | None | object = _ANY,
+    first: Sequence[str] = (),
+    renamed: Mapping[str, str] = EMPTY,
 ) -> list[str]:
-    """:func:`write_xmp` for an ``.xmp`` path, else :func:`write_txt`."""
-    writer = write_xmp if Path(path).suffix.lower() == ".xmp" else write_txt
-    return writer(path, tags, policy, removed=removed, expected=expected)
+    """:func:`write_xmp` for an ``.xmp`` path, else :func:`write_txt` (``first`` and ``renamed`` as
+    there; XMP keywords have no order, so a renamed keyword is removed and its new name added)."""
+    if is_xmp(path):
+        return write_xmp(path, tags, policy, removed=[*removed, *renamed], expected=expected)
+    return write_txt(path, tags, policy, removed=removed, expected=expected, first=first, renamed=renamed)
+
+
+def is_xmp(path: Path) -> bool:
+    return Path(path).suffix.lower() == ".xmp"
 
 
 def sidecar_targets(image: Path, formats: Iterable[str], txt_path: Path | None, collides: bool = False) -> list[Path]:

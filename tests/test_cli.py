@@ -81,7 +81,8 @@ def test_tag_refuses_unknown_formats_before_touching_the_folder(captioned, capsy
 
 
 @pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-1"), ("--keep-ratio", "nan"),
-                                        ("--short-side", "100000")])
+                                        ("--short-side", "100000"), ("--min-confidence", "1.5"),
+                                        ("--max-tags", "0"), ("--exclude", " , ")])
 def test_numbers_are_checked_before_any_work(model_path, captioned, capsys, flag, value):
     folder, _ = captioned
     for command in (["predict", str(folder)], ["tag", str(folder)]):
@@ -183,3 +184,39 @@ def test_tag_says_when_it_rebuilt_a_damaged_library(model_path, captioned, capsy
     assert main(["tag", str(folder), "--model", str(model_path)]) == EXIT_OK
     err = capsys.readouterr().err
     assert "damaged" in err and "library.sqlite.damaged-" in err
+
+
+def test_tag_applies_the_proposal_and_caption_rules(tmp_path, captioned, capsys):
+    folder, images = captioned
+    model = tmp_path / "underscored.safetensors"
+    save_model(new_model("tiny", labels=["long_hair", "blue_eyes", "smile"]), model)
+    before = _captions(folder)
+    assert main(["tag", str(folder), "--model", str(model), "--write", "txt", "--write-predictions",
+                 "--min-confidence", "0", "--max-tags", "2", "--exclude", "Smile", "--prefix", "ohwx",
+                 "--word-separator", "space"]) == EXIT_OK
+    rows = {r["image"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert {k: v for k, v in _captions(folder).items() if k in before} == before  # a person's captions
+    for image in images[3:]:
+        row = rows[str(image)]
+        ranked = sorted((t for t, v in row["confidences"].items() if v > 0 and t != "smile"),
+                        key=lambda t: -row["confidences"][t])
+        assert row["labels"] == ranked[:2] and row["labels"]
+        words = [t.replace("_", " ") for t in row["labels"]]
+        assert image.with_suffix(".txt").read_text(encoding="utf-8") == ", ".join(["ohwx", *words]) + "\n"
+
+
+def test_predict_applies_the_proposal_rules(model_path, captioned, capsys):
+    folder, _ = captioned
+    assert main(["predict", str(folder), "--model", str(model_path), "--min-confidence", "0",
+                 "--max-tags", "1"]) == EXIT_OK
+    for row in map(json.loads, capsys.readouterr().out.splitlines()):
+        assert row["labels"] == [max(row["confidences"], key=row["confidences"].get)]
+
+
+def test_caption_rules_without_captions_are_refused_before_any_work(model_path, captioned, capsys):
+    folder, _ = captioned
+    assert main(["tag", str(folder), "--model", str(model_path), "--prefix", "ohwx"]) == EXIT_USAGE
+    assert main(["tag", str(folder), "--model", str(model_path), "--write", "xmp", "--prefix", "ohwx"]) == EXIT_USAGE
+    assert main(["tag", str(folder), "--model", str(model_path), "--word-separator", "space"]) == EXIT_USAGE
+    assert "--prefix" in capsys.readouterr().err
+    assert not (folder / ".mlcnn-tagger").exists()

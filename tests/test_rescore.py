@@ -121,7 +121,7 @@ def test_summed_flag_without_a_summed_threshold_is_refused(tmp_path):
 
 
 def test_the_app_shows_rescored_scores_as_they_are_and_sums_as_shares():
-    from tagger_app.workers.predictor_worker import display_confidences
+    from mlcnn_core.tag_rules import display_confidences
 
     assert display_confidences({"a": 0.9, "b": 0.3}, rescored=True) == {"a": 0.9, "b": 0.3}
     shares = display_confidences({"a": 6.0, "b": 2.0, "c": -1.0}, rescored=False)

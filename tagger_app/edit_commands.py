@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from PySide6.QtGui import QUndoCommand
 
@@ -60,8 +60,57 @@ class ImageTagsCommand(QUndoCommand):
         self.changed([self.image_id])
 
 
-class FolderTagCommand(QUndoCommand):
-    """Rename or delete a tag across the folder; undo restores every touched image exactly."""
+class ImagesTagsCommand(QUndoCommand):
+    """An edit of several images' tags (a selection, or every image with a tag), one transaction;
+    undo restores each image exactly. ``apply`` returns the images it changed: none makes the
+    command obsolete, so an edit that changed nothing does not sit on the stack."""
+
+    def __init__(
+        self,
+        text: str,
+        library: Library,
+        image_ids: Callable[[Library], Iterable[int]],
+        apply: Callable[[Library], list[int]],
+        changed: Callable[[list[int]], None],
+        failed: Callable[[str], None] = _ignore,
+    ):
+        super().__init__(text)
+        self.library, self.image_ids, self.apply, self.changed, self.failed = library, image_ids, apply, changed, failed
+        self.before: dict[int, Snapshot] = {}
+        self.after: dict[int, Snapshot] = {}
+
+    def redo(self) -> None:
+        try:
+            if not self.after:
+                ids = list(self.image_ids(self.library))
+                self.before = self.library.snapshot_images(ids)
+                if not self.apply(self.library):
+                    self.setObsolete(True)
+                    return
+                self.after = self.library.snapshot_images(ids)
+            else:
+                self.library.restore_snapshots(self.after)
+        except STORE_ERRORS as exc:
+            self.setObsolete(True)
+            self.failed(f"{self.text()}: cannot store the edit ({exc})")
+            return
+        self.changed(list(self.after))
+
+    def undo(self) -> None:
+        try:
+            self.library.restore_snapshots(self.before)
+        except STORE_ERRORS as exc:
+            self.failed(f"Undo {self.text()}: cannot store the edit ({exc})")
+        self.changed(list(self.before))
+
+
+def images_with_tag(library: Library, tag: str) -> list[int]:
+    """Every image with a row for ``tag`` (rejected ones included)."""
+    return [image_id for image_id, tags in library.tag_records_by_image().items() if any(t.tag == tag for t in tags)]
+
+
+class FolderTagCommand(ImagesTagsCommand):
+    """Rename or delete a tag across the folder."""
 
     def __init__(
         self,
@@ -72,38 +121,5 @@ class FolderTagCommand(QUndoCommand):
         changed: Callable[[list[int]], None],
         failed: Callable[[str], None] = _ignore,
     ):
-        super().__init__(text)
-        self.library, self.tag, self.apply, self.changed, self.failed = library, tag, apply, changed, failed
-        self.before: dict[int, Snapshot] = {}
-        self.after: dict[int, Snapshot] = {}
-
-    def redo(self) -> None:
-        try:
-            self._redo()
-        except STORE_ERRORS as exc:
-            self.setObsolete(True)
-            self.failed(f"{self.text()}: cannot store the edit ({exc})")
-            return
-        self.changed(list(self.after))
-
-    def _redo(self) -> None:
-        if not self.after:
-            touched = [
-                image_id
-                for image_id, tags in self.library.tag_records_by_image().items()
-                if any(t.tag == self.tag for t in tags)
-            ]
-            self.before = {i: self.library.snapshot_tags(i) for i in touched}
-            self.apply(self.library)
-            self.after = {i: self.library.snapshot_tags(i) for i in touched}
-        else:
-            for image_id, snapshot in self.after.items():
-                self.library.restore_snapshot(image_id, snapshot)
-
-    def undo(self) -> None:
-        try:
-            for image_id, snapshot in self.before.items():
-                self.library.restore_snapshot(image_id, snapshot)
-        except STORE_ERRORS as exc:
-            self.failed(f"Undo {self.text()}: cannot store the edit ({exc})")
-        self.changed(list(self.before))
+        super().__init__(text, library, lambda lib: images_with_tag(lib, tag), apply, changed, failed)
+        self.tag = tag

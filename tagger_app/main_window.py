@@ -28,13 +28,14 @@ from PySide6.QtWidgets import (
 )
 
 from mlcnn_core.library import Library
-from tagger_app.edit_commands import FolderTagCommand, ImageTagsCommand
+from tagger_app.edit_commands import FolderTagCommand, ImagesTagsCommand, ImageTagsCommand
 from tagger_app.models.image_list_model import ImageListModel
 from tagger_app.settings import AppSettings
 from tagger_app.widgets.gallery import GalleryPanel
 from tagger_app.widgets.info_dialogs import ShortcutsDialog, TextDialog, format_model_card
 from tagger_app.widgets.settings_dialog import SidecarSettingsDialog
 from tagger_app.widgets.tag_panel import FolderTagsPanel, TagPanel
+from tagger_app.widgets.tag_rules_dialog import TagRulesDialog
 from tagger_app.widgets.viewer import ViewerPanel
 from tagger_app.workers.image_loader import FullImageLoader, ThumbnailLoader
 from tagger_app.workers.library_worker import (
@@ -93,6 +94,7 @@ class MainWindow(QMainWindow):
         self.folder_tags = FolderTagsPanel()
         self.undo_stack = QUndoStack(self)
         self.predictor = PredictorThread(self)
+        self.predictor.worker.set_rules(self.settings.tag_rules)
         self.library_thread = LibraryThread(self)
 
         self._build_layout()
@@ -212,6 +214,13 @@ class MainWindow(QMainWindow):
         self._action(edit_menu, "Confirm &all tags of this image", self.confirm_all, ["Ctrl+Return", "Y"])
         self._action(edit_menu, "Add a &tag…", self.tag_panel.focus_add_field, "T")
         edit_menu.addSeparator()
+        self._action(edit_menu, "Add a tag to the &selected images…", self.add_tag_to_selection, "Ctrl+Shift+T")
+        self._action(edit_menu, "Re&move a tag from the selected images…", self.remove_tag_from_selection)
+        self._action(edit_menu, "&Find and replace in the selected images' tags…", self.replace_in_selection,
+                     "Ctrl+H")
+        self._action(edit_menu, "Move the selected tag to the &front", self.move_tag_to_front,
+                     tip="It leads the .txt captions of the selected images (kohya's --keep_tokens)")
+        edit_menu.addSeparator()
         self._action(edit_menu, "Re&name a tag across the folder…", self._rename_selected_folder_tag)
         self._action(edit_menu, "&Delete a tag from the folder…", self._delete_selected_folder_tag)
 
@@ -238,6 +247,9 @@ class MainWindow(QMainWindow):
         self._action(tag_menu, "Tag &untagged images", self.tag_untagged, "Ctrl+Shift+P")
         self._action(tag_menu, "Tag &all images", self.tag_all, "Ctrl+Alt+P")
         self._action(tag_menu, "&Cancel tagging", self.cancel_tagging, "Esc")
+        tag_menu.addSeparator()
+        self._action(tag_menu, "&Rules…", self.edit_tag_rules,
+                     tip="Threshold, excluded tags, maximum count, caption prefix, underscores or spaces")
 
         model_menu = menu.addMenu("&Model")
         self._action(model_menu, "&Open model…", self.choose_model, "Ctrl+M")
@@ -657,6 +669,70 @@ class MainWindow(QMainWindow):
         )
         return True
 
+    # ---- edits of the selected images (the current one when none is selected)
+
+    def _selection(self) -> list[int]:
+        return self.gallery.selected_image_ids() or ([self.current_id] if self.current_id >= 0 else [])
+
+    def _edit_selection(self, text: str, apply: Callable[[Library, list[int]], list[int]]) -> bool:
+        """Push an undoable edit of the selected images; False when nothing changed or it failed."""
+        ids = self._selection()
+        if self.library is None or not ids:
+            return False
+        errors: list[str] = []
+
+        def failed(message: str) -> None:
+            errors.append(message)
+            self._edit_failed(message)
+
+        before = self.undo_stack.count()
+        self.undo_stack.push(
+            ImagesTagsCommand(f"{text} ({len(ids)} images)" if len(ids) > 1 else text, self.library,
+                              lambda _lib: ids, lambda lib: apply(lib, ids), self._after_edit, failed)
+        )
+        if errors:
+            return False
+        if self.undo_stack.count() == before:  # the command changed nothing and made itself obsolete
+            self.statusBar().showMessage(f"{text}: no image changed", 8000)
+            return False
+        return True
+
+    def _ask(self, title: str, label: str, text: str = "") -> str | None:
+        value, ok = QInputDialog.getText(self, title, label, text=text)
+        value = " ".join(value.split())
+        return value if ok and value else None
+
+    def add_tag_to_selection(self, tag: str | None = None) -> bool:
+        tag = tag or self._ask("Add a tag", f"Add to the {len(self._selection())} selected images:")
+        return bool(tag) and self._edit_selection(f"Add “{tag}”", lambda lib, ids: lib.add_tag_to_images(ids, tag))
+
+    def remove_tag_from_selection(self, tag: str | None = None) -> bool:
+        tag = tag or self._ask("Remove a tag", f"Remove from the {len(self._selection())} selected images:",
+                               self.tag_panel.selected_tag() or "")
+        return bool(tag) and self._edit_selection(
+            f"Remove “{tag}”", lambda lib, ids: lib.remove_tag_from_images(ids, tag)
+        )
+
+    def replace_in_selection(self, find: str | None = None, replacement: str | None = None) -> bool:
+        if find is None:
+            find, ok = QInputDialog.getText(self, "Find and replace in tags",
+                                            f"Find in the tags of the {len(self._selection())} selected images:")
+            if not ok or not find:
+                return False
+        if replacement is None:
+            replacement, ok = QInputDialog.getText(self, "Find and replace in tags",
+                                                   f"Replace “{find}” with (empty: remove it):")
+            if not ok:
+                return False
+        return self._edit_selection(
+            f"Replace “{find}” with “{replacement}”", lambda lib, ids: lib.replace_in_tags(ids, find, replacement)
+        )
+
+    def move_tag_to_front(self, tag: str | None = None) -> bool:
+        tag = tag or self.tag_panel.selected_tag() or self._ask("Move a tag to the front", "Tag to put first:")
+        return bool(tag) and self._edit_selection(f"Move “{tag}” to the front",
+                                                  lambda lib, ids: lib.move_to_front(ids, tag))
+
     def _rename_selected_folder_tag(self) -> None:
         tag = self.folder_tags.selected_tag() or self.tag_panel.selected_tag()
         if tag:
@@ -693,7 +769,8 @@ class MainWindow(QMainWindow):
         if self.library is None or not image_ids or not formats:
             return False
         self.library_thread.sidecarsRequested.emit(
-            SidecarRequest(list(image_ids), formats, self.settings.naming, self.settings.write_policy, content)
+            SidecarRequest(list(image_ids), formats, self.settings.naming, self.settings.write_policy, content,
+                           self.settings.tag_rules)
         )
         return True
 
@@ -778,6 +855,12 @@ class MainWindow(QMainWindow):
         if self.current_id in {r.id for r in records}:
             self._refresh_tag_panel()
         self._folder_tags_timer.start()
+
+    def edit_tag_rules(self) -> TagRulesDialog:
+        dialog = TagRulesDialog(self.settings, self)
+        dialog.accepted.connect(lambda: self.predictor.worker.set_rules(self.settings.tag_rules))
+        dialog.open()
+        return dialog
 
     def edit_sidecar_settings(self) -> None:
         dialog = SidecarSettingsDialog(self.settings, self)

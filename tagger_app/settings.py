@@ -1,4 +1,5 @@
-"""The application's persistent choices (QSettings): sidecar formats and policies, recent folders, model."""
+"""The application's persistent choices (QSettings): sidecar formats and policies, the rules for proposed
+and written tags, recent folders, model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 from mlcnn_core.sidecars import NAMING_POLICIES, WRITE_POLICIES
+from mlcnn_core.tag_rules import WORD_SEPARATORS, TagRules, parse_tag_list
 
 ORGANIZATION = "mlcnn-tagger"
 APPLICATION = "MLCNN Tagger"
@@ -89,6 +91,41 @@ class AppSettings:
     @import_as_confirmed.setter
     def import_as_confirmed(self, value: bool) -> None:
         self._set("sidecars/import_as_confirmed", bool(value))
+
+    # ---- proposal and caption rules (mlcnn_core.tag_rules, as `mlcnn tag` applies them)
+
+    @property
+    def tag_rules(self) -> TagRules:
+        """The saved rules; a value that cannot be read (edited by hand) falls back to its default."""
+        try:
+            confidence = float(self._get("tags/min_confidence", "") or "nan")
+        except (TypeError, ValueError):
+            confidence = float("nan")
+        try:
+            max_tags = int(self._get("tags/max_tags", 0) or 0)
+        except (TypeError, ValueError):
+            max_tags = 0
+        separator = str(self._get("tags/word_separator", "keep"))
+        return TagRules(
+            min_confidence=confidence if 0.0 <= confidence <= 1.0 else None,
+            exclude=parse_tag_list(self._joined("tags/exclude")),
+            max_tags=max_tags if max_tags >= 1 else None,
+            prefix=parse_tag_list(self._joined("tags/prefix")),
+            word_separator=separator if separator in WORD_SEPARATORS else "keep",
+        )
+
+    @tag_rules.setter
+    def tag_rules(self, rules: TagRules) -> None:
+        self._set("tags/min_confidence", "" if rules.min_confidence is None else repr(rules.min_confidence))
+        self._set("tags/exclude", ", ".join(rules.exclude))
+        self._set("tags/max_tags", rules.max_tags or 0)
+        self._set("tags/prefix", ", ".join(rules.prefix))
+        self._set("tags/word_separator", rules.word_separator)
+
+    def _joined(self, key: str) -> str:
+        # QSettings' INI format reads "a, b" back as the list ["a", "b"]
+        value = self._get(key, "")
+        return ", ".join(map(str, value)) if isinstance(value, list) else str(value or "")
 
     # ---- folders and model
 

@@ -46,11 +46,13 @@ class ImageTagModel(QAbstractTableModel):
         self, records: list[TagRecord], scores: dict[str, float] | None = None, keep_order: bool = False
     ) -> None:
         """``keep_order``: the same image again (after an edit or a new prediction), so the rows keep
-        their places and new tags come last: a row never moves under the person's cursor."""
+        their places and new tags come last: a row never moves under the person's cursor, unless the
+        person moved its tag to the front (tags with a rank lead, as they lead the captions)."""
         records = list(records)
         if keep_order:
             place = {record.tag: row for row, record in enumerate(self._records)}
-            records.sort(key=lambda record: place.get(record.tag, len(place)))  # stable: new tags keep their order
+            # stable: new tags keep their order
+            records.sort(key=lambda r: (r.rank is None, r.rank or 0, place.get(r.tag, len(place))))
         self.beginResetModel()
         self._records = records
         self._scores = dict(scores or {})

@@ -12,6 +12,7 @@ from PySide6.QtCore import QFileSystemWatcher, QObject, QThread, QTimer, Signal,
 
 from mlcnn_core import sidecars
 from mlcnn_core.library import ImageRecord, Library, LibraryError, TagRecord
+from mlcnn_core.tag_rules import NO_RULES, TagRules
 
 
 @dataclass
@@ -39,6 +40,7 @@ class SidecarRequest:
     naming: str
     policy: str
     content: str = "human"  # "human": a person's tags; "machine": a batch of predictions as they stand
+    rules: TagRules = NO_RULES  # excluded tags, caption prefix, word separator
 
 
 @dataclass
@@ -127,6 +129,7 @@ class LibraryWorker(QObject):
                     txt_path=txt_path and library.abspath(txt_path.as_posix()),
                     policy=request.policy,
                     content=request.content,
+                    rules=request.rules,
                 )
                 report.written[image_id] = written
                 if notes:

@@ -37,6 +37,7 @@ from mlcnn_core.predict_client import (
     PredictionProcessError,
     ProcessCrashed,
 )
+from mlcnn_core.tag_rules import NO_RULES, TagRules, display_confidences
 
 # Jobs of a batch (Tag all) taken at once: they share the network's batches and one image decodes
 # while the others run; more would delay an image a person selects meanwhile.
@@ -59,15 +60,6 @@ class PredictionJob:
     path: Path
     store: bool = True  # False: only the maps are wanted (e.g. viewing an already reviewed image)
     batch: bool = False
-
-
-def display_confidences(scores: dict[str, float], rescored: bool) -> dict[str, float]:
-    """The core's per-label scores as the confidences in [0, 1] the library stores and the panel draws."""
-    positive = {k: max(float(v), 0.0) for k, v in scores.items()}
-    if rescored:
-        return positive
-    total = sum(positive.values())
-    return {k: v / total if total > 0 else 0.0 for k, v in positive.items()}
 
 
 @dataclass
@@ -102,6 +94,7 @@ class PredictorWorker(QObject):
         self._lock = threading.Lock()
         self._queue: deque[PredictionJob] = deque()
         self._library: Library | None = None
+        self._rules: TagRules = NO_RULES
         self._process = PredictionProcess()
         self._model: LoadedModel | None = None
         self._model_info = ModelInfo()
@@ -118,6 +111,11 @@ class PredictorWorker(QObject):
             self._library = library
             self._queue.clear()
             self._batch_total = self._batch_done = 0
+
+    def set_rules(self, rules: TagRules) -> None:
+        """The person's proposal rules (threshold, excluded tags, maximum count) for what comes next."""
+        with self._lock:
+            self._rules = rules
 
     def enqueue(self, jobs: list[PredictionJob], first: bool = False) -> None:
         with self._lock:
@@ -197,14 +195,14 @@ class PredictorWorker(QObject):
             jobs = [self._queue.popleft()]
             while jobs[0].batch and len(jobs) < BATCH_JOBS and self._queue and self._queue[0].batch:
                 jobs.append(self._queue.popleft())
-            library = self._library
-        self._run(jobs, library)
+            library, rules = self._library, self._rules
+        self._run(jobs, library, rules)
         with self._lock:
             more = bool(self._queue)
         if more:
             self._schedule()
 
-    def _run(self, jobs: list[PredictionJob], library: Library | None) -> None:
+    def _run(self, jobs: list[PredictionJob], library: Library | None, rules: TagRules) -> None:
         start = time.perf_counter()
         left = list(jobs)
         try:
@@ -215,7 +213,7 @@ class PredictorWorker(QObject):
                     self.imageFailed.emit(job.image_id, result.message)
                     self._count(job)
                 else:
-                    self._deliver(job, result, (time.perf_counter() - start) / len(jobs), library)
+                    self._deliver(job, result, (time.perf_counter() - start) / len(jobs), library, rules)
         except PredictionProcessError as exc:  # e.g. out of GPU memory, a crash: report it, keep the queue going
             if self._process.closed:
                 return
@@ -223,7 +221,7 @@ class PredictorWorker(QObject):
                 self.processCrashed.emit(str(exc))
             if len(left) > 1:  # which image it was, and the others' predictions, come one at a time
                 for job in left:
-                    self._run([job], library)
+                    self._run([job], library, rules)
                 return
             message = str(exc)
             if "out of memory" in message.lower():
@@ -236,12 +234,13 @@ class PredictorWorker(QObject):
             self._count(job)
 
     def _deliver(
-        self, job: PredictionJob, prediction: ImagePrediction, seconds: float, library: Library | None
+        self, job: PredictionJob, prediction: ImagePrediction, seconds: float, library: Library | None,
+        rules: TagRules,
     ) -> None:
         confidences = display_confidences(prediction.confidences, self._model.rescored)
         result = PredictionResult(
             job.image_id,
-            list(prediction.labels),
+            rules.choose(prediction.labels, confidences),
             confidences,
             list(prediction.label_names),
             prediction.maps,

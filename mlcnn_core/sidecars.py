@@ -12,7 +12,8 @@ according to a naming policy:
 A ``.txt`` file keeps its shape when it is rewritten (see :class:`_TxtDocument`): each line of
 comma-separated tags keeps its tags in their order, lines of prose (a natural-language caption) are
 kept verbatim, and a file of one tag per line (gallery-dl, Hydrus) stays one tag per line. kohya's
-``.caption`` files are read like ``.txt`` files.
+``.caption`` files are read like ``.txt`` files, and the tags in gallery-dl's metadata
+(``a.jpg.json``, from its ``--write-metadata``) are imported; those files are never written.
 
 XMP sidecars are ``a.jpg.xmp`` (the digiKam / darktable / exiftool convention), or ``a.xmp`` where
 another program already wrote one (exiftool ``%f.xmp``, Lightroom). Tags live in ``dc:subject``; a
@@ -38,6 +39,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -58,6 +60,7 @@ NAMING_POLICIES: tuple[str, ...] = ("stem", "full", "auto")
 WRITE_POLICIES: tuple[str, ...] = ("merge", "replace")
 TAG_SEPARATOR = ", "
 CAPTION_SUFFIXES: tuple[str, ...] = (".txt", ".caption")
+GALLERY_DL_SUFFIX = ".json"  # gallery-dl's metadata post-processor: image.jpg.json, read, never written
 
 NS_X = "adobe:ns:meta/"
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -275,8 +278,8 @@ def xmp_target(image: Path, collides: bool = False) -> Path:
 
 def sidecar_names(image_name: str, collides: bool) -> list[str]:
     """File names that may hold ``image_name``'s tags, in reading order (``.txt`` and ``.caption``
-    by full name, then by stem; then XMP by full name, then by stem). A shared stem is not read
-    when another image in the folder shares it."""
+    by full name, then by stem; then XMP by full name, then by stem; then gallery-dl's metadata,
+    ``image.jpg.json``). A shared stem is not read when another image in the folder shares it."""
     stem = os.path.splitext(image_name)[0]
     names = [image_name + s for s in CAPTION_SUFFIXES]
     if not collides:
@@ -284,6 +287,7 @@ def sidecar_names(image_name: str, collides: bool) -> list[str]:
     names.append(image_name + ".xmp")
     if not collides:
         names.append(stem + ".xmp")
+    names.append(image_name + GALLERY_DL_SUFFIX)
     return names
 
 
@@ -312,7 +316,7 @@ def existing_txt_sidecar(image: Path, collides: bool) -> Path | None:
     ``a.txt``, ``a.caption`` (those only when no other image shares the stem, since a shared file
     cannot be attributed to one image)."""
     for name in sidecar_names(Path(image).name, collides):
-        if not name.endswith(".xmp"):
+        if name.endswith(CAPTION_SUFFIXES):
             path = Path(image).with_name(name)
             if path.is_file():
                 return path
@@ -778,24 +782,59 @@ class SidecarContent:
 
 
 def read_sidecar_file(path: Path, notes: list[str] | None = None) -> tuple[list[str], str]:
-    """Tags of one sidecar (caption or XMP, by its suffix) and its :func:`content_hash`."""
+    """Tags of one sidecar (caption, XMP or gallery-dl metadata, by its suffix) and its
+    :func:`content_hash`."""
     path = Path(path)
     data = _read_bytes_or_none(path)
     if data is None:
         raise SidecarError(f"cannot read sidecar {path}: no such file")
     if is_xmp(path):
         tags = _load_xmp(path, data).tags()
+    elif path.name.endswith(GALLERY_DL_SUFFIX):
+        tags = _gallery_dl_tags(path, data, notes)
     else:
         tags = _TxtDocument(_decode_text(path, data, notes)[0]).tags()
     return tags, content_hash(data)
 
 
+def _gallery_dl_tags(path: Path, data: bytes, notes: list[str] | None) -> list[str]:
+    """The tags in gallery-dl's metadata of one file, where its own ``mode: tags`` finds them:
+    ``tags``, else ``tag_string``; a string is split at ", " if it has one, else at spaces (a
+    booru's ``1girl long_hair smile``: booru tags hold no spaces); a dict (e621's categories) gives
+    all its lists; a list of dicts (pixiv's translated tags) all their values. Metadata without
+    tags (most sites) gives none; a file that is not JSON gives none and a note, and never stops the
+    image's other sidecars from being read."""
+    try:
+        meta = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        if notes is not None:
+            notes.append(f"{path} is not JSON metadata ({exc}); its tags were not read")
+        return []
+    tags = (meta.get("tags") or meta.get("tag_string")) if isinstance(meta, dict) else None
+    if isinstance(tags, str):
+        tags = tags.split(", ") if ", " in tags else tags.split()
+    elif isinstance(tags, dict):
+        tags = [t for values in tags.values() if isinstance(values, list) for t in values]
+    elif isinstance(tags, list):
+        tags = [v for t in tags for v in (t.values() if isinstance(t, dict) else [t])]
+    else:
+        return []
+    return normalize_tags(t for t in tags if isinstance(t, str))
+
+
+def existing_gallery_dl_sidecar(image: Path) -> Path | None:
+    path = Path(image).with_name(Path(image).name + GALLERY_DL_SUFFIX)
+    return path if path.is_file() else None
+
+
 def read_image_content(image: Path, collides: bool = False) -> SidecarContent:
-    """Everything :func:`read_image_sidecars` reads, with the fingerprints of the files."""
+    """Everything :func:`read_image_sidecars` reads (and gallery-dl's metadata), with the
+    fingerprints of the files."""
     image = Path(image)
     content = SidecarContent()
     tags: list[str] = []
-    for path in (existing_txt_sidecar(image, collides), existing_xmp_sidecar(image, collides)):
+    for path in (existing_txt_sidecar(image, collides), existing_xmp_sidecar(image, collides),
+                 existing_gallery_dl_sidecar(image)):
         if path is not None:
             file_tags, digest = read_sidecar_file(path, content.notes)
             tags += file_tags
@@ -805,7 +844,8 @@ def read_image_content(image: Path, collides: bool = False) -> SidecarContent:
 
 
 def read_image_sidecars(image: Path, collides: bool = False, include_hierarchical: bool = False) -> list[str]:
-    """All tags in an image's existing sidecars (caption file and XMP), merged; ``[]`` if none.
+    """All tags in an image's existing sidecars (caption file, XMP, gallery-dl metadata), merged;
+    ``[]`` if none.
 
     Raises :class:`SidecarError` for an unreadable or malformed sidecar.
     """
@@ -817,6 +857,9 @@ def read_image_sidecars(image: Path, collides: bool = False, include_hierarchica
     xmp = existing_xmp_sidecar(image, collides)
     if xmp is not None:
         tags += read_xmp(xmp, include_hierarchical=include_hierarchical)
+    metadata = existing_gallery_dl_sidecar(image)
+    if metadata is not None:
+        tags += read_sidecar_file(metadata)[0]
     return normalize_tags(tags)
 
 

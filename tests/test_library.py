@@ -372,3 +372,18 @@ def test_a_newer_library_is_refused_and_an_older_one_migrated(tmp_path, monkeypa
     assert "note" in [row[1] for row in lib.conn.execute("PRAGMA table_info(images)")]
     assert lib.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
     lib.close()
+
+
+def test_gallery_dl_metadata_is_imported_and_written_into_the_caption(tmp_path):
+    make_folder(tmp_path, ["a.jpg"])
+    (tmp_path / "a.jpg.json").write_text('{"category": "danbooru", "tag_string": "1girl smile"}', encoding="utf-8")
+    lib = Library.open(tmp_path)
+    lib.scan()
+    assert lib.import_sidecars() == []
+    image_id = lib.image_id("a.jpg")
+    assert {t.tag: t.source for t in lib.tags(image_id)} == {"1girl": "sidecar", "smile": "sidecar"}
+    lib.confirm_all(image_id)
+    lib.write_sidecars(image_id, formats=["txt"], txt_path=tmp_path / "a.txt", policy="merge")
+    assert (tmp_path / "a.txt").read_text() == "1girl, smile\n"
+    assert (tmp_path / "a.jpg.json").read_text().startswith('{"category"')  # never written
+    lib.close()

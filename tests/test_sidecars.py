@@ -449,3 +449,34 @@ def test_a_caption_whose_tags_all_go_keeps_its_prose_apart(tmp_path):
     assert write_txt(path, ["cat"], policy="replace") == ["cat"]
     assert path.read_text() == "A caption line that must stay.\ncat\n"
     assert read_txt(path) == ["cat"]
+
+
+@pytest.mark.parametrize("meta,tags", [
+    ({"category": "danbooru", "tag_string": "1girl long_hair smile"}, ["1girl", "long_hair", "smile"]),
+    ({"category": "gelbooru", "tags": "1girl solo"}, ["1girl", "solo"]),
+    ({"category": "e621", "tags": {"general": ["fur", "smile"], "species": ["fox"]}}, ["fur", "smile", "fox"]),
+    ({"category": "pixiv", "tags": [{"name": "猫", "translated_name": "cat"}, {"name": "x", "translated_name": None}]},
+     ["猫", "cat", "x"]),
+    ({"category": "site", "tags": ["hello, world", "sky"]}, ["hello, world", "sky"]),  # one tag each
+    ({"category": "twitter", "content": "no tags here"}, []),
+])
+def test_gallery_dl_metadata_tags_are_imported(tmp_path, meta, tags):
+    import json
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"")
+    (tmp_path / "a.jpg.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    content = sidecars.read_image_content(image)
+    assert content.tags == tags
+    assert tmp_path / "a.jpg.json" in content.hashes
+    assert sidecars.existing_txt_sidecar(image, False) is None  # metadata is no caption to write into
+
+
+def test_metadata_that_is_not_json_does_not_stop_the_caption(tmp_path):
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"")
+    (tmp_path / "a.txt").write_text("cat, dog\n", encoding="utf-8")
+    (tmp_path / "a.jpg.json").write_text("{not json", encoding="utf-8")
+    content = sidecars.read_image_content(image)
+    assert content.tags == ["cat", "dog"]
+    assert "not JSON" in content.notes[0]

@@ -47,6 +47,7 @@ from tagger_app.workers.library_worker import (
     SidecarRequest,
 )
 from tagger_app.workers.predictor_worker import ModelSummary, PredictionJob, PredictionResult, PredictorThread
+from tagger_app.workers.tag_list_loader import TagListLoader
 from tagger_app.workers.thumbnail_cache import ThumbnailDiskCache
 
 MAPS_CACHE_SIZE = 64
@@ -96,6 +97,8 @@ class MainWindow(QMainWindow):
         self.predictor = PredictorThread(self)
         self.predictor.worker.set_rules(self.settings.tag_rules)
         self.library_thread = LibraryThread(self)
+        self.tag_list: list[str] = []  # an autocomplete tag list's tags (Tag ▸ Autocomplete from a tag list)
+        self.tag_list_loader = TagListLoader(self)
 
         self._build_layout()
         self._build_status_bar()
@@ -111,6 +114,8 @@ class MainWindow(QMainWindow):
         self._predict_timer.setInterval(PREDICT_AFTER_MS)
         self._predict_timer.timeout.connect(self._predict_current)
 
+        if self.settings.tag_list_path:
+            self.tag_list_loader.load(self.settings.tag_list_path)
         if load_default_model:
             self.load_default_model()
 
@@ -250,6 +255,9 @@ class MainWindow(QMainWindow):
         tag_menu.addSeparator()
         self._action(tag_menu, "&Rules…", self.edit_tag_rules,
                      tip="Threshold, excluded tags, maximum count, caption prefix, underscores or spaces")
+        self._action(tag_menu, "Autocomplete from a tag &list…", self.choose_tag_list,
+                     tip="A booru tag CSV (a1111 tag autocomplete's danbooru.csv) or one tag per line")
+        self._action(tag_menu, "No autocomplete tag list", lambda: self.use_tag_list(""))
 
         model_menu = menu.addMenu("&Model")
         self._action(model_menu, "&Open model…", self.choose_model, "Ctrl+M")
@@ -305,6 +313,8 @@ class MainWindow(QMainWindow):
         self.folder_tags.deleteRequested.connect(self.delete_tag)
         self.cancel_button.clicked.connect(self.cancel_tagging)
         self.viewer.opacity.valueChanged.connect(lambda v: setattr(self.settings, "overlay_opacity", v))
+        self.tag_list_loader.loaded.connect(self._on_tag_list_loaded)
+        self.tag_list_loader.failed.connect(self._on_tag_list_failed)
 
     # ------------------------------------------------------------------------------- folders
 
@@ -880,7 +890,31 @@ class MainWindow(QMainWindow):
 
     def _update_completions(self) -> None:
         labels = self.model.labels if self.model else []
-        self.tag_panel.set_completions(list(labels) + self.folder_tags.model.tags())
+        self.tag_panel.set_completions(list(labels) + self.folder_tags.model.tags(), self.tag_list)
+
+    def choose_tag_list(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Autocomplete from a tag list", "",
+                                              "Tag lists (*.csv *.txt);;All files (*)")
+        if path:
+            self.use_tag_list(path)
+
+    def use_tag_list(self, path: str) -> None:
+        """Complete tags from the list at ``path`` (read off the GUI thread; remembered), or none."""
+        self.settings.tag_list_path = path
+        if path:
+            self.tag_list_loader.load(path)
+        else:
+            self._on_tag_list_loaded("", [])
+
+    def _on_tag_list_failed(self, path: str, message: str) -> None:
+        self.settings.tag_list_path = ""  # not tried again at every start
+        self._report(f"Cannot use the tag list for autocomplete: {message}", error=True)
+
+    def _on_tag_list_loaded(self, path: str, tags: list[str]) -> None:
+        self.tag_list = tags
+        self._update_completions()
+        if path:
+            self.statusBar().showMessage(f"Autocomplete: {len(tags)} tags from {Path(path).name}", 8000)
 
     def _report(self, message: str, error: bool) -> None:
         """Status bar for everything; errors also in a non-blocking message box (``error_dialogs``)."""
@@ -921,6 +955,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.reset()
         self.thumbnails.wait(5000)
         self.image_loader.wait(5000)
+        self.tag_list_loader.wait(5000)
         if self.library is not None:
             self.library.close()
             self.library = None

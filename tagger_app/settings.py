@@ -150,6 +150,15 @@ class AppSettings:
         self._set("model/path", value or "")
 
     @property
+    def tag_list_path(self) -> str:
+        """An autocomplete tag list (a1111 tag autocomplete CSV), or ""."""
+        return str(self._get("completion/tag_list", "") or "")
+
+    @tag_list_path.setter
+    def tag_list_path(self, value: str) -> None:
+        self._set("completion/tag_list", value or "")
+
+    @property
     def overlay_opacity(self) -> int:
         try:
             return int(self._get("viewer/opacity", 60))

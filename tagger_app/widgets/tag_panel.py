@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from PySide6.QtCore import QModelIndex, QRect, QStringListModel, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QPainter
 from PySide6.QtWidgets import (
@@ -146,8 +148,12 @@ class TagPanel(QWidget):
     def clear(self) -> None:
         self.set_image(-1, "No image", None, [])
 
-    def set_completions(self, tags: list[str]) -> None:
-        self.completions.setStringList(sorted(set(tags), key=str.casefold))
+    def set_completions(self, tags: list[str], tag_list: Sequence[str] = ()) -> None:
+        """The add field completes ``tags`` (the model's labels, the folder's tags) alphabetically, then
+        the rest of an autocomplete ``tag_list`` in its own order (most used first)."""
+        own = sorted(set(tags), key=str.casefold)
+        seen = set(own)
+        self.completions.setStringList(own + [t for t in tag_list if t not in seen])
 
     def selected_tag(self) -> str | None:
         index = self.table.currentIndex()

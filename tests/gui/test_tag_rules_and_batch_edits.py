@@ -101,3 +101,18 @@ def test_find_and_replace_and_move_to_front_write_the_selection_captions(qtbot, 
     with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000):
         window.undo_stack.undo()
     assert all(sorted(window.library.positive_tags(i)) == ["character_x", "long_hair", "smile"] for i in ids)
+
+
+def test_a_tag_list_completes_after_the_folder_tags_and_is_remembered(qtbot, window, image_folder, tmp_path):
+    tag_list = tmp_path / "danbooru.csv"
+    tag_list.write_text('long_hair,0,2800000,"longhair"\nsmile,0,2000000,\n', encoding="utf-8")
+    open_folder(qtbot, window, image_folder)
+    window.library.set_tag(window.current_id, "smile", "added")
+    window.refresh_folder_tags()
+    with qtbot.waitSignal(window.tag_list_loader.loaded, timeout=10_000):
+        window.use_tag_list(str(tag_list))
+    assert window.tag_panel.completions.stringList() == ["smile", "long_hair"]
+    assert AppSettings(tmp_path / "settings.ini").tag_list_path == str(tag_list)
+    with qtbot.waitSignal(window.tag_list_loader.failed, timeout=10_000):
+        window.use_tag_list(str(tmp_path / "gone.csv"))
+    assert "gone.csv" in window.last_error and window.settings.tag_list_path == ""

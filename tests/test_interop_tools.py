@@ -172,3 +172,29 @@ def test_kohya_reads_our_txt_with_the_trigger_word_first(tmp_path):
     txt.write_text("ohwx, 1girl, solo\nA second caption line, kept.\n")
     sidecars.write_txt(txt, ["1girl", "ohwx", "smile"], policy="replace")
     assert kohya_read_caption(txt) == ["ohwx", "1girl", "smile"]
+
+
+def test_kohya_reads_the_caption_prefix_first(tmp_path):
+    from mlcnn_core.library import Library
+    from mlcnn_core.tag_rules import TagRules
+
+    (tmp_path / "x.jpg").write_bytes(b"")
+    (tmp_path / "x.txt").write_text("1girl, ohwx, long_hair\nA second caption line, kept.\n")
+    library = Library.open(tmp_path)
+    library.scan()
+    library.import_sidecars()
+    image_id = library.image_id("x.jpg")
+    library.set_tag(image_id, "smile", "added")
+    library.write_sidecars(image_id, formats=["txt"], txt_path=tmp_path / "x.txt", policy="merge",
+                           rules=TagRules(prefix=["ohwx"], word_separator="space"))
+    library.close()
+    assert kohya_read_caption(tmp_path / "x.txt") == ["ohwx", "1girl", "long hair", "smile"]
+
+
+def test_taggui_reads_our_txt(tmp_path):
+    """taggui's rule: the image's path with the suffix .txt, split on ", ", each part stripped."""
+    image = tmp_path / "x.png"
+    sidecars.write_image_sidecars(image, ["1girl", "blue sky", "(masterpiece:1.2)"], formats=["txt"],
+                                  txt_path=sidecars.stem_txt_path(image), policy="merge")
+    text = image.with_suffix(".txt").read_text(encoding="utf-8")
+    assert [t.strip() for t in text.split(", ")] == ["1girl", "blue sky", "(masterpiece:1.2)"]

@@ -111,6 +111,19 @@ CREATE TABLE IF NOT EXISTS sidecar_files (
 _TAG_COLUMNS = "image_id, tag, source, state, confidence, updated"
 _RECORD_COLUMNS = "tag, source, state, confidence, rank"
 _TAG_ORDER = "rank IS NULL, rank, source = 'machine', confidence IS NULL, -confidence, tag"
+_IDS = "SELECT value FROM json_each(?)"  # a JSON array of image ids, for a statement over a selection
+# An image's status (module docstring): proposals nobody decided on make it predicted; a person's tag
+# or review confirmed; a prediction that proposed nothing predicted.
+_STATUS = """CASE
+    WHEN EXISTS (SELECT 1 FROM tags t WHERE t.image_id = images.id AND t.source = 'machine') THEN 'predicted'
+    WHEN images.reviewed OR EXISTS (SELECT 1 FROM tags t WHERE t.image_id = images.id AND t.source = 'human')
+        THEN 'confirmed'
+    WHEN EXISTS (SELECT 1 FROM predictions p WHERE p.image_id = images.id) THEN 'predicted'
+    ELSE 'untagged' END"""
+
+
+# An image's tag rows (_RECORD_COLUMNS) and review mark, as an undo restores them.
+Snapshot = tuple[list[tuple], bool]
 
 
 class LibraryError(Exception):
@@ -949,19 +962,11 @@ class Library:
     # ---- writing
 
     def _refresh_status(self, conn: sqlite3.Connection, image_id: int) -> str:
-        sources = {r[0] for r in conn.execute("SELECT source FROM tags WHERE image_id = ?", (image_id,))}
-        (reviewed,) = conn.execute("SELECT reviewed FROM images WHERE id = ?", (image_id,)).fetchone()
-        predicted = conn.execute("SELECT 1 FROM predictions WHERE image_id = ?", (image_id,)).fetchone()
-        if "machine" in sources:
-            status = "predicted"  # proposals nobody has decided on yet
-        elif reviewed or "human" in sources:
-            status = "confirmed"
-        elif predicted:
-            status = "predicted"
-        else:
-            status = "untagged"
-        conn.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))
-        return status
+        conn.execute(f"UPDATE images SET status = {_STATUS} WHERE id = ?", (image_id,))
+        return conn.execute("SELECT status FROM images WHERE id = ?", (image_id,)).fetchone()[0]
+
+    def _refresh_statuses(self, conn: sqlite3.Connection, image_ids: Sequence[int]) -> None:
+        conn.execute(f"UPDATE images SET status = {_STATUS} WHERE id IN ({_IDS})", (json.dumps(list(image_ids)),))
 
     def store_prediction(
         self,
@@ -1103,38 +1108,57 @@ class Library:
                 self._refresh_status(conn, image_id)
         return ids
 
-    def snapshot_tags(self, image_id: int) -> tuple[list[TagRecord], bool]:
+    def snapshot_tags(self, image_id: int) -> Snapshot:
         """Everything :meth:`restore_snapshot` needs to undo a multi-tag edit of one image."""
-        reviewed = self.conn.execute("SELECT reviewed FROM images WHERE id = ?", (image_id,)).fetchone()
-        return self.tags(image_id), bool(reviewed and reviewed[0])
+        return self.snapshot_images([image_id])[image_id]
 
-    def restore_snapshot(self, image_id: int, snapshot: tuple[list[TagRecord], bool]) -> str:
-        records, reviewed = snapshot
-        with self._tx() as conn:
-            return self._restore_snapshot(conn, image_id, snapshot)
+    def restore_snapshot(self, image_id: int, snapshot: Snapshot) -> str:
+        self.restore_snapshots({image_id: snapshot})
+        return self.image(image_id).status
 
-    def _restore_snapshot(self, conn: sqlite3.Connection, image_id: int, snapshot: tuple[list[TagRecord], bool]) -> str:
-        records, reviewed = snapshot
-        conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
-        conn.executemany(
-            "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(image_id, r.tag, r.source, r.state, r.confidence, time.time(), r.rank) for r in records],
-        )
-        conn.execute("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
-        self._mark_pending(conn, image_id)
-        return self._refresh_status(conn, image_id)
+    def snapshot_images(self, image_ids: Iterable[int]) -> dict[int, Snapshot]:
+        """:meth:`snapshot_tags` of many images (two queries), for undoing an edit of a selection."""
+        ids = json.dumps(list(image_ids))
+        out = {i: ([], bool(r)) for i, r in self.conn.execute(f"SELECT id, reviewed FROM images WHERE id IN ({_IDS})",
+                                                               (ids,))}
+        for image_id, *row in self.conn.execute(
+            f"SELECT image_id, {_RECORD_COLUMNS} FROM tags WHERE image_id IN ({_IDS})", (ids,)
+        ):
+            out[image_id][0].append(tuple(row))
+        return out
 
-    def snapshot_images(self, image_ids: Iterable[int]) -> dict[int, tuple[list[TagRecord], bool]]:
-        """:meth:`snapshot_tags` of many images, for undoing an edit of a selection."""
-        return {image_id: self.snapshot_tags(image_id) for image_id in image_ids}
-
-    def restore_snapshots(self, snapshots: dict[int, tuple[list[TagRecord], bool]]) -> None:
+    def restore_snapshots(self, snapshots: dict[int, Snapshot]) -> None:
         """:meth:`restore_snapshot` of many images, in one transaction."""
+        ids = list(snapshots)
+        now = time.time()
         with self._tx() as conn:
-            for image_id, snapshot in snapshots.items():
-                self._restore_snapshot(conn, image_id, snapshot)
+            conn.execute(f"DELETE FROM tags WHERE image_id IN ({_IDS})", (json.dumps(ids),))
+            conn.executemany(
+                f"INSERT INTO tags (image_id, {_RECORD_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(i, *row, now) for i, (rows, _) in snapshots.items() for row in rows],
+            )
+            conn.executemany("UPDATE images SET reviewed = ? WHERE id = ?",
+                             [(int(reviewed), i) for i, (_, reviewed) in snapshots.items()])
+            self._after_selection_edit(conn, ids)
 
-    # ---- edits of a selection (one transaction each; undo restores snapshots)
+    def _after_selection_edit(self, conn: sqlite3.Connection, image_ids: Sequence[int]) -> None:
+        ids = json.dumps(list(image_ids))
+        conn.execute(
+            "INSERT INTO sidecars (image_id, pending) SELECT value, 1 FROM json_each(?) WHERE 1 "
+            "ON CONFLICT(image_id) DO UPDATE SET pending = 1",
+            (ids,),
+        )
+        self._refresh_statuses(conn, image_ids)
+
+    def _rows_of_tag(self, conn: sqlite3.Connection, image_ids: Iterable[int], tag: str) -> list[tuple]:
+        """(image id, source, state, confidence, rank) of ``tag`` on each image, ``None``s where it has none."""
+        return conn.execute(
+            "SELECT s.value, t.source, t.state, t.confidence, t.rank FROM json_each(?) s "
+            "LEFT JOIN tags t ON t.image_id = s.value AND t.tag = ?",
+            (json.dumps(list(image_ids)), tag),
+        ).fetchall()
+
+    # ---- edits of a selection (one transaction and a few statements each, whatever its size)
 
     def add_tag_to_images(self, image_ids: Iterable[int], tag: str) -> list[int]:
         """A person's tag on each image: ``added``, or ``confirmed`` where it was proposed or imported
@@ -1142,37 +1166,33 @@ class Library:
         tag = sidecars.normalize_tag(tag)
         if not tag:
             raise LibraryError("a tag cannot be empty (control characters are not kept)")
-        touched = []
+        now = time.time()
         with self._tx() as conn:
-            for image_id in image_ids:
-                row = conn.execute("SELECT source, state FROM tags WHERE image_id = ? AND tag = ?",
-                                   (image_id, tag)).fetchone()
-                if row is not None and row[0] == "human" and row[1] in HUMAN_POSITIVE:
-                    continue
-                self._set_tag(conn, image_id, tag, "added" if row is None or row[1] == "rejected" else "confirmed")
-                self._mark_pending(conn, image_id)
-                self._refresh_status(conn, image_id)
-                touched.append(image_id)
+            rows = [r for r in self._rows_of_tag(conn, image_ids, tag)
+                    if not (r[1] == "human" and r[2] in HUMAN_POSITIVE)]
+            conn.executemany(
+                "INSERT OR REPLACE INTO tags VALUES (?, ?, 'human', ?, ?, ?, ?)",
+                [(i, tag, "added" if state in (None, "rejected") else "confirmed", confidence, now, rank)
+                 for i, _source, state, confidence, rank in rows],
+            )
+            touched = [r[0] for r in rows]
+            self._after_selection_edit(conn, touched)
         return touched
 
     def remove_tag_from_images(self, image_ids: Iterable[int], tag: str) -> list[int]:
         """The tag no longer applies to each image: a tag a person added is deleted, any other
         (a proposal, an imported or confirmed tag) is rejected, so it is not proposed again and
         leaves the sidecars. Returns the images that changed."""
-        touched = []
         with self._tx() as conn:
-            for image_id in image_ids:
-                row = conn.execute("SELECT source, state FROM tags WHERE image_id = ? AND tag = ?",
-                                   (image_id, tag)).fetchone()
-                if row is None or row[1] == "rejected":
-                    continue
-                if row == ("human", "added"):
-                    conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
-                else:
-                    self._set_tag(conn, image_id, tag, "rejected")
-                self._mark_pending(conn, image_id)
-                self._refresh_status(conn, image_id)
-                touched.append(image_id)
+            rows = [r for r in self._rows_of_tag(conn, image_ids, tag) if r[2] not in (None, "rejected")]
+            added = [(r[0], tag) for r in rows if r[1:3] == ("human", "added")]
+            conn.executemany("DELETE FROM tags WHERE image_id = ? AND tag = ?", added)
+            conn.executemany(
+                "UPDATE tags SET source = 'human', state = 'rejected', updated = ? WHERE image_id = ? AND tag = ?",
+                [(time.time(), r[0], tag) for r in rows if r[1:3] != ("human", "added")],
+            )
+            touched = [r[0] for r in rows]
+            self._after_selection_edit(conn, touched)
         return touched
 
     def replace_in_tags(self, image_ids: Iterable[int], find: str, replacement: str, whole: bool = False) -> list[int]:
@@ -1182,49 +1202,64 @@ class Library:
         images that changed."""
         if not find:
             raise LibraryError("give the text to find")
-        touched = []
+        touched: dict[int, None] = {}
         with self._tx() as conn:
-            for image_id in image_ids:
-                tags = [r[0] for r in conn.execute("SELECT tag FROM tags WHERE image_id = ?", (image_id,))]
-                changed = False
-                for tag in tags:
-                    if (tag != find) if whole else (find not in tag):
-                        continue
-                    new = sidecars.normalize_tag(replacement if whole else tag.replace(find, replacement))
-                    if new == tag:
-                        continue
-                    if new:
-                        self._rename_in_image(conn, image_id, tag, new)
-                    else:
-                        conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
-                    changed = True
-                if changed:
-                    self._mark_pending(conn, image_id)
-                    self._refresh_status(conn, image_id)
-                    touched.append(image_id)
-        return touched
+            rows = conn.execute(
+                f"SELECT image_id, tag FROM tags WHERE image_id IN ({_IDS}) AND "
+                + ("tag = ?" if whole else "instr(tag, ?) > 0") + " ORDER BY image_id, tag",
+                (json.dumps(list(image_ids)), find),
+            ).fetchall()
+            for image_id, tag in rows:
+                new = sidecars.normalize_tag(replacement if whole else tag.replace(find, replacement))
+                if new == tag:
+                    continue
+                if new:
+                    self._rename_in_image(conn, image_id, tag, new)
+                else:
+                    conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
+                touched[image_id] = None
+            self._after_selection_edit(conn, list(touched))
+        return list(touched)
 
     def move_to_front(self, image_ids: Iterable[int], tag: str) -> list[int]:
         """``tag`` becomes the first of each image's tags that has it: it leads the tag list and the
         image's ``.txt`` captions (after a caption prefix), whatever their order on disk. Returns
         the images that changed."""
-        touched = []
         with self._tx() as conn:
-            for image_id in image_ids:
-                leader = conn.execute(
-                    f"SELECT tag FROM tags WHERE image_id = ? AND state != 'rejected' ORDER BY {_TAG_ORDER} LIMIT 1",
-                    (image_id,),
-                ).fetchone()
-                has = conn.execute("SELECT 1 FROM tags WHERE image_id = ? AND tag = ? AND state != 'rejected'",
-                                   (image_id, tag)).fetchone()
-                if not has or leader == (tag,):
-                    continue
-                (lowest,) = conn.execute("SELECT MIN(rank) FROM tags WHERE image_id = ?", (image_id,)).fetchone()
-                conn.execute("UPDATE tags SET rank = ? WHERE image_id = ? AND tag = ?",
-                             ((lowest or 0) - 1, image_id, tag))
-                self._mark_pending(conn, image_id)
-                touched.append(image_id)
+            rows = conn.execute(
+                f"SELECT image_id, tag, rank FROM tags WHERE image_id IN ({_IDS}) AND state != 'rejected' "
+                f"ORDER BY image_id, {_TAG_ORDER}",
+                (json.dumps(list(image_ids)),),
+            ).fetchall()
+            leader: dict[int, str] = {}
+            lowest: dict[int, int] = {}
+            has: set[int] = set()
+            for image_id, name, rank in rows:
+                leader.setdefault(image_id, name)
+                lowest[image_id] = min(lowest.get(image_id, 0), rank if rank is not None else 0)
+                has.update([image_id] if name == tag else [])
+            touched = [i for i in leader if i in has and leader[i] != tag]
+            conn.executemany("UPDATE tags SET rank = ? WHERE image_id = ? AND tag = ?",
+                             [(lowest[i] - 1, i, tag) for i in touched])
+            self._after_selection_edit(conn, touched)
         return touched
+
+    def records(self, image_ids: Iterable[int]) -> list[ImageRecord]:
+        """The records of ``image_ids`` (one query)."""
+        return [self._record(r) for r in self.conn.execute(
+            f"SELECT id, path, size, mtime, status, uncertainty FROM images WHERE id IN ({_IDS})",
+            (json.dumps(list(image_ids)),),
+        )]
+
+    def positive_tag_sets(self, image_ids: Iterable[int]) -> dict[int, set[str]]:
+        """The tags that apply to each of ``image_ids`` (one query)."""
+        ids = list(image_ids)
+        out: dict[int, set[str]] = {i: set() for i in ids}
+        for image_id, tag in self.conn.execute(
+            f"SELECT image_id, tag FROM tags WHERE image_id IN ({_IDS}) AND state != 'rejected'", (json.dumps(ids),)
+        ):
+            out[image_id].add(tag)
+        return out
 
     # ---- sidecar bookkeeping
 

@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterable
 
 from PySide6.QtGui import QUndoCommand
 
-from mlcnn_core.library import Library, LibraryError, TagRecord
+from mlcnn_core.library import Library, LibraryError, Snapshot
 
-Snapshot = tuple[list[TagRecord], bool]
 # An edit that cannot be stored (e.g. the library's disk is full) is reported and dropped from the stack.
 STORE_ERRORS = (sqlite3.Error, LibraryError, OSError)
 

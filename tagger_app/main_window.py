@@ -760,12 +760,12 @@ class MainWindow(QMainWindow):
         if self.library is None:
             return
         confirmed = []
-        for image_id in image_ids:
-            record = self.library.image(image_id)
+        tag_sets = self.library.positive_tag_sets(image_ids)
+        for record in self.library.records(image_ids):
             self.images.update_record(record)
-            self.gallery.proxy.update_tags(image_id, set(self.library.positive_tags(image_id)))
+            self.gallery.proxy.update_tags(record.id, tag_sets[record.id])
             if record.status == "confirmed":
-                confirmed.append(image_id)
+                confirmed.append(record.id)
         if self.current_id in image_ids:
             self._refresh_tag_panel()
         self._folder_tags_timer.start()

@@ -1081,8 +1081,7 @@ class Library:
             ids = [r[0] for r in conn.execute("SELECT image_id FROM tags WHERE tag = ?", (old,))]
             for image_id in ids:
                 self._rename_in_image(conn, image_id, old, new)
-                self._mark_pending(conn, image_id)
-                self._refresh_status(conn, image_id)
+            self._after_selection_edit(conn, ids)
         return ids
 
     def _rename_in_image(self, conn: sqlite3.Connection, image_id: int, old: str, new: str) -> None:
@@ -1103,9 +1102,7 @@ class Library:
         with self._tx() as conn:
             ids = [r[0] for r in conn.execute("SELECT image_id FROM tags WHERE tag = ?", (tag,))]
             conn.execute("DELETE FROM tags WHERE tag = ?", (tag,))
-            for image_id in ids:
-                self._mark_pending(conn, image_id)
-                self._refresh_status(conn, image_id)
+            self._after_selection_edit(conn, ids)
         return ids
 
     def snapshot_tags(self, image_id: int) -> Snapshot:
@@ -1142,6 +1139,7 @@ class Library:
             self._after_selection_edit(conn, ids)
 
     def _after_selection_edit(self, conn: sqlite3.Connection, image_ids: Sequence[int]) -> None:
+        """The edited images' sidecars become pending and their statuses follow their tags."""
         ids = json.dumps(list(image_ids))
         conn.execute(
             "INSERT INTO sidecars (image_id, pending) SELECT value, 1 FROM json_each(?) WHERE 1 "

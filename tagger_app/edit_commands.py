@@ -61,7 +61,7 @@ class ImageTagsCommand(QUndoCommand):
 
 class ImagesTagsCommand(QUndoCommand):
     """An edit of several images' tags (a selection, or every image with a tag), one transaction;
-    undo restores each image exactly. ``apply`` returns the images it changed: none makes the
+    undo restores each image it changed exactly. ``apply`` returns those images: none makes the
     command obsolete, so an edit that changed nothing does not sit on the stack."""
 
     def __init__(
@@ -81,12 +81,13 @@ class ImagesTagsCommand(QUndoCommand):
     def redo(self) -> None:
         try:
             if not self.after:
-                ids = list(self.image_ids(self.library))
-                self.before = self.library.snapshot_images(ids)
-                if not self.apply(self.library):
+                before = self.library.snapshot_images(self.image_ids(self.library))
+                touched = self.apply(self.library)
+                if not touched:
                     self.setObsolete(True)
                     return
-                self.after = self.library.snapshot_images(ids)
+                self.before = {i: before[i] for i in touched}
+                self.after = self.library.snapshot_images(touched)
             else:
                 self.library.restore_snapshots(self.after)
         except STORE_ERRORS as exc:

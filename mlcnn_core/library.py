@@ -826,11 +826,11 @@ class Library:
             first = rules.written(t.tag for t in wanted if t.rank is not None)
             if not sidecars.is_xmp(target):
                 tags, first = [*rules.prefix, *tags], [*rules.prefix, *first]
-            rows = {t.tag for t in records} | {rules.word_form(t.tag) for t in records}
+            known = {t.tag for t in records} | {rules.word_form(t.tag) for t in records}
             on_disk = sidecars.read_sidecar_file(target)[0] if target.exists() else []
             # with the file as the library knows it, a tag in it without a row was removed by a person
-            removed = rules.written(t.tag for t in records if t.state == "rejected")
-            removed += [t for t in on_disk if t not in rows]
+            removed = [form for t in records if t.state == "rejected" for form in (t.tag, rules.word_form(t.tag))]
+            removed += [t for t in on_disk if t not in known]
             # long_hair on disk is the long hair written with spaces: rewritten in its place
             renamed = {t: rules.word_form(t) for t in on_disk if rules.word_form(t) != t and rules.word_form(t) in tags}
             try:

@@ -103,6 +103,9 @@ def test_words_are_rewritten_in_place_not_appended_twice(tmp_path):
     assert (tmp_path / "a.txt").read_text() == "ohwx, long hair, smile, blue eyes\n"
     _write(library, "a.jpg", TagRules(word_separator="underscore"))
     assert (tmp_path / "a.txt").read_text() == "ohwx, long_hair, smile, blue_eyes\n"
+    library.set_tag(library.image_id("a.jpg"), "long_hair", "rejected")  # the file's own form goes too
+    _write(library, "a.jpg", TagRules(word_separator="space"))
+    assert (tmp_path / "a.txt").read_text() == "ohwx, smile, blue eyes\n"
     library.close()
 
 

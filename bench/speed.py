@@ -33,8 +33,9 @@ import torch
 from mlcnn_core.loss import multilabel_softmax_loss
 from mlcnn_core.modelfile import new_model
 from mlcnn_core.predict import Predictor
+from mlcnn_core.recipes import RECIPES
 from mlcnn_core.runtime import autocast, configure_cpu, cpu_supports_bf16
-from mlcnn_core.train import RECIPES, make_optimizer
+from mlcnn_core.train import make_optimizer
 
 LABELS = [f"l{i}" for i in range(67)]
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .recipes import RECIPES, TrainConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,7 +115,7 @@ def _model_path(arg: str | None) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, TrainingDiverged, train
+    from .train import TrainingDiverged, train
 
     if args.epochs == 0 and not args.init:
         return _fail(f"--epochs {args.epochs}: give 1 or more (0 only with --init: fit new labels, train nothing)")
@@ -126,22 +127,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _fail(f"--short-side-range {lo} {hi}: give LO <= HI, LO at least {MIN_TRAIN_SIDE} pixels")
     if Path(args.out).is_dir():
         return _fail(f"--out {args.out} is a folder; give the model file to write")
-    cfg = TrainConfig(data=args.data, out=args.out, arch=args.arch, init=args.init, recipe=args.recipe,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
-                      val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
-                      bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
-                      norm_stats=args.norm_stats, anchor=args.anchor, learns=args.learn,
-                      threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
-                      max_steps=args.max_steps,
-                      time_budget_s=args.time_budget * 60 if args.time_budget is not None else None,
-                      new_labels=args.new_labels,
-                      short_sides=tuple(args.short_side_range) if args.short_side_range else None,
-                      extra_card={"name": args.name} if args.name else {})
+    cfg = train_config(args)
     try:
         train(cfg)
     except TrainingDiverged as e:
         return _fail(str(e), EXIT_FAILED)
     return EXIT_OK
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run ``mlcnn train``'s parsed flags describe: the inverse of ``TrainConfig.to_argv``."""
+    return TrainConfig(data=args.data, out=args.out, arch=args.arch, init=args.init, recipe=args.recipe,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_max=args.lr_max,
+                       val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
+                       bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
+                       norm_stats=args.norm_stats, anchor=args.anchor, learns=args.learn,
+                       threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
+                       max_steps=args.max_steps, time_budget_min=args.time_budget, new_labels=args.new_labels,
+                       short_sides=tuple(args.short_side_range) if args.short_side_range else None,
+                       name=args.name)
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -461,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(64-2048); default: the model card's (256 for a new model). The card's threshold "
                             "was fitted at its own size")
 
+    defaults = TrainConfig(data=[], out="")  # the flags' defaults are the config's
     t = sub.add_parser("train", help="train a model, or fine-tune one with --init",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n"
@@ -471,18 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "{\"image\": PATH, \"labels\": [...]}; repeatable")
     t.add_argument("--out", required=True, metavar="MODEL.safetensors",
                    help="the model file to write (replaced only by a complete, finite model)")
-    t.add_argument("--arch", default="compact", choices=["compact", "paper", "nin", "tiny"],
+    t.add_argument("--arch", default=defaults.arch, choices=["compact", "paper", "nin", "tiny"],
                    help="network for a new model (default: compact)")
     t.add_argument("--init", metavar="MODEL", help="fine-tune from this model (new labels are added)")
-    t.add_argument("--recipe", default="default", choices=["default", "paper"])
+    t.add_argument("--recipe", default=defaults.recipe, choices=sorted(RECIPES))
     t.add_argument("--epochs", type=COUNT_OR_ZERO,
                    help="passes over the data (default: the recipe's; with --init, 0 only "
                         "fits the new labels' rows and measures the result)")
     t.add_argument("--batch-size", type=COUNT, metavar="N")
     t.add_argument("--lr", type=POSITIVE, metavar="A0", help="α0 (paper recipe) or peak rate (default recipe)")
     t.add_argument("--lr-max", type=POSITIVE, metavar="AMAX", help="α_max of the paper's optimiser")
-    t.add_argument("--val-fraction", type=HELD_OUT, default=0.1, metavar="F",
-                   help="held-out part of the data (deterministic by file name), never trained on (default: 0.1)")
+    t.add_argument("--val-fraction", type=HELD_OUT, default=defaults.val_fraction, metavar="F",
+                   help="held-out part of the data (deterministic by file name), never trained on "
+                        f"(default: {defaults.val_fraction})")
     t.add_argument("--val-data", action="append", metavar="PATH", help="separate validation data instead")
     t.add_argument("--patience", type=COUNT_OR_ZERO, metavar="N",
                    help="early stopping after N epochs without improvement (0: off)")
@@ -494,9 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learn", choices=["all", "block", "head", "last"],
                    help="with --init, what moves: every weight, the head and the trunk's last block, the head, or "
                         "its last layer; the frozen part's maps are computed once (default: the fine-tune recipe's)")
-    t.add_argument("--threshold", default="auto", choices=["auto", "linear", "global"],
+    t.add_argument("--threshold", default=defaults.threshold, choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
-    t.add_argument("--new-labels", choices=["fit", "train"], default="fit",
+    t.add_argument("--new-labels", choices=["fit", "train"], default=defaults.new_labels,
                    help="with --init, labels the model lacks: fit: their output rows are fitted to the test form "
                         "of the training images before and after the fine-tune (positions without the label are "
                         "negatives); train: learnt by the fine-tune alone, in the training form")
@@ -505,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "size in [LO, HI] (log-uniform), then crops min(size, 256) square: below 256 whole scenes "
                         "drawn smaller, above it zoomed crops (default: 256 for every batch, the paper's)")
     t.add_argument("--workers", type=COUNT_OR_ZERO, metavar="N", help="data-loading processes")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=defaults.seed)
     t.add_argument("--name", help="the model's name in its card (default: kept from --init, else empty)")
     t.add_argument("--max-steps", type=COUNT, help=argparse.SUPPRESS)
     t.add_argument("--time-budget", type=POSITIVE, metavar="MIN",

@@ -29,6 +29,7 @@ from .data import ImageError, Sample, read_image, resize_short_side, to_tensor
 from .loss import multilabel_softmax_loss
 from .model import MLCNN
 from .optim import warmup_cosine
+from .recipes import FROZEN_SHORT_SIDES
 
 # The map crop the trainable part sees, in trunk cells: 8 cells of 32 px = the 256 px training crop.
 CROP_CELLS = 8
@@ -48,7 +49,7 @@ class FrozenMethod:
     temperature: float = 2.0
     weight_decay: float = 0.0
     norm_stats: str = "frozen"  # "frozen" | "update": the trainable block's batch-norm statistics
-    short_sides: tuple[int, ...] = (256, 288)
+    short_sides: tuple[int, ...] = FROZEN_SHORT_SIDES
     mirror: bool = True
 
     @property

@@ -6,13 +6,7 @@ picked exactly once per epoch." Data loading runs in DataLoader worker processes
 and augmentation of the next batches overlap the optimiser step ("pre-processing [...] to
 essentially happen 'for free'").
 
-Two recipes (``--recipe``):
-
-* ``paper``: Table 1 without normalisation, Glorot init with biases 1 (0 in the first and last
-  layers), the RMSprop variant with α0 = α_max = 0.01, constant rate, batches of 128.
-* ``default``: what trains best on our benchmark (numbers in BENCHMARKS.md): batch norm after
-  every convolution (folded into the convolution at prediction time), He init, AdamW with a
-  short linear warm-up and cosine decay, batches of 64.
+The recipes and the options of a run are in ``recipes.py`` (no torch there).
 
 Under ``torchrun`` (WORLD_SIZE > 1) each process trains on its shard through
 DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 validates and writes files.
@@ -22,13 +16,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,115 +51,14 @@ from .newlabels import MAX_IMAGES as NEW_LABEL_FIT_IMAGES
 from .newlabels import fit_new_rows
 from .optim import PaperRMSprop, warmup_cosine
 from .predict import PredictConfig, Predictor
+from .recipes import MIN_IMAGES_TO_JUDGE, Recipe, TrainConfig
 from .runtime import autocast, configure_cpu, pick_device, use_bf16
 from .spec import arch_spec
 from .threshold import Threshold, fit_threshold
 
 
-@dataclass
-class Recipe:
-    name: str
-    norm: bool
-    init: str                 # "paper" | "default"
-    optimizer: str            # "paper-rmsprop" | "adamw"
-    lr: float                 # α0, or AdamW's peak rate
-    lr_max: float             # α_max (paper-rmsprop only)
-    schedule: str             # "constant" | "cosine"
-    warmup_fraction: float
-    weight_decay: float
-    batch_size: int
-    epochs: int
-    patience: int             # epochs without a better validation score before stopping (0: never)
-    norm_stats: str = "update"  # "update" | "frozen": batch norm's running statistics during training
-    anchor: float = 0.0         # pull toward the starting weights, per unit of rate (fine-tunes; 0: off)
-    learns: str = "all"         # "all" | "block" | "head" | "last": what moves (finetune.py freezes the rest)
-
-
-# Fewer held-out images than this are too few to judge by: a fine-tune keeps its parent's threshold,
-# and any run keeps its last epoch instead of the one that scored best on them. (Picking the "best"
-# of 40 epochs on 1-14 held-out images picked noise: epoch 1, the barely changed parent, for 100 and
-# 200 corrections; a mid-run epoch at the peak rate for 25 and 50.)
-MIN_IMAGES_TO_JUDGE = 30
-
-RECIPES = {
-    "paper": Recipe("paper", norm=False, init="paper", optimizer="paper-rmsprop", lr=0.01, lr_max=0.01,
-                    schedule="constant", warmup_fraction=0.0, weight_decay=0.0, batch_size=128, epochs=50,
-                    patience=0),
-    "default": Recipe("default", norm=True, init="default", optimizer="adamw", lr=2e-3, lr_max=2e-3,
-                      schedule="cosine", warmup_fraction=0.03, weight_decay=0.05, batch_size=64, epochs=30,
-                      patience=8),
-}
-
-
-FINETUNE_ANCHOR = 2500.0      # a fine-tune of every weight (--learn all)
-FINETUNE_LEARNS = "all"       # what a fine-tune moves by default (--learn)
-FINETUNE_FROZEN_ANCHOR = 100.0  # the pull of a fine-tune of the head (or the last block) toward the parent
-FINETUNE_FROZEN_STEPS = 300   # steps of 32 crops of the frozen front's maps
-
-
-def finetune_recipe(base: Recipe, n_train: int, learns: str | None = None) -> Recipe:
-    """Defaults for ``--init MODEL`` on a person's corrections (tens to hundreds of images).
-
-    ``learns`` "all" (the default, FINETUNE_LEARNS) moves every weight: about 4,000 image
-    presentations (each image seen 4000 / n times, within 10 to 40 epochs), a tenth of the rate
-    from scratch, the anchor at 2500, batch-norm statistics frozen. Chosen on the validation sets
-    (bench/finetune_curve.py --split val, the restyled Noto-only model fine-tuned on 25-200
-    OpenMoji scenes): without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and
-    gained nothing on OpenMoji; with it at 2500 Noto lost about 2 points and the new style 1-2.
-
-    With ``learns`` "head", "block" or "last" the front of the network is frozen and only the rest
-    learns, on maps of the front computed once (finetune.py): about 300 steps of 32 crops whatever
-    the number of images, half the rate from scratch, the weights pulled toward the parent's
-    (``anchor``, L2-SP, FINETUNE_FROZEN_ANCHOR). BENCHMARKS.md ("Fine-tuning methods side by
-    side") has the candidates measured.
-
-    Either way no early stopping on the tiny held-out part."""
-    learns = learns or FINETUNE_LEARNS
-    batch = min(base.batch_size, 32)
-    if learns == "all":
-        epochs = int(min(40, max(10, math.ceil(4000 / max(1, n_train)))))
-        return replace(base, lr=base.lr / 10, lr_max=base.lr_max / 10, batch_size=batch, epochs=epochs,
-                       warmup_fraction=0.1, patience=0, norm_stats="frozen", anchor=FINETUNE_ANCHOR, learns="all")
-    steps_per_epoch = max(1, math.ceil(max(1, n_train) * FrozenMethod().views_per_image / batch))
-    epochs = math.ceil(FINETUNE_FROZEN_STEPS / steps_per_epoch)
-    return replace(base, lr=base.lr / 2, lr_max=base.lr_max / 2, batch_size=batch, epochs=epochs,
-                   warmup_fraction=0.1, weight_decay=0.0, patience=0, norm_stats="frozen",
-                   anchor=FINETUNE_FROZEN_ANCHOR, learns=learns)
-
-
 class TrainingDiverged(Exception):
     """The loss stopped being a finite number: the weights are lost, and nothing is written."""
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    out: str
-    arch: str = "compact"
-    init: str | None = None
-    recipe: str = "default"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    lr_max: float | None = None
-    val_fraction: float = 0.1
-    val_data: list[str] | None = None # validation set of its own (then nothing is split off)
-    device: str = "auto"
-    bf16: bool | None = None
-    workers: int | None = None
-    patience: int | None = None
-    norm_stats: str | None = None     # "update" | "frozen" (default: the recipe's)
-    anchor: float | None = None       # L2-SP strength toward the --init model (default: the recipe's)
-    learns: str | None = None         # "all" | "block" | "head" | "last" (default: the recipe's)
-    threshold: str = "auto"           # "linear" | "global" | "auto" (see threshold_kind)
-    seed: int = 0
-    resume: bool = False
-    events: str | None = None         # file path, "-" for stdout, None for a terminal progress bar
-    max_steps: int | None = None      # stop early (tests, quick benchmarks)
-    time_budget_s: float | None = None  # fewer epochs when the planned ones would not fit in this time
-    new_labels: str = "fit"           # "fit": new labels' rows fitted on the test form (newlabels.py); "train"
-    short_sides: tuple[int, int] | None = None  # scale augmentation: (lo, hi) short side before the crop
-    extra_card: dict = field(default_factory=dict)
 
 
 class Events:
@@ -381,21 +272,6 @@ def _distributed() -> tuple[int, int, int]:
     return (dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))) if world > 1 else (0, 1, 0)
 
 
-def _resolve_recipe(cfg: TrainConfig, n_train: int) -> Recipe:
-    if cfg.recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {cfg.recipe!r}; choose one of {sorted(RECIPES)}")
-    recipe = RECIPES[cfg.recipe]
-    if cfg.init:
-        recipe = finetune_recipe(recipe, n_train, cfg.learns)
-    overrides = {k: v for k, v in {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                   "lr_max": cfg.lr_max, "patience": cfg.patience,
-                                   "norm_stats": cfg.norm_stats, "anchor": cfg.anchor,
-                                   "learns": cfg.learns}.items() if v is not None}
-    if "lr" in overrides and "lr_max" not in overrides and recipe.optimizer != "paper-rmsprop":
-        overrides["lr_max"] = overrides["lr"]
-    return replace(recipe, **overrides)
-
-
 def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events: Events
                    ) -> tuple[TaggerModel, list[str]]:
     """The model to train and the labels it gains (a fine-tune's labels its parent lacks)."""
@@ -416,7 +292,7 @@ def _initial_model(cfg: TrainConfig, train: list[Sample], recipe: Recipe, events
     return TaggerModel(net, new_card(spec, labels, mean)), []
 
 
-def train(cfg: TrainConfig, on_event: Callable[[str, dict], None] | None = None) -> TaggerModel | None:
+def train(cfg: TrainConfig) -> TaggerModel | None:
     """Train (or fine-tune) and write ``cfg.out``; returns the model on rank 0."""
     rank, world, local_rank = _distributed()
     events = Events(cfg.events, enabled=rank == 0, append=cfg.resume)
@@ -450,7 +326,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
         train_samples, val_samples = split_samples(samples, cfg.val_fraction)
     if not train_samples:
         raise ValueError(f"no labelled images found in {cfg.data}")
-    recipe = _resolve_recipe(cfg, len(train_samples))
+    recipe = cfg.recipe_for(len(train_samples))
     model, new_labels = _initial_model(cfg, train_samples, recipe, events)
     if new_labels and cfg.new_labels == "fit" and rank == 0 and not cfg.resume:
         # before the first step (DistributedDataParallel hands rank 0's weights to the others)
@@ -732,7 +608,8 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
     card["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if cfg.init:
         card["name"] = Path(cfg.out).stem  # not the parent's: the library tells models apart by card
-    card.update(cfg.extra_card)
+    if cfg.name:
+        card["name"] = cfg.name
     model.card = card
     save_model(model, cfg.out)
     events.emit("cancelled" if cancelled else "done", model=str(cfg.out), metrics=metrics,

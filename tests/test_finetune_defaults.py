@@ -1,6 +1,6 @@
 """``mlcnn train --init MODEL`` with no other flags: defaults for 25–200 corrected images (finetune_recipe)."""
 
-from mlcnn_core.train import RECIPES, TrainConfig, _resolve_recipe, finetune_recipe
+from mlcnn_core.recipes import RECIPES, TrainConfig, finetune_recipe
 
 SIZES = (22, 45, 90, 180)  # the training part of 25, 50, 100, 200 confirmed images
 
@@ -23,7 +23,7 @@ def test_a_full_fine_tune_gets_more_epochs_for_small_sets_within_a_cpu_budget():
 
 def test_a_fine_tune_of_the_head_runs_a_fixed_number_of_steps():
     from mlcnn_core.finetune import FrozenMethod
-    from mlcnn_core.train import FINETUNE_FROZEN_STEPS
+    from mlcnn_core.recipes import FINETUNE_FROZEN_STEPS
 
     base = RECIPES["default"]
     for n in SIZES:
@@ -35,13 +35,13 @@ def test_a_fine_tune_of_the_head_runs_a_fixed_number_of_steps():
 
 def test_flags_override_the_fine_tune_defaults():
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors")
-    assert _resolve_recipe(cfg, 90) == finetune_recipe(RECIPES["default"], 90)
+    assert cfg.recipe_for(90) == finetune_recipe(RECIPES["default"], 90)
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors", learns="all")
-    assert _resolve_recipe(cfg, 90) == finetune_recipe(RECIPES["default"], 90, "all")
+    assert cfg.recipe_for(90) == finetune_recipe(RECIPES["default"], 90, "all")
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors", epochs=3, lr=1e-3)
-    recipe = _resolve_recipe(cfg, 90)
+    recipe = cfg.recipe_for(90)
     assert recipe.epochs == 3 and recipe.lr == 1e-3 and recipe.lr_max == 1e-3
-    scratch = _resolve_recipe(TrainConfig(data=["x"], out="y"), 90)
+    scratch = TrainConfig(data=["x"], out="y").recipe_for(90)
     assert scratch == RECIPES["default"]
 
 
@@ -54,7 +54,7 @@ def test_fine_tunes_keep_batch_norm_statistics():
 
     assert finetune_recipe(RECIPES["default"], 90).norm_stats == "frozen"
     assert RECIPES["default"].norm_stats == "update"
-    assert _resolve_recipe(TrainConfig(data=["x"], out="y", init="m", norm_stats="update"), 90).norm_stats == "update"
+    assert TrainConfig(data=["x"], out="y", init="m", norm_stats="update").recipe_for(90).norm_stats == "update"
     net = build_model(arch_spec("tiny", norm=True), 3)
     net.train()
     freeze_norm_stats(net)

@@ -57,9 +57,10 @@ from PySide6.QtWidgets import (
 from mlcnn_core.data import Sample, split_samples
 from mlcnn_core.library import LIBRARY_DIRNAME, LIBRARY_FILENAME, Library, LibraryError, fallback_library_path
 from mlcnn_core.modelfile import read_card
+from mlcnn_core.recipes import RECIPES, TrainConfig
 from tagger_app.models.column_table_model import ColumnTableModel
 from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
-from tagger_app.workers.trainer_process import EvaluationProcess, RecipeDefaultsProcess, TrainerProcess, TrainRequest
+from tagger_app.workers.trainer_process import EvaluationProcess, TrainerProcess
 
 MIN_EXAMPLES = 5
 ARCHITECTURES = ("compact", "tiny", "nin", "paper")
@@ -466,7 +467,7 @@ class TrainingPanel(QWidget):
         self.last_error = ""
         self.last_stderr = ""
         self._run_dir: Path | None = None
-        self._train_request: TrainRequest | None = None
+        self._train_config: TrainConfig | None = None
         self._compared_current: str | None = None
         self._start_event: dict = {}
         self._val_fraction = 0.1
@@ -477,8 +478,7 @@ class TrainingPanel(QWidget):
 
         self.trainer = TrainerProcess(self)
         self.evaluator = EvaluationProcess(self)
-        self.recipe_defaults = RecipeDefaultsProcess(self)
-        self._recipe: dict = {}  # the recipe mlcnn train would use with "auto" everywhere
+        self._recipe = RECIPES["default"]  # the recipe mlcnn train would use with "auto" everywhere
         self.label_counts = LabelCountsModel(self)
         self.comparison = ComparisonModel(self)
         self.kept_models = KeptModelsModel(self.registry, self)
@@ -721,7 +721,6 @@ class TrainingPanel(QWidget):
         self.evaluator.finished.connect(self._on_compared)
         self.evaluator.progress.connect(self._on_compare_progress)
         self.evaluator.failed.connect(self._on_compare_failed)
-        self.recipe_defaults.ready.connect(self._on_recipe_defaults)
 
     # ------------------------------------------------------------------ state from the main window
 
@@ -761,7 +760,6 @@ class TrainingPanel(QWidget):
             self.trainer.process.terminate()
             self.trainer.process.waitForFinished(10_000)
         self.evaluator.cancel()
-        self.recipe_defaults.stop()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -856,41 +854,41 @@ class TrainingPanel(QWidget):
 
     def _request_defaults(self) -> None:
         if self.n_train > 0:
-            self.recipe_defaults.request(self.recipe_combo.currentText(), self.n_train, self.finetune_radio.isChecked())
+            self._show_recipe_defaults()
         self._show_command()
 
-    def _on_recipe_defaults(self, recipe: dict) -> None:
-        key = (self.recipe_combo.currentText(), self.n_train, self.finetune_radio.isChecked())
-        if tuple(recipe.get("key", ())) != key:
-            return
-        self._recipe = recipe
-        self.epochs_spin.setSpecialValueText(f"auto ({recipe['epochs']})")
-        self.batch_spin.setSpecialValueText(f"auto ({recipe['batch_size']})")
-        self.lr_spin.setSpecialValueText(f"auto ({recipe['lr']:.2g})")
-        self.lr_max_spin.setSpecialValueText(f"auto ({recipe['lr_max']:.2g})")
-        steps = recipe["epochs"] * max(1, math.ceil(self.n_train / max(1, recipe["batch_size"])))
+    def _show_recipe_defaults(self) -> None:
+        """What ``mlcnn train`` picks where the options say "auto", for this many training images."""
+        auto = TrainConfig(data=[], out="", recipe=self.recipe_combo.currentText(),
+                           init=self.current_model if self.finetune_radio.isChecked() else None)
+        recipe = self._recipe = auto.recipe_for(self.n_train)
+        self.epochs_spin.setSpecialValueText(f"auto ({recipe.epochs})")
+        self.batch_spin.setSpecialValueText(f"auto ({recipe.batch_size})")
+        self.lr_spin.setSpecialValueText(f"auto ({recipe.lr:.2g})")
+        self.lr_max_spin.setSpecialValueText(f"auto ({recipe.lr_max:.2g})")
+        steps = recipe.epochs * max(1, math.ceil(self.n_train / max(1, recipe.batch_size)))
         self.defaults_note.setText(
             f"“auto” is what <tt>mlcnn train</tt> picks for {self.n_train} training images: "
-            f"{recipe['name']} recipe, {recipe['optimizer']}, {recipe['schedule']} schedule, "
+            f"{recipe.name} recipe, {recipe.optimizer}, {recipe.schedule} schedule, "
             f"about {steps} steps."
         )
-        self._warn_about_rate()
 
     def model_file_name(self, run_dir: Path) -> str:
         """``fine-tuned-<run's UTC time>.safetensors`` (or ``trained-…``): a fine-tune's card takes its
         name from this file's, and the model is kept under the same name."""
         return f"{model_stem(self.finetune_radio.isChecked())}-{run_dir.name[:15]}.safetensors"
 
-    def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainRequest:
-        """The ``mlcnn train`` options the panel's controls describe (``data``: the manifests)."""
+    def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainConfig:
+        """The ``mlcnn train`` run the panel's controls describe (``data``: the manifests)."""
         run_dir = run_dir or self.runs_dir / "<run>"
         finetune = self.finetune_radio.isChecked()
         paper = self.recipe_combo.currentText() == "paper"
-        return TrainRequest(
+        return TrainConfig(
             data=data or [str(run_dir / f"confirmed-{i}.jsonl") for i in range(max(1, len(self.sources)))],
             out=str(run_dir / self.model_file_name(run_dir)),
+            events="-",
             init=self.current_model if finetune else None,
-            arch=self.arch_combo.currentText(),
+            arch="compact" if finetune else self.arch_combo.currentText(),
             recipe=self.recipe_combo.currentText(),
             epochs=0 if self._teach_new_only() else (self.epochs_spin.value() or None),
             batch_size=self.batch_spin.value() or None,
@@ -899,7 +897,7 @@ class TrainingPanel(QWidget):
             val_fraction=round(self.val_spin.value(), 4),
             device=self.device_combo.currentText(),
             time_budget_min=self.time_spin.value() or None,
-            anchor=None if self._teach_new_only() else self.keep_combo.currentData(),
+            anchor=None if self._teach_new_only() or not finetune else self.keep_combo.currentData(),
         )
 
     def _on_new_only_toggled(self) -> None:
@@ -934,7 +932,7 @@ class TrainingPanel(QWidget):
         at a full return): at or past the cap the old weights never move and only new labels learn."""
         fine_tune = self.finetune_radio.isChecked() and not self._teach_new_only()
         chosen = self.keep_combo.currentData()
-        anchor = float(self._recipe.get("anchor", 0.0) if chosen is None else chosen) if fine_tune else 0.0
+        anchor = float(self._recipe.anchor if chosen is None else chosen) if fine_tune else 0.0
         rate = self.lr_spin.value()
         if anchor > 0 and rate > 0 and rate * anchor >= 1.0:
             self.rate_warning.setText(
@@ -1003,7 +1001,7 @@ class TrainingPanel(QWidget):
         self._promised_labels = self._new_labels() if req.init else []
         self.missing_labels = []
         self._val_fraction = req.val_fraction
-        self._train_request = req
+        self._train_config = req
         self.new_model = None
         self.last_error = self.last_stderr = ""
         self._start_event = {}
@@ -1058,7 +1056,7 @@ class TrainingPanel(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         try:
-            kept = self.registry.keep(event["model"], stem=model_stem(bool(self._train_request.init)))
+            kept = self.registry.keep(event["model"], stem=model_stem(bool(self._train_config.init)))
         except (OSError, ValueError) as e:
             self._on_failed(f"The trained model could not be kept: {e}", "")
             return
@@ -1145,7 +1143,7 @@ class TrainingPanel(QWidget):
         self._compared_current = self.current_model
         self.result_summary.setText(f"Comparing on {held_out} held-out images…")
         self.evaluator.start(
-            models, self._train_request.data, self._val_fraction, self._run_dir, device=self._train_request.device
+            models, self._train_config.data, self._val_fraction, self._run_dir, device=self._train_config.device
         )
         self._set_running(False)
 

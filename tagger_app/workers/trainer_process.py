@@ -10,10 +10,11 @@ import json
 import os
 import sys
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from mlcnn_core.recipes import TrainConfig
 
 STDERR_TAIL_LINES = 40
 KILL_AFTER_CANCEL_MS = 60_000
@@ -33,63 +34,6 @@ def _environment() -> QProcessEnvironment:
     return env
 
 
-@dataclass
-class TrainRequest:
-    """Options of one ``mlcnn train`` run; ``None`` leaves the CLI's default (for a fine-tune:
-    ``finetune_recipe()``)."""
-
-    data: list[str]
-    out: str
-    init: str | None = None  # fine-tune from this model; None trains from scratch
-    arch: str = "compact"  # from scratch only
-    recipe: str = "default"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    lr_max: float | None = None
-    val_fraction: float = 0.1
-    device: str = "auto"
-    time_budget_min: float | None = None  # train as many epochs as fit in this many minutes
-    anchor: float | None = None  # pull toward the --init model's weights (None: the fine-tune recipe's)
-    extra: list[str] = field(default_factory=list)
-
-    def arguments(self) -> list[str]:
-        args = ["train"]
-        for path in self.data:
-            args += ["--data", str(path)]
-        args += ["--out", str(self.out), "--events", "-"]
-        if self.init:
-            args += ["--init", str(self.init)]
-        else:
-            args += ["--arch", self.arch]
-        if self.recipe != "default":
-            args += ["--recipe", self.recipe]
-        for flag, value in (
-            ("--epochs", self.epochs),
-            ("--batch-size", self.batch_size),
-            ("--lr", self.lr),
-            ("--lr-max", self.lr_max),
-            ("--time-budget", self.time_budget_min),
-        ):
-            if value is not None:
-                args += [flag, str(value)]
-        if self.init and self.anchor is not None:
-            args += ["--anchor", f"{self.anchor:g}"]
-        if self.val_fraction != 0.1:
-            args += ["--val-fraction", str(self.val_fraction)]
-        if self.device != "auto":
-            args += ["--device", self.device]
-        return args + list(self.extra)
-
-    def command_line(self) -> str:
-        """The equivalent shell command, shown to the person (the panel and the CLI are one path)."""
-        return "mlcnn " + " ".join(_quote(a) for a in self.arguments())
-
-
-def _quote(arg: str) -> str:
-    return arg if arg and all(c.isalnum() or c in "-_./=:+," for c in arg) else "'" + arg.replace("'", "'\\''") + "'"
-
-
 class TrainerProcess(QObject):
     """Runs one ``mlcnn train`` at a time and turns its events into signals.
 
@@ -107,7 +51,7 @@ class TrainerProcess(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.process: QProcess | None = None
-        self.request: TrainRequest | None = None
+        self.config: TrainConfig | None = None
         self._stdout_buffer = b""
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._final: dict | None = None
@@ -120,10 +64,13 @@ class TrainerProcess(QObject):
     def is_running(self) -> bool:
         return self.process is not None
 
-    def start(self, request: TrainRequest) -> None:
+    def start(self, config: TrainConfig) -> None:
+        """Run ``mlcnn train`` with ``config``'s flags; its events must go to stdout (``events="-"``)."""
         if self.process is not None:
             raise RuntimeError("a training run is already in progress")
-        self.request = request
+        if config.events != "-":
+            raise ValueError("the trainer reports its progress on stdout: give events='-'")
+        self.config = config
         self._stdout_buffer = b""
         self._stderr_tail.clear()
         self._final = None
@@ -131,15 +78,15 @@ class TrainerProcess(QObject):
         self._cancel_requested = False
         process = QProcess(self)
         process.setProcessEnvironment(_environment())
-        process.setWorkingDirectory(str(Path(request.out).parent))
+        process.setWorkingDirectory(str(Path(config.out).parent))
         process.readyReadStandardOutput.connect(self._read_stdout)
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_error)
         self.process = process
-        Path(request.out).parent.mkdir(parents=True, exist_ok=True)
-        self.logLine.emit("$ " + request.command_line())
-        program, args = cli_command(*request.arguments())
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        self.logLine.emit("$ " + config.command_line())
+        program, args = cli_command("train", *config.to_argv())
         process.start(program, args)
 
     def cancel(self) -> None:
@@ -374,72 +321,3 @@ class EvaluationProcess(QObject):
             self.failed.emit(f"Evaluating {Path(model).name} failed: {e}", tail)
             return
         self._next()
-
-
-_RECIPE_SNIPPET = """
-import json, sys
-from dataclasses import asdict
-from mlcnn_core.train import RECIPES, finetune_recipe
-recipe = RECIPES[sys.argv[1]]
-if sys.argv[3] == "1":
-    recipe = finetune_recipe(recipe, int(sys.argv[2]))
-print(json.dumps(asdict(recipe)))
-"""
-
-
-class RecipeDefaultsProcess(QObject):
-    """Asks the core (in a subprocess: it imports torch) which epochs, batch size and rates
-    ``mlcnn train`` will pick for a recipe, a fine-tune or not, and a number of training images."""
-
-    ready = Signal(dict)  # the Recipe as a dict, plus "key": the request it answers
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self.process: QProcess | None = None
-        self._pending: tuple | None = None
-        self._running: tuple | None = None
-        self._cache: dict[tuple, dict] = {}
-
-    def request(self, recipe: str, n_train: int, finetune: bool) -> None:
-        key = (recipe, int(n_train), bool(finetune))
-        if key in self._cache:
-            self.ready.emit(self._cache[key])
-            return
-        self._pending = key
-        if self.process is None:
-            self._start_next()
-
-    def _start_next(self) -> None:
-        if self._pending is None:
-            return
-        self._running, self._pending = self._pending, None
-        recipe, n_train, finetune = self._running
-        process = QProcess(self)
-        process.setProcessEnvironment(_environment())
-        process.finished.connect(self._on_finished)
-        process.errorOccurred.connect(lambda _e: None)
-        self.process = process
-        process.start(sys.executable, ["-c", _RECIPE_SNIPPET, recipe, str(n_train), "1" if finetune else "0"])
-
-    def _on_finished(self, exit_code: int, _status) -> None:
-        process, key = self.process, self._running
-        self.process = None
-        if process is not None:
-            out = bytes(process.readAllStandardOutput()).decode("utf-8", "replace")
-            process.deleteLater()
-            if exit_code == 0 and key is not None:
-                try:
-                    recipe = json.loads(out.strip().splitlines()[-1]) | {"key": list(key)}
-                except (ValueError, IndexError):
-                    recipe = None
-                if recipe is not None:
-                    self._cache[key] = recipe
-                    if self._pending is None:
-                        self.ready.emit(recipe)
-        self._start_next()
-
-    def stop(self) -> None:
-        self._pending = None
-        if self.process is not None:
-            self.process.kill()
-            self.process.waitForFinished(2000)

@@ -333,16 +333,17 @@ def test_crashing_trainer_is_reported(qtbot, panel, tmp_path, tiny_model_path):
     library.close()
 
 
-def test_trainer_process_reports_a_crash_with_its_stderr(qtbot, tmp_path):
-    """A trainer that dies without an "error" event (here: a Python exception) reports stderr's tail."""
-    from tagger_app.workers.trainer_process import TrainerProcess, TrainRequest
+def test_trainer_process_reports_a_crash_with_its_stderr(qtbot, tmp_path, monkeypatch):
+    """A trainer that dies without an "error" event (here: refusing a flag) reports stderr's tail."""
+    from mlcnn_core.recipes import TrainConfig
+    from tagger_app.workers.trainer_process import TrainerProcess
 
     trainer = TrainerProcess()
-    request = TrainRequest(
-        data=[str(tmp_path / "nothing-here")], out=str(tmp_path / "m.safetensors"), extra=["--bogus-flag"]
-    )
+    config = TrainConfig(data=[str(tmp_path / "nothing-here")], out=str(tmp_path / "m.safetensors"), events="-")
+    argv = config.to_argv()
+    monkeypatch.setattr(TrainConfig, "to_argv", lambda _self: [*argv, "--bogus-flag"])
     with qtbot.waitSignal(trainer.failed, timeout=60_000) as failed:
-        trainer.start(request)
+        trainer.start(config)
     message, tail = failed.args
     assert "bogus-flag" in tail and "exit code 2" in message
     assert not trainer.is_running()

@@ -163,7 +163,7 @@ class MainWindow(QMainWindow):
     def _update_training_panel(self) -> None:
         if self.training_panel is not None:
             self.training_panel.set_library(self.library, self.settings.recent_folders)
-            self.training_panel.set_current_model(self.model.path if self.model else None)
+            self.training_panel.set_current_model(self.model)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()

@@ -60,6 +60,7 @@ from mlcnn_core.modelfile import read_card
 from mlcnn_core.recipes import RECIPES, TrainConfig
 from tagger_app.models.column_table_model import ColumnTableModel
 from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
+from tagger_app.workers.predictor_worker import ModelSummary
 from tagger_app.workers.trainer_process import EvaluationProcess, TrainerProcess
 
 MIN_EXAMPLES = 5
@@ -442,8 +443,8 @@ def _format_duration(seconds: float) -> str:
 class TrainingPanel(QWidget):
     """Shows the training data, runs and watches the trainer, compares and offers the new model.
 
-    The main window calls :meth:`set_library`, :meth:`set_current_model` and :meth:`shutdown`, and
-    loads the model of ``activateModelRequested``."""
+    The main window calls :meth:`set_library`, :meth:`set_current_model` (with the loaded model's
+    summary) and :meth:`shutdown`, and loads the model of ``activateModelRequested``."""
 
     activateModelRequested = Signal(str)  # path of the model to make active
     trainingStarted = Signal()
@@ -740,14 +741,10 @@ class TrainingPanel(QWidget):
         self.other_list.blockSignals(False)
         self.refresh_data()
 
-    def set_current_model(self, path: str | Path | None) -> None:
-        self.current_model = str(path) if path else None
-        self.current_labels = None
-        if self.current_model:
-            try:
-                self.current_labels = set(read_card(self.current_model)["labels"])
-            except ValueError as e:
-                self.log.appendPlainText(str(e))
+    def set_current_model(self, model: ModelSummary | None) -> None:
+        """The model the predictor has loaded (its labels tell which confirmed tags would be new)."""
+        self.current_model = model.path if model else None
+        self.current_labels = set(model.labels) if model else None
         self.kept_models.refresh()
         self.kept_models.set_active(self.current_model)
         self._update_mode()

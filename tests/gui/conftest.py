@@ -82,3 +82,13 @@ def load_model(qtbot, window, path, timeout=60_000):
     )
     window.modelFailed.disconnect(failures.append)
     assert not failures, failures[0]
+
+
+def model_summary(path, labels: list[str] | None = None):
+    """What the predictor worker reports once it has loaded ``path`` (its card's labels unless given)."""
+    from mlcnn_core.modelfile import read_card
+    from tagger_app.workers.predictor_worker import ModelSummary
+
+    card = read_card(path) if labels is None else {"labels": labels}
+    return ModelSummary(name=Path(path).stem, path=str(path), labels=list(card["labels"]), card=card, device="cpu",
+                        hash="")

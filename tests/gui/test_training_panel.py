@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LABELS, make_images
+from conftest import LABELS, make_images, model_summary
 from PySide6.QtCore import Qt
 from safetensors.numpy import load_file
 
@@ -75,9 +75,21 @@ def test_panel_does_not_import_torch():
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_new_labels_are_those_the_loaded_model_lacks(qtbot, panel, tmp_path):
+    """The panel takes the labels from the model the predictor loaded; it does not read the file again."""
+    library = confirmed_library(tmp_path / "images")
+    gone = tmp_path / "moved-away.safetensors"
+    panel.set_current_model(model_summary(gone, labels=[*LABELS, "sunset"]))
+    panel.set_library(library)
+    rows = {r[0]: r for r in panel.label_counts.rows}
+    assert not any("new" in r[3] for r in rows.values()) and "New labels" not in panel.data_summary.text()
+    assert panel.current_model == str(gone) and panel.log.toPlainText() == ""
+    library.close()
+
+
 def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images")
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
     panel.val_spin.setValue(VAL_FRACTION)
     rows = {r[0]: r for r in panel.label_counts.rows}
@@ -144,7 +156,7 @@ def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
     junk = next(r for r in library.images() if r.path.endswith("zz-junk.png"))
     library.set_tag(junk.id, "unreadable-only", "added")
     library.confirm_all(junk.id)
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
     panel.val_spin.setValue(VAL_FRACTION)
     panel.device_combo.setCurrentText("cpu")
@@ -173,7 +185,7 @@ def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tm
     library = confirmed_library(tmp_path / "images", new_tag=None)
     held = next(r for r in library.images() if is_held_out(r.path, VAL_FRACTION))
     library.set_tag(held.id, "lotus", "added")
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
     panel.val_spin.setValue(VAL_FRACTION)
     panel.device_combo.setCurrentText("cpu")
@@ -195,7 +207,7 @@ def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tm
 
 def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images")
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
     set_quick_options(panel, epochs=3)
     activated = []
@@ -245,7 +257,7 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     panel.activate_button.click()
     assert activated == [panel.new_model]
     assert not panel.activate_button.isEnabled()
-    panel.set_current_model(panel.new_model)
+    panel.set_current_model(model_summary(panel.new_model))
     assert not panel.activate_button.isEnabled() and "in use" in panel.activate_button.text()
     assert panel.kept_models.rowCount() == 1
     assert panel.kept_models.data(panel.kept_models.index(0, 0)).startswith("●")
@@ -277,7 +289,7 @@ def fake_results(precision: float, accuracy: float, images: int = 5) -> dict:
 
 
 def test_a_worse_new_model_is_not_offered_like_a_better_one(qtbot, panel, tmp_path, tiny_model_path):
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     new = tmp_path / "models" / "new.safetensors"
     new.parent.mkdir(exist_ok=True)
     new.write_bytes(Path(tiny_model_path).read_bytes())
@@ -296,7 +308,7 @@ def test_a_worse_new_model_is_not_offered_like_a_better_one(qtbot, panel, tmp_pa
 
 def test_cancel_keeps_checkpoint(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images", new_tag=None)
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
     set_quick_options(panel, epochs=200)
     ended = []
@@ -321,7 +333,7 @@ def test_crashing_trainer_is_reported(qtbot, panel, tmp_path, tiny_model_path):
     broken = tmp_path / "broken.safetensors"
     data = bytearray(Path(tiny_model_path).read_bytes())
     broken.write_bytes(bytes(data[: len(data) // 2]))  # a truncated model: the card reads, the weights don't
-    panel.set_current_model(broken)
+    panel.set_current_model(model_summary(broken))
     panel.set_library(library)
     set_quick_options(panel)
     with qtbot.waitSignal(panel.trainingEnded, timeout=TIMEOUT) as ended:
@@ -355,7 +367,7 @@ def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_pa
     there.close()
     never_opened = tmp_path / "never"
     never_opened.mkdir()
-    panel.set_current_model(tiny_model_path)
+    panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(here, [str(here.root), str(tmp_path / "there"), str(never_opened)])
     assert panel.other_list.count() == 2
     assert panel.n_train + panel.n_held_out == 6

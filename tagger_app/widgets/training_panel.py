@@ -13,40 +13,20 @@ signals (``activateModelRequested``); the main window does the loading.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import (
-    QModelIndex,
-    QObject,
-    QPointF,
-    QRectF,
-    QSize,
-    QSortFilterProxyModel,
-    Qt,
-    Signal,
-)
-from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
+from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QButtonGroup,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QRadioButton,
-    QSpinBox,
     QSplitter,
     QTableView,
     QTabWidget,
@@ -54,381 +34,35 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mlcnn_core.data import Sample, split_samples
-from mlcnn_core.library import LIBRARY_DIRNAME, LIBRARY_FILENAME, Library, LibraryError, fallback_library_path
+from mlcnn_core.library import Library
 from mlcnn_core.modelfile import read_card
-from mlcnn_core.recipes import RECIPES, TrainConfig
-from tagger_app.models.column_table_model import ColumnTableModel
+from mlcnn_core.recipes import TrainConfig
 from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
+from tagger_app.models.training_tables import (
+    BETTER,
+    FEW,
+    MIN_EXAMPLES,
+    NEW,
+    SAME,
+    WORSE,
+    ComparisonModel,
+    LabelCountsModel,
+    Verdict,
+    accuracy_verdict,
+    overall_table,
+)
+from tagger_app.training_data import (
+    TrainingSource,
+    count_labels,
+    existing_library,
+    model_stem,
+    training_runs_dir,
+    write_manifest,
+)
+from tagger_app.widgets.training_curves import LogView, TrainingCurves
+from tagger_app.widgets.training_options import TrainingOptions
 from tagger_app.workers.predictor_worker import ModelSummary
 from tagger_app.workers.trainer_process import EvaluationProcess, TrainerProcess
-
-MIN_EXAMPLES = 5
-ARCHITECTURES = ("compact", "tiny", "nin", "paper")
-# How far a fine-tune may move from the current model: (shown, mlcnn train --anchor; None: the recipe's)
-KEEP_CHOICES = (("strongly (auto)", None), ("somewhat: learn more of a new style", 200.0),
-                ("no: learn a new drawing style", 0.0))
-KEEP_TOOLTIP = (
-    "How strongly a fine-tune pulls the weights back toward the current model's (mlcnn train --anchor).\n"
-    "Strongly: what the model knew holds (a point or two lost on the benchmark) and new labels are learnt, "
-    "but a new drawing style hardly is, even in the images that were confirmed.\n"
-    "Somewhat (--anchor 200): with 25-200 confirmed images of a new artist, the new style gains 3-9 points "
-    "of accuracy and the old one loses 6-11 (3-4 with images of the old style trained on too).\n"
-    "No: with a thousand or more confirmed images a new style is learnt and the old one partly forgotten "
-    "(benchmark, 1,000 scenes of a new artist: new style 22 % → 32 % accuracy, old style 86 % → 71 %; "
-    "with images of the old style trained on too, 86 % → 80 %). BENCHMARKS.md has the numbers."
-)
-KEEP_REPLAY_NOTE = (
-    "Without the pull back the model forgets some of what it knew. Tick a library of the images it already "
-    "tags well under “Also train on confirmed images of” (Data tab) to keep it."
-)
-BETTER = QColor(30, 130, 60)
-WORSE = QColor(190, 40, 40)
-NEW = QColor(40, 90, 190)
-FEW = QColor(140, 110, 40)  # a note, not an error: a label with few examples still trains
-
-
-def training_runs_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False)) / "training-runs"
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-def model_stem(finetune: bool) -> str:
-    """How a run's model file and the copy kept of it are named: ``fine-tuned`` or ``trained``."""
-    return "fine-tuned" if finetune else "trained"
-
-
-@dataclass
-class TrainingSource:
-    """Confirmed images of one library: (absolute path, the person's tags)."""
-
-    folder: Path
-    images: list[tuple[Path, list[str]]]
-
-
-def existing_library(folder: str | Path) -> Library | None:
-    """The library of a folder the person opened before, or None (never creates one)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    if not (folder / LIBRARY_DIRNAME / LIBRARY_FILENAME).is_file() and not fallback_library_path(folder).is_file():
-        return None
-    try:
-        return Library.open(folder)
-    except LibraryError:
-        return None
-
-
-def write_manifest(path: Path, images: list[tuple[Path, list[str]]]) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "".join(json.dumps({"image": str(p), "labels": list(tags)}, ensure_ascii=False) + "\n" for p, tags in images),
-        encoding="utf-8",
-    )
-
-
-class LabelCountsModel(ColumnTableModel):
-    """Per label: training images, held-out images, and whether it is new or has too few examples."""
-
-    COLUMNS = ("Label", "Training", "Held out", "Note")
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self.rows: list[tuple[str, int, int, str]] = []
-
-    def set_counts(self, train: dict[str, int], held: dict[str, int], known: set[str] | None) -> None:
-        self.beginResetModel()
-        self.rows = []
-        for label in sorted(set(train) | set(held), key=lambda lab: (-train.get(lab, 0), lab)):
-            notes = []
-            if known is not None and label not in known:
-                notes.append("new: will be added")
-            if train.get(label, 0) < MIN_EXAMPLES:
-                notes.append(f"too few (< {MIN_EXAMPLES})")
-            self.rows.append((label, train.get(label, 0), held.get(label, 0), ", ".join(notes)))
-        self.endResetModel()
-
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        row = self.rows[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
-            return row[index.column()]
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 3 and row[3]:
-            return NEW if row[3].startswith("new") else FEW
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() in (1, 2):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-
-class ComparisonModel(ColumnTableModel):
-    """The current and the new model on the held-out images: overall rows first, then one row per label.
-
-    A label the current model lacks shows "new" on its side; Δ is the new model's F1 minus the current one's."""
-
-    COLUMNS = ("Label", "Images", "F1 now", "F1 new", "Δ F1", "P now", "P new", "R now", "R new")
-    TOOLTIPS = (
-        "",
-        "Held-out images with this label",
-        "F1 of the current model",
-        "F1 of the new model",
-        "F1 of the new model minus F1 of the current one",
-        "Precision of the current model",
-        "Precision of the new model",
-        "Recall of the current model",
-        "Recall of the new model",
-    )
-    SortRole = Qt.ItemDataRole.UserRole + 1
-    _KEYS = ("label", "support", "f1_old", "f1_new", "delta", "p_old", "p_new", "r_old", "r_new")
-    DELTA_COLUMN = 4
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self.rows: list[dict] = []
-        self.overall: list[dict] = []
-
-    def set_results(self, current: dict | None, new: dict) -> None:
-        self.beginResetModel()
-        new_single = new["single_pass"]
-        old_single = current["single_pass"] if current else None
-        self.overall = []
-        for metric in ("precision", "recall", "accuracy", "mAP"):
-            old_value = old_single.get(metric) if old_single else None
-            self.overall.append({"metric": metric, "current": old_value, "new": new_single.get(metric)})
-        old_labels = (old_single or {}).get("per_label", {})
-        self.rows = []
-        for label, m in new_single.get("per_label", {}).items():
-            old = old_labels.get(label)
-            self.rows.append(
-                {
-                    "label": label,
-                    "support": m["support"],
-                    "p_old": old["precision"] if old else None,
-                    "p_new": m["precision"],
-                    "r_old": old["recall"] if old else None,
-                    "r_new": m["recall"],
-                    "f1_old": old["f1"] if old else None,
-                    "f1_new": m["f1"],
-                    "delta": (m["f1"] - old["f1"]) if old else None,
-                    "is_new": current is not None and old is None,
-                }
-            )
-        self.rows = [r for r in self.rows if r["support"] > 0 or (r["delta"] or 0) != 0]
-        self.endResetModel()
-
-    def label_row(self, label: str) -> dict | None:
-        return next((r for r in self.rows if r["label"] == label), None)
-
-    def changed(self) -> tuple[list[str], list[str]]:
-        """Labels whose F1 went up, and down, on the held-out images."""
-        better = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] > 1e-9]
-        worse = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] < -1e-9]
-        return better, worse
-
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        row = self.rows[index.row()]
-        key = self._KEYS[index.column()]
-        value = row[key]
-        if role == Qt.ItemDataRole.DisplayRole:
-            if key in ("label", "support"):
-                return value
-            if value is None:
-                return "new" if row["is_new"] and key != "delta" else "—"
-            return f"{value:+.3f}" if key == "delta" else f"{value:.3f}"
-        if role == self.SortRole:
-            return value if value is not None else -math.inf
-        if role == Qt.ItemDataRole.ForegroundRole:
-            if row["is_new"]:
-                return NEW
-            if key == "delta" and value is not None and abs(value) > 1e-9:
-                return BETTER if value > 0 else WORSE
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() > 0:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-
-@dataclass
-class Verdict:
-    """Which model read the held-out images better, in words, and whether the new one did worse."""
-
-    text: str
-    worse: bool
-
-
-def accuracy_verdict(current: float | None, new: float | None, images: int) -> Verdict | None:
-    """The new model's held-out accuracy against the current one's, with the chance a few images leave.
-
-    The accuracy is a mean over images of a per-image score in [0, 1]; such a score with mean p has a
-    standard deviation of at most √(p(1 − p)), so the paired difference of two models has one of at most
-    the sum of theirs, and its 95 % margin on n images is at most 1.96 × that / √n (a bound: the margin
-    itself is usually smaller, since both models get the same images right)."""
-    if current is None or new is None or images <= 0 or not (math.isfinite(current) and math.isfinite(new)):
-        return None
-    delta = new - current
-    spread = math.sqrt(max(0.0, current * (1 - current))) + math.sqrt(max(0.0, new * (1 - new)))
-    margin = 1.96 * spread / math.sqrt(images)
-    direction = "better" if delta > 0 else "worse"
-    amount = f"accuracy {current:.3f} → {new:.3f}, {abs(delta):.3f} {direction}"
-    if abs(delta) < 1e-9:
-        return Verdict(f"Both models read the {images} held-out images equally well (accuracy {new:.3f}).", False)
-    if abs(delta) > margin:
-        return Verdict(f"The new model is {direction} ({amount} on {images} held-out images).", delta < 0)
-    return Verdict(
-        f"The new model scored {direction} ({amount}), but on {images} held-out images a difference of up "
-        f"to ±{margin:.2f} can be chance: neither is clearly better. Confirm more images to tell.",
-        delta < 0,
-    )
-
-
-# ------------------------------------------------------------------------------------------ curves
-
-
-class LogView(QPlainTextEdit):
-    """A read-only log that keeps its last line in view, also when its lines rewrap after a resize,
-    until the person scrolls up to read; scrolling back to the end follows it again."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.following = True
-        bar = self.verticalScrollBar()
-        bar.valueChanged.connect(self._scrolled)
-        bar.rangeChanged.connect(self._range_changed)
-
-    def _scrolled(self, value: int) -> None:
-        self.following = value >= self.verticalScrollBar().maximum()
-
-    def _range_changed(self, _low: int, high: int) -> None:
-        if self.following:
-            self.verticalScrollBar().setValue(high)
-
-
-class TrainingCurves(QWidget):
-    """Training loss (left axis) and held-out accuracy (right axis, 0–1) against epochs."""
-
-    LOSS = QColor(40, 90, 190)
-    ACCURACY = QColor(220, 110, 20)
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.loss: list[tuple[float, float]] = []
-        self.accuracy: list[tuple[float, float]] = []
-        self.epochs = 1
-        self.setMinimumSize(260, 160)
-
-    def sizeHint(self) -> QSize:
-        return QSize(480, 220)
-
-    def clear(self, epochs: int = 1) -> None:
-        self.loss, self.accuracy, self.epochs = [], [], max(1, epochs)
-        self.update()
-
-    def add_step(self, event: dict) -> None:
-        x = event["epoch"] - 1 + event["step_in_epoch"] / max(1, event["steps_per_epoch"])
-        loss = float(event.get("loss", float("nan")))
-        if math.isfinite(loss):
-            self.loss.append((x, loss))
-            self.update()
-
-    def add_epoch(self, event: dict) -> None:
-        val = event.get("val") or {}
-        if "accuracy" in val and math.isfinite(float(val["accuracy"])):
-            self.accuracy.append((float(event["epoch"]), float(val["accuracy"])))
-            self.update()
-
-    def paintEvent(self, _event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.fillRect(self.rect(), self.palette().base())
-        metrics = painter.fontMetrics()
-        left, right, top, bottom = (
-            metrics.horizontalAdvance("0.000") + 10,
-            metrics.horizontalAdvance("1.00") + 12,
-            metrics.height() + 6,
-            metrics.height() + 8,
-        )
-        plot = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
-        text_pen = QPen(self.palette().text().color())
-        painter.setPen(QPen(QColor(180, 180, 180)))
-        painter.drawRect(plot)
-
-        x_max = max([self.epochs] + [x for x, _ in self.loss] + [x for x, _ in self.accuracy])
-        losses = [y for _, y in self.loss]
-        y_max = max(losses) * 1.05 if losses else 1.0
-        y_min = min(0.0, min(losses)) if losses else 0.0
-        y_span = max(1e-9, y_max - y_min)
-
-        def point(x: float, y: float, lo: float, span: float) -> QPointF:
-            return QPointF(
-                plot.left() + plot.width() * x / max(1e-9, x_max), plot.bottom() - plot.height() * (y - lo) / span
-            )
-
-        painter.setPen(text_pen)
-        for i in range(5):
-            frac = i / 4
-            y = plot.bottom() - plot.height() * frac
-            painter.setPen(QPen(QColor(225, 225, 225)))
-            painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
-            painter.setPen(text_pen)
-            align_right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-            align_left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
-            painter.drawText(QRectF(0, y - 8, left - 4, 16), align_right, f"{y_min + frac * y_span:.3g}")
-            painter.drawText(QRectF(plot.right() + 4, y - 8, right, 16), align_left, f"{frac:.2f}")
-        ticks = max(1, min(int(math.ceil(x_max)), 10))
-        for i in range(ticks + 1):
-            epoch = x_max * i / ticks
-            x = plot.left() + plot.width() * i / ticks
-            painter.drawText(
-                QRectF(x - 30, plot.bottom() + 2, 60, bottom),
-                Qt.AlignmentFlag.AlignHCenter,
-                f"{epoch:.0f}" if abs(epoch - round(epoch)) < 1e-6 else f"{epoch:.1f}",
-            )
-
-        series = ((self.loss, self.LOSS, y_min, y_span), (self.accuracy, self.ACCURACY, 0.0, 1.0))
-        for points, color, lo, span in series:
-            if not points:
-                continue
-            painter.setPen(QPen(color, 2))
-            path = QPainterPath(point(*points[0], lo, span))
-            for p in points[1:]:
-                path.lineTo(point(*p, lo, span))
-            painter.drawPath(path)
-            if color == self.ACCURACY:
-                painter.setBrush(color)
-                for p in points:
-                    painter.drawEllipse(point(*p, lo, span), 3, 3)
-                painter.setBrush(Qt.BrushStyle.NoBrush)
-
-        painter.setPen(QPen(self.LOSS))
-        painter.drawText(
-            QRectF(plot.left(), 0, plot.width() / 2, top),
-            Qt.AlignmentFlag.AlignLeft,
-            "— training loss" + (f" {self.loss[-1][1]:.3f}" if self.loss else ""),
-        )
-        painter.setPen(QPen(self.ACCURACY))
-        painter.drawText(
-            QRectF(plot.center().x(), 0, plot.width() / 2, top),
-            Qt.AlignmentFlag.AlignRight,
-            "● held-out accuracy" + (f" {self.accuracy[-1][1]:.3f}" if self.accuracy else ""),
-        )
-        painter.setPen(text_pen)
-        painter.drawText(
-            QRectF(plot.left(), self.height() - bottom + 2 + metrics.height() * 0, plot.width(), bottom),
-            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
-            "epoch",
-        )
-        painter.end()
-
-
-# ------------------------------------------------------------------------------------------ the panel
 
 
 def _format_duration(seconds: float) -> str:
@@ -438,6 +72,17 @@ def _format_duration(seconds: float) -> str:
         if seconds >= 3600
         else f"{seconds // 60}:{seconds % 60:02d}"
     )
+
+
+def _table_view(model, stretch_last: bool) -> QTableView:
+    """A compact read-only table: no row numbers, columns as wide as their contents."""
+    view = QTableView()
+    view.setModel(model)
+    view.verticalHeader().hide()
+    view.verticalHeader().setDefaultSectionSize(22)
+    view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    view.horizontalHeader().setStretchLastSection(stretch_last)
+    return view
 
 
 class TrainingPanel(QWidget):
@@ -479,7 +124,6 @@ class TrainingPanel(QWidget):
 
         self.trainer = TrainerProcess(self)
         self.evaluator = EvaluationProcess(self)
-        self._recipe = RECIPES["default"]  # the recipe mlcnn train would use with "auto" everywhere
         self.label_counts = LabelCountsModel(self)
         self.comparison = ComparisonModel(self)
         self.kept_models = KeptModelsModel(self.registry, self)
@@ -511,12 +155,7 @@ class TrainingPanel(QWidget):
         self.data_summary = QLabel("Open a folder and confirm some images to train on them.")
         self.data_summary.setWordWrap(True)
         layout.addWidget(self.data_summary)
-        self.counts_view = QTableView()
-        self.counts_view.setModel(self.label_counts)
-        self.counts_view.verticalHeader().hide()
-        self.counts_view.verticalHeader().setDefaultSectionSize(22)
-        self.counts_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.counts_view.horizontalHeader().setStretchLastSection(True)
+        self.counts_view = _table_view(self.label_counts, stretch_last=True)
         self.counts_view.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         layout.addWidget(self.counts_view, 1)
         layout.addWidget(QLabel("Also train on confirmed images of:"))
@@ -527,88 +166,10 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.refresh_button)
         tabs.addTab(data, "Data")
 
-        options = QWidget()
-        form = QFormLayout(options)
-        self.finetune_radio = QRadioButton("Fine-tune the current model")
-        self.scratch_radio = QRadioButton("Train a new model from scratch")
-        self.finetune_radio.setChecked(True)
-        self.mode_group = QButtonGroup(self)
-        self.mode_group.addButton(self.finetune_radio)
-        self.mode_group.addButton(self.scratch_radio)
-        form.addRow(self.finetune_radio)
-        self.new_only_check = QCheckBox("Teach only the new labels")
-        self.new_only_check.setToolTip(
-            "Fit the new labels' output rows to the confirmed images and train nothing else: the model's other "
-            "labels stay exactly as they are, and it takes seconds (mlcnn train --epochs 0)"
-        )
-        self.new_only_check.setEnabled(False)
-        form.addRow(self.new_only_check)
-        self.keep_combo = QComboBox()
-        for text, anchor in KEEP_CHOICES:
-            self.keep_combo.addItem(text, anchor)
-        self.keep_combo.setToolTip(KEEP_TOOLTIP)
-        form.addRow("Keep what it knows", self.keep_combo)
-        self.keep_note = QLabel(KEEP_REPLAY_NOTE)
-        self.keep_note.setWordWrap(True)
-        self.keep_note.hide()
-        form.addRow(self.keep_note)
-        form.addRow(self.scratch_radio)
-        self.arch_combo = QComboBox()
-        self.arch_combo.addItems(ARCHITECTURES)
-        form.addRow("Architecture", self.arch_combo)
-        self.recipe_combo = QComboBox()
-        self.recipe_combo.addItems(["default", "paper"])
-        self.recipe_combo.setToolTip("default: batch norm, AdamW, cosine schedule; paper: the paper's exact recipe")
-        form.addRow("Recipe", self.recipe_combo)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(0, 1000)
-        form.addRow("Epochs", self.epochs_spin)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(0, 1024)
-        form.addRow("Batch size", self.batch_spin)
-        self.lr_spin = self._rate_spin()
-        form.addRow("Learning rate α₀", self.lr_spin)
-        self.lr_max_spin = self._rate_spin()
-        self.lr_max_spin.setToolTip("α_max of the paper's optimiser (paper recipe)")
-        form.addRow("α_max", self.lr_max_spin)
-        self.val_spin = QDoubleSpinBox()
-        self.val_spin.setRange(0.0, 0.5)
-        self.val_spin.setSingleStep(0.05)
-        self.val_spin.setDecimals(2)
-        self.val_spin.setValue(0.1)
-        self.val_spin.setToolTip("Part of the confirmed images held out (chosen by file name), never trained on")
-        form.addRow("Held out", self.val_spin)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda"])
-        form.addRow("Device", self.device_combo)
-        self.time_spin = QSpinBox()
-        self.time_spin.setRange(0, 24 * 60)
-        self.time_spin.setSuffix(" min")
-        self.time_spin.setSpecialValueText("none")
-        self.time_spin.setToolTip("Train as many epochs as fit in this time (planned again after every epoch)")
-        form.addRow("Time limit", self.time_spin)
-        self.defaults_note = QLabel("“auto” leaves the choice to the recipe.")
-        self.defaults_note.setWordWrap(True)
-        form.addRow(self.defaults_note)
-        self.rate_warning = QLabel()
-        self.rate_warning.setWordWrap(True)
-        self.rate_warning.setStyleSheet("color: #b35900")
-        self.rate_warning.hide()
-        form.addRow(self.rate_warning)
-        for spin in (self.epochs_spin, self.batch_spin):
-            spin.setSpecialValueText("auto")
-        tabs.addTab(options, "Options")
+        self.options = TrainingOptions()
+        tabs.addTab(self.options, "Options")
         self.tabs_left = tabs
         return tabs
-
-    @staticmethod
-    def _rate_spin() -> QDoubleSpinBox:
-        spin = QDoubleSpinBox()
-        spin.setDecimals(6)
-        spin.setRange(0.0, 1.0)
-        spin.setSingleStep(0.0001)
-        spin.setSpecialValueText("auto")
-        return spin
 
     def _build_run_column(self) -> QWidget:
         box = QGroupBox("Training")
@@ -663,12 +224,8 @@ class TrainingPanel(QWidget):
         self.comparison_proxy = QSortFilterProxyModel(self)
         self.comparison_proxy.setSourceModel(self.comparison)
         self.comparison_proxy.setSortRole(ComparisonModel.SortRole)
-        self.comparison_view = QTableView()
-        self.comparison_view.setModel(self.comparison_proxy)
+        self.comparison_view = _table_view(self.comparison_proxy, stretch_last=False)
         self.comparison_view.setSortingEnabled(True)
-        self.comparison_view.verticalHeader().hide()
-        self.comparison_view.verticalHeader().setDefaultSectionSize(22)
-        self.comparison_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout.addWidget(self.comparison_view, 1)
         self.activate_button = QPushButton("Use the new model")
         self.activate_button.setEnabled(False)
@@ -680,13 +237,9 @@ class TrainingPanel(QWidget):
         self.kept_note = QLabel(f"Kept models ({self.registry.root}); ● marks the active one.")
         self.kept_note.setWordWrap(True)
         kept_layout.addWidget(self.kept_note)
-        self.kept_view = QTableView()
-        self.kept_view.setModel(self.kept_models)
-        self.kept_view.verticalHeader().hide()
+        self.kept_view = _table_view(self.kept_models, stretch_last=True)
         self.kept_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.kept_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.kept_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.kept_view.horizontalHeader().setStretchLastSection(True)
         kept_layout.addWidget(self.kept_view, 1)
         self.use_kept_button = QPushButton("Use the selected model")
         kept_layout.addWidget(self.use_kept_button)
@@ -701,20 +254,14 @@ class TrainingPanel(QWidget):
         self.use_kept_button.clicked.connect(self._use_selected_kept_model)
         self.kept_view.doubleClicked.connect(lambda _i: self._use_selected_kept_model())
         self.refresh_button.clicked.connect(self.refresh_data)
-        self.other_list.itemChanged.connect(lambda _item: self._on_other_libraries_changed())
-        self.mode_group.buttonToggled.connect(lambda *_: self._update_mode())
-        self.recipe_combo.currentTextChanged.connect(lambda _t: self._update_mode())
-        self.val_spin.valueChanged.connect(lambda _v: self._recount())
-        for widget in (self.epochs_spin, self.batch_spin, self.lr_spin, self.lr_max_spin, self.time_spin):
-            widget.valueChanged.connect(lambda _v: self._show_command())
-        self.arch_combo.currentTextChanged.connect(lambda _t: self._show_command())
-        self.keep_combo.currentIndexChanged.connect(lambda _i: self._on_keep_changed())
-        self.device_combo.currentTextChanged.connect(lambda _t: self._show_command())
-        self.new_only_check.toggled.connect(lambda _c: self._on_new_only_toggled())
+        self.other_list.itemChanged.connect(lambda _item: self.refresh_data())
+        self.options.modeChanged.connect(self._update_mode)
+        self.options.heldOutChanged.connect(lambda _v: self._recount())
+        self.options.changed.connect(self._show_command)
 
         self.trainer.started.connect(self._on_started)
         self.trainer.progress.connect(self._on_progress)
-        self.trainer.epochEnded.connect(self._on_epoch)
+        self.trainer.epochEnded.connect(self.curves.add_epoch)
         self.trainer.logLine.connect(self.log.appendPlainText)
         self.trainer.finished.connect(self._on_done)
         self.trainer.cancelled.connect(self._on_cancelled)
@@ -789,18 +336,10 @@ class TrainingPanel(QWidget):
         self._recount()
 
     def _recount(self) -> None:
-        # split as mlcnn train will: by file name, a label none of whose images would be trained on kept in
-        samples = [Sample(str(image), tuple(tags)) for source in self.sources for image, tags in source.images]
-        train_samples, held_samples = split_samples(samples, self.val_spin.value())
-        self.n_train, self.n_held_out = len(train_samples), len(held_samples)
-        train: dict[str, int] = {}
-        held: dict[str, int] = {}
-        for part, counts in ((train_samples, train), (held_samples, held)):
-            for sample in part:
-                for tag in sample.labels:
-                    counts[tag] = counts.get(tag, 0) + 1
-        known = self.current_labels if self.finetune_radio.isChecked() else None
-        self.label_counts.set_counts(train, held, known)
+        counts = count_labels(self.sources, self.options.held_out())
+        self.n_train, self.n_held_out = counts.n_train, counts.n_held_out
+        known = self.current_labels if self.options.finetune() else None
+        self.label_counts.set_counts(counts.train, counts.held_out, known)
         total = self.n_train + self.n_held_out
         if not self.sources:
             text = "Open a folder and confirm some images to train on them."
@@ -833,12 +372,10 @@ class TrainingPanel(QWidget):
     # ------------------------------------------------------------------ options
 
     def _update_mode(self) -> None:
-        finetune = self.finetune_radio.isChecked()
-        self.arch_combo.setEnabled(not finetune and not self.trainer.is_running())
+        finetune = self.options.finetune()
         self.start_button.setText("Fine-tune" if finetune else "Train from scratch")
-        self.lr_max_spin.setEnabled(self.recipe_combo.currentText() == "paper")
-        if self.current_model is None and self.finetune_radio.isChecked():
-            self.finetune_radio.setToolTip("No model is loaded: load one (Model menu) or train from scratch")
+        if self.current_model is None and finetune:
+            self.options.finetune_radio.setToolTip("No model is loaded: load one (Model menu) or train from scratch")
         self._recount_known_only()
         self._request_defaults()
         self._set_running(self.trainer.is_running())
@@ -847,98 +384,27 @@ class TrainingPanel(QWidget):
         if self.label_counts.rows or self.sources:
             train = {r[0]: r[1] for r in self.label_counts.rows}
             held = {r[0]: r[2] for r in self.label_counts.rows}
-            self.label_counts.set_counts(train, held, self.current_labels if self.finetune_radio.isChecked() else None)
+            self.label_counts.set_counts(train, held, self.current_labels if self.options.finetune() else None)
 
     def _request_defaults(self) -> None:
         if self.n_train > 0:
-            self._show_recipe_defaults()
+            self.options.show_recipe_defaults(self.n_train, self.current_model)
         self._show_command()
-
-    def _show_recipe_defaults(self) -> None:
-        """What ``mlcnn train`` picks where the options say "auto", for this many training images."""
-        auto = TrainConfig(data=[], out="", recipe=self.recipe_combo.currentText(),
-                           init=self.current_model if self.finetune_radio.isChecked() else None)
-        recipe = self._recipe = auto.recipe_for(self.n_train)
-        self.epochs_spin.setSpecialValueText(f"auto ({recipe.epochs})")
-        self.batch_spin.setSpecialValueText(f"auto ({recipe.batch_size})")
-        self.lr_spin.setSpecialValueText(f"auto ({recipe.lr:.2g})")
-        self.lr_max_spin.setSpecialValueText(f"auto ({recipe.lr_max:.2g})")
-        steps = recipe.epochs * max(1, math.ceil(self.n_train / max(1, recipe.batch_size)))
-        self.defaults_note.setText(
-            f"“auto” is what <tt>mlcnn train</tt> picks for {self.n_train} training images: "
-            f"{recipe.name} recipe, {recipe.optimizer}, {recipe.schedule} schedule, "
-            f"about {steps} steps."
-        )
 
     def model_file_name(self, run_dir: Path) -> str:
         """``fine-tuned-<run's UTC time>.safetensors`` (or ``trained-…``): a fine-tune's card takes its
         name from this file's, and the model is kept under the same name."""
-        return f"{model_stem(self.finetune_radio.isChecked())}-{run_dir.name[:15]}.safetensors"
+        return f"{model_stem(self.options.finetune())}-{run_dir.name[:15]}.safetensors"
 
     def request(self, data: list[str] | None = None, run_dir: Path | None = None) -> TrainConfig:
-        """The ``mlcnn train`` run the panel's controls describe (``data``: the manifests)."""
+        """The ``mlcnn train`` run the panel's options describe (``data``: the manifests)."""
         run_dir = run_dir or self.runs_dir / "<run>"
-        finetune = self.finetune_radio.isChecked()
-        paper = self.recipe_combo.currentText() == "paper"
-        return TrainConfig(
-            data=data or [str(run_dir / f"confirmed-{i}.jsonl") for i in range(max(1, len(self.sources)))],
-            out=str(run_dir / self.model_file_name(run_dir)),
-            events="-",
-            init=self.current_model if finetune else None,
-            arch="compact" if finetune else self.arch_combo.currentText(),
-            recipe=self.recipe_combo.currentText(),
-            epochs=0 if self._teach_new_only() else (self.epochs_spin.value() or None),
-            batch_size=self.batch_spin.value() or None,
-            lr=self.lr_spin.value() or None,
-            lr_max=(self.lr_max_spin.value() or None) if paper else None,
-            val_fraction=round(self.val_spin.value(), 4),
-            device=self.device_combo.currentText(),
-            time_budget_min=self.time_spin.value() or None,
-            anchor=None if self._teach_new_only() or not finetune else self.keep_combo.currentData(),
-        )
-
-    def _on_new_only_toggled(self) -> None:
-        self._set_running(self.trainer.is_running())
-        self._show_command()
-
-    def _on_other_libraries_changed(self) -> None:
-        self.refresh_data()
-        self._show_keep_note()
-
-    def _on_keep_changed(self) -> None:
-        self._show_keep_note()
-        self._show_command()
-
-    def _show_keep_note(self) -> None:
-        """Learning a new style without the pull back forgets the old one unless images of it are
-        trained on too: say so while no other library is ticked."""
-        weak = self.keep_combo.currentData() is not None
-        replaying = bool(self._checked_other_items())
-        self.keep_note.setVisible(weak and not replaying and self.keep_combo.isEnabled())
-
-    def _teach_new_only(self) -> bool:
-        return self.new_only_check.isEnabled() and self.new_only_check.isChecked()
+        data = data or [str(run_dir / f"confirmed-{i}.jsonl") for i in range(max(1, len(self.sources)))]
+        return self.options.config(data, str(run_dir / self.model_file_name(run_dir)), self.current_model)
 
     def _show_command(self) -> None:
         if not self.trainer.is_running():
             self.command_label.setText(self.request().command_line())
-        self._warn_about_rate()
-
-    def _warn_about_rate(self) -> None:
-        """A fine-tune pulls the weights toward the current model's by rate × anchor per step (capped
-        at a full return): at or past the cap the old weights never move and only new labels learn."""
-        fine_tune = self.finetune_radio.isChecked() and not self._teach_new_only()
-        chosen = self.keep_combo.currentData()
-        anchor = float(self._recipe.anchor if chosen is None else chosen) if fine_tune else 0.0
-        rate = self.lr_spin.value()
-        if anchor > 0 and rate > 0 and rate * anchor >= 1.0:
-            self.rate_warning.setText(
-                f"At a rate of {rate:.2g} the pull toward the current model (anchor {anchor:g}) returns its "
-                f"weights after every step: only new labels will learn. Use a rate below {1 / anchor:.2g}."
-            )
-            self.rate_warning.show()
-        else:
-            self.rate_warning.hide()
 
     # ------------------------------------------------------------------ running
 
@@ -947,33 +413,13 @@ class TrainingPanel(QWidget):
             not running
             and not self.evaluator.is_running()
             and self.n_train > 0
-            and (self.scratch_radio.isChecked() or self.current_model is not None)
+            and (not self.options.finetune() or self.current_model is not None)
         )
         self.start_button.setEnabled(can_start)
         self.cancel_button.setEnabled(running)
-        for widget in (
-            self.finetune_radio,
-            self.scratch_radio,
-            self.recipe_combo,
-            self.epochs_spin,
-            self.batch_spin,
-            self.lr_spin,
-            self.val_spin,
-            self.device_combo,
-            self.time_spin,
-            self.refresh_button,
-            self.other_list,
-        ):
-            widget.setEnabled(not running)
-        self.arch_combo.setEnabled(not running and self.scratch_radio.isChecked())
-        self.lr_max_spin.setEnabled(not running and self.recipe_combo.currentText() == "paper")
-        self.new_only_check.setEnabled(not running and self.finetune_radio.isChecked() and bool(self._new_labels()))
-        self.keep_combo.setEnabled(not running and self.finetune_radio.isChecked())
-        if self._teach_new_only():  # nothing is trained: the training options do not apply
-            for widget in (self.epochs_spin, self.batch_spin, self.lr_spin, self.lr_max_spin, self.time_spin,
-                           self.keep_combo):
-                widget.setEnabled(False)
-        self._show_keep_note()
+        self.refresh_button.setEnabled(not running)
+        self.other_list.setEnabled(not running)
+        self.options.set_state(running, bool(self._new_labels()), bool(self._checked_other_items()))
 
     def start_training(self) -> bool:
         """Write the confirmed images as manifests in a new run folder and start ``mlcnn train``."""
@@ -983,7 +429,7 @@ class TrainingPanel(QWidget):
         if self.n_train == 0:
             self._fail_message("Nothing to train on: no confirmed images outside the held-out part.")
             return False
-        if self.finetune_radio.isChecked() and not self.current_model:
+        if self.options.finetune() and not self.current_model:
             self._fail_message("No current model to fine-tune: load one, or train from scratch.")
             return False
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
@@ -1045,9 +491,6 @@ class TrainingPanel(QWidget):
             f"ETA {_format_duration(float(event.get('eta_s', 0)))}"
         )
         self.curves.add_step(event)
-
-    def _on_epoch(self, event: dict) -> None:
-        self.curves.add_epoch(event)
 
     def _on_done(self, event: dict) -> None:
         self.progress_bar.setRange(0, 1)
@@ -1163,22 +606,7 @@ class TrainingPanel(QWidget):
         self.comparison.set_results(current, new)
         self.comparison_view.sortByColumn(ComparisonModel.DELTA_COLUMN, Qt.SortOrder.DescendingOrder)
         self.tabs_right.setCurrentIndex(0)
-        rows = []
-        for r in self.comparison.overall:
-            old, value = r["current"], r["new"]
-            delta = ""
-            if old is not None and value is not None and math.isfinite(old) and math.isfinite(value):
-                color = BETTER if value > old + 1e-9 else WORSE if value < old - 1e-9 else QColor(90, 90, 90)
-                delta = f" <span style='color:{color.name()}'>({value - old:+.3f})</span>"
-            old_text = f"{old:.3f}" if old is not None and math.isfinite(old) else "—"
-            new_text = f"{value:.3f}" if value is not None and math.isfinite(value) else "—"
-            rows.append(
-                f"<tr><td>{r['metric']}</td><td align=right>{old_text}</td>"
-                f"<td align=right><b>{new_text}</b>{delta}</td></tr>"
-            )
-        self.overall_label.setText(
-            "<table cellspacing=6><tr><th></th><th>current</th><th>new</th></tr>" + "".join(rows) + "</table>"
-        )
+        self.overall_label.setText(overall_table(self.comparison.overall))
         better, worse = self.comparison.changed()
         added = [r["label"] for r in self.comparison.rows if r["is_new"]]
         images = int(new.get("images", 0))
@@ -1202,7 +630,7 @@ class TrainingPanel(QWidget):
         )
         self.verdict = verdict
         if verdict is not None:
-            color = WORSE if verdict.worse else BETTER if "is better" in verdict.text else QColor(90, 90, 90)
+            color = WORSE if verdict.worse else BETTER if "is better" in verdict.text else SAME
             summary = f"<b style='color:{color.name()}'>{verdict.text}</b><br>{summary}"
         self.result_summary.setText(summary)
         self._offer_new_model()

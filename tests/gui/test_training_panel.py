@@ -16,7 +16,8 @@ from mlcnn_core.data import Sample, is_held_out, split_samples
 from mlcnn_core.library import Library
 from mlcnn_core.modelfile import read_card
 from tagger_app.models.model_registry import ModelRegistry
-from tagger_app.widgets.training_panel import ComparisonModel, TrainingPanel, accuracy_verdict
+from tagger_app.models.training_tables import ComparisonModel, accuracy_verdict
+from tagger_app.widgets.training_panel import TrainingPanel
 
 VAL_FRACTION = 0.3
 TIMEOUT = 180_000  # the trainer imports torch in a subprocess; slow on a busy 2-core box
@@ -53,10 +54,10 @@ def panel(qtbot, tmp_path, tiny_model_path):
 
 
 def set_quick_options(panel: TrainingPanel, epochs: int = 2) -> None:
-    panel.epochs_spin.setValue(epochs)
-    panel.batch_spin.setValue(4)
-    panel.val_spin.setValue(VAL_FRACTION)
-    panel.device_combo.setCurrentText("cpu")
+    panel.options.epochs_spin.setValue(epochs)
+    panel.options.batch_spin.setValue(4)
+    panel.options.val_spin.setValue(VAL_FRACTION)
+    panel.options.device_combo.setCurrentText("cpu")
 
 
 def test_panel_does_not_import_torch():
@@ -91,7 +92,7 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images")
     panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
-    panel.val_spin.setValue(VAL_FRACTION)
+    panel.options.val_spin.setValue(VAL_FRACTION)
     rows = {r[0]: r for r in panel.label_counts.rows}
     assert set(rows) == {"red", "green", "blue", "stripes", "dots", "sunset"}
     assert "new" in rows["sunset"][3]
@@ -107,45 +108,47 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     assert command.startswith("mlcnn train --data ")
     assert f"--init {tiny_model_path}" in command and "--epochs 2" in command and "--val-fraction 0.3" in command
     assert "--lr" not in command and "--time-budget" not in command  # "auto" / "none": the recipe decides
-    panel.time_spin.setValue(5)
+    panel.options.time_spin.setValue(5)
     assert "--time-budget 5" in panel.request().command_line()
-    panel.time_spin.setValue(0)
+    panel.options.time_spin.setValue(0)
     # the recipe's defaults for this many images come from the core (a subprocess)
-    qtbot.waitUntil(lambda: panel.epochs_spin.specialValueText().startswith("auto ("), timeout=60_000)
+    qtbot.waitUntil(lambda: panel.options.epochs_spin.specialValueText().startswith("auto ("), timeout=60_000)
     # a fine-tune's rate at or past the anchor's cap would leave the old weights where they are: said so
-    assert panel.rate_warning.isHidden()
-    panel.lr_spin.setValue(1e-3)
-    assert not panel.rate_warning.isHidden() and "only new labels will learn" in panel.rate_warning.text()
-    panel.lr_spin.setValue(1e-4)
-    assert panel.rate_warning.isHidden()
-    panel.lr_spin.setValue(1e-3)
+    assert panel.options.rate_warning.isHidden()
+    panel.options.lr_spin.setValue(1e-3)
+    warning = panel.options.rate_warning
+    assert not warning.isHidden() and "only new labels will learn" in warning.text()
+    panel.options.lr_spin.setValue(1e-4)
+    assert panel.options.rate_warning.isHidden()
+    panel.options.lr_spin.setValue(1e-3)
     # "keep what it knows: no" is --anchor 0: no pull back, so no warning about it; the person is
     # told that the old style is kept only by training on images of it too
-    assert "--anchor" not in panel.request().command_line() and panel.keep_note.isHidden()
-    panel.keep_combo.setCurrentIndex(1)
-    assert "--anchor 200 " in panel.request().command_line() + " " and not panel.keep_note.isHidden()
-    assert panel.rate_warning.isHidden()  # 1e-3 × 200 still lets the weights move
-    panel.keep_combo.setCurrentIndex(2)
+    assert "--anchor" not in panel.request().command_line() and panel.options.keep_note.isHidden()
+    panel.options.keep_combo.setCurrentIndex(1)
+    assert "--anchor 200 " in panel.request().command_line() + " " and not panel.options.keep_note.isHidden()
+    assert panel.options.rate_warning.isHidden()  # 1e-3 × 200 still lets the weights move
+    panel.options.keep_combo.setCurrentIndex(2)
     assert "--anchor 0 " in panel.request().command_line() + " "
-    assert panel.rate_warning.isHidden() and not panel.keep_note.isHidden()
-    panel.keep_combo.setCurrentIndex(0)
-    assert not panel.rate_warning.isHidden()
-    panel.scratch_radio.setChecked(True)  # no anchor from scratch
-    assert panel.rate_warning.isHidden() and not panel.keep_combo.isEnabled()
-    panel.keep_combo.setCurrentIndex(2)
-    assert "--anchor" not in panel.request().command_line() and panel.keep_note.isHidden()
-    panel.keep_combo.setCurrentIndex(0)
+    assert panel.options.rate_warning.isHidden() and not panel.options.keep_note.isHidden()
+    panel.options.keep_combo.setCurrentIndex(0)
+    assert not panel.options.rate_warning.isHidden()
+    panel.options.scratch_radio.setChecked(True)  # no anchor from scratch
+    assert panel.options.rate_warning.isHidden() and not panel.options.keep_combo.isEnabled()
+    panel.options.keep_combo.setCurrentIndex(2)
+    assert "--anchor" not in panel.request().command_line() and panel.options.keep_note.isHidden()
+    panel.options.keep_combo.setCurrentIndex(0)
     # "teach only the new labels" is a fine-tune of zero epochs, offered when there are new labels
-    assert not panel.new_only_check.isEnabled()
-    panel.finetune_radio.setChecked(True)
-    assert panel.new_only_check.isEnabled()
-    panel.new_only_check.setChecked(True)
+    assert not panel.options.new_only_check.isEnabled()
+    panel.options.finetune_radio.setChecked(True)
+    assert panel.options.new_only_check.isEnabled()
+    panel.options.new_only_check.setChecked(True)
     command = panel.request().command_line()
     assert "--epochs 0" in command and "--init" in command
-    assert not panel.epochs_spin.isEnabled() and not panel.lr_spin.isEnabled() and panel.rate_warning.isHidden()
-    panel.scratch_radio.setChecked(True)
-    assert not panel.new_only_check.isEnabled() and "--epochs 0" not in panel.request().command_line()
-    assert panel.epochs_spin.isEnabled()
+    assert not panel.options.epochs_spin.isEnabled() and not panel.options.lr_spin.isEnabled()
+    assert panel.options.rate_warning.isHidden()
+    panel.options.scratch_radio.setChecked(True)
+    assert not panel.options.new_only_check.isEnabled() and "--epochs 0" not in panel.request().command_line()
+    assert panel.options.epochs_spin.isEnabled()
     library.close()
 
 
@@ -158,9 +161,9 @@ def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
     library.confirm_all(junk.id)
     panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
-    panel.val_spin.setValue(VAL_FRACTION)
-    panel.device_combo.setCurrentText("cpu")
-    panel.new_only_check.setChecked(True)
+    panel.options.val_spin.setValue(VAL_FRACTION)
+    panel.options.device_combo.setCurrentText("cpu")
+    panel.options.new_only_check.setChecked(True)
     with qtbot.waitSignal(panel.comparisonReady, timeout=TIMEOUT):
         assert panel.start_training()
     assert panel.last_error == "", panel.last_stderr
@@ -187,11 +190,11 @@ def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tm
     library.set_tag(held.id, "lotus", "added")
     panel.set_current_model(model_summary(tiny_model_path))
     panel.set_library(library)
-    panel.val_spin.setValue(VAL_FRACTION)
-    panel.device_combo.setCurrentText("cpu")
+    panel.options.val_spin.setValue(VAL_FRACTION)
+    panel.options.device_combo.setCurrentText("cpu")
     rows = {r[0]: r for r in panel.label_counts.rows}
     assert rows["lotus"][1:3] == (1, 0) and "new" in rows["lotus"][3]  # trained on, not held out
-    panel.new_only_check.setChecked(True)
+    panel.options.new_only_check.setChecked(True)
     with qtbot.waitSignal(panel.comparisonReady, timeout=TIMEOUT):
         assert panel.start_training()
     assert panel.last_error == "", panel.last_stderr
@@ -371,11 +374,11 @@ def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_pa
     panel.set_library(here, [str(here.root), str(tmp_path / "there"), str(never_opened)])
     assert panel.other_list.count() == 2
     assert panel.n_train + panel.n_held_out == 6
-    panel.keep_combo.setCurrentIndex(2)  # learn a new style: replaying another library is suggested...
-    assert not panel.keep_note.isHidden()
+    panel.options.keep_combo.setCurrentIndex(2)  # learn a new style: replaying another library is suggested...
+    assert not panel.options.keep_note.isHidden()
     panel.other_list.item(0).setCheckState(Qt.CheckState.Checked)
     assert panel.n_train + panel.n_held_out == 12
-    assert panel.keep_note.isHidden()  # ...until one is ticked
+    assert panel.options.keep_note.isHidden()  # ...until one is ticked
     assert panel.request().command_line().count("--data ") == 2
     assert "extra" in {r[0] for r in panel.label_counts.rows}
     panel.other_list.item(1).setCheckState(Qt.CheckState.Checked)
@@ -427,7 +430,7 @@ def test_in_the_main_window_confirm_train_activate_predict(
 
 
 def test_log_keeps_its_last_line_in_view_until_scrolled_up(qtbot):
-    from tagger_app.widgets.training_panel import LogView
+    from tagger_app.widgets.training_curves import LogView
 
     log = LogView()
     qtbot.addWidget(log)

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -307,25 +307,43 @@ def train(cfg: TrainConfig) -> TaggerModel | None:
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """What every epoch of a run (every weight learns) uses; set up once by :func:`_set_up_run`."""
+
+    cfg: TrainConfig
+    recipe: Recipe              # replaced when a time budget changes the number of epochs
+    model: TaggerModel
+    net: nn.Module
+    ddp_net: nn.Module          # ``net``, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    sampler: object             # the DistributedSampler or ScaledBatches to tell each epoch, or None
+    anchored: list              # (weight, starting value) pairs pulled back after each step (L2-SP)
+    device: torch.device
+    bf16: bool
+    rank: int
+    world: int
+    events: Events
+    steps_per_epoch: int
+    total_steps: int
+
+
+@dataclass
+class _Best:
+    """The weights of the best epoch so far, and its held-out scores when it was validated."""
+
+    weights: dict
+    scores: dict | None = None
+
+
 def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Events) -> TaggerModel | None:
     started = time.time()
-    out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        configure_cpu()
-    bf16 = use_bf16(device, cfg.bf16)
+    device, bf16 = _set_up_device(cfg, local_rank)
     torch.manual_seed(cfg.seed)
 
-    samples = load_samples(cfg.data)
-    if cfg.val_data:
-        train_samples, val_samples = samples, load_samples(cfg.val_data)
-    else:
-        train_samples, val_samples = split_samples(samples, cfg.val_fraction)
-    if not train_samples:
-        raise ValueError(f"no labelled images found in {cfg.data}")
+    # the data, the recipe for its size, and the model (a fine-tune's grows the labels it lacks)
+    train_samples, val_samples = _load_data(cfg)
     recipe = cfg.recipe_for(len(train_samples))
     model, new_labels = _initial_model(cfg, train_samples, recipe, events)
     if new_labels and cfg.new_labels == "fit" and rank == 0 and not cfg.resume:
@@ -337,8 +355,85 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
                              "checkpoint (it takes a minute or two): run it again without torchrun / --resume")
         return _train_frozen(cfg, model, new_labels, train_samples, val_samples, recipe, device, bf16, events,
                              started)
-    net = model.net.to(device, memory_format=torch.channels_last)
-    dataset = TrainingSet(train_samples, model.labels, seed=cfg.seed)
+
+    # loader, optimiser, schedule; a resumed run continues from its checkpoint
+    run = _set_up_run(cfg, model, new_labels, train_samples, recipe, device, bf16, rank, world, events)
+    ckpt = checkpoint_dir(Path(cfg.out)) / "last.safetensors"
+    state = _resume(run, ckpt) if cfg.resume else {"epoch": 0, "step": 0, "best": None, "history": [],
+                                                    "skipped_unlabelled": 0}
+    prior_seconds = state.get("elapsed_s", 0.0)  # training time of earlier runs, when resuming
+    state["device"] = f"{device.type}{' (bf16)' if bf16 else ''}"
+    events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
+                epochs=recipe.epochs, steps_per_epoch=run.steps_per_epoch, batch_size=recipe.batch_size,
+                recipe=asdict(recipe), device=str(device), bf16=bf16, world_size=world,
+                init=cfg.init, out=str(cfg.out))
+    best = _Best(_copy_weights(run.net))
+    cancelled = False
+    first_epoch = state["epoch"]
+    planned_epochs = recipe.epochs - first_epoch  # what a time budget may cut and give back
+    epoch_seconds: list[float] = []               # this run's epochs, validation included
+    with CancelFlag() as cancel:
+        for epoch in range(first_epoch, recipe.epochs):
+            if epoch >= run.recipe.epochs or state["step"] >= run.total_steps or cancelled:
+                break
+            # one pass over the training images
+            t_epoch = time.time()
+            record, epoch_done, cancelled = _run_epoch(run, epoch, state, cancel)
+            # validation, and the best epoch's weights kept
+            improved = _validate_and_keep_best(run, epoch, val_samples, state, best, record)
+            # checkpoint
+            state["history"].append(record)
+            state.update(epoch=epoch + 1 if epoch_done else epoch, labels=model.labels, mean=model.mean,
+                         elapsed_s=prior_seconds + time.time() - started)
+            if rank == 0:
+                save_checkpoint(ckpt, run.net, run.optimizer, state)
+            events.emit("epoch", **record, checkpoint=str(ckpt), improved=improved,
+                        elapsed_s=round(time.time() - started, 1))
+            # fewer epochs when the planned ones would not fit in the time budget
+            epoch_seconds.append(time.time() - t_epoch)
+            if cfg.time_budget_s and epoch_done:
+                _fit_to_time_budget(run, planned_epochs, first_epoch, epoch_seconds, time.time() - started)
+            # early stopping
+            since_best = epoch + 1 - state.get("best_epoch", epoch + 1)
+            if run.recipe.patience and since_best >= run.recipe.patience:
+                events.emit("early_stop", epoch=epoch + 1, best_epoch=state.get("best_epoch"))
+                break
+            if world > 1:
+                dist.barrier()
+    if rank != 0:
+        return None
+    run.net.load_state_dict(best.weights)
+    if new_labels and cfg.new_labels == "fit" and not cancelled and state["step"] > 0:
+        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
+    return _finish(cfg, model, run.net, run.recipe, state, val_samples, best.scores, events, cancelled, started)
+
+
+def _set_up_device(cfg: TrainConfig, local_rank: int) -> tuple[torch.device, bool]:
+    """The device to train on (under torchrun, this process's GPU) and whether to compute in bf16."""
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        configure_cpu()
+    return device, use_bf16(device, cfg.bf16)
+
+
+def _load_data(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """The training and held-out samples: ``--val-data``, else a part of ``--data`` held out."""
+    samples = load_samples(cfg.data)
+    if cfg.val_data:
+        train_samples, val_samples = samples, load_samples(cfg.val_data)
+    else:
+        train_samples, val_samples = split_samples(samples, cfg.val_fraction)
+    if not train_samples:
+        raise ValueError(f"no labelled images found in {cfg.data}")
+    return train_samples, val_samples
+
+
+def _make_loader(cfg: TrainConfig, dataset: TrainingSet, recipe: Recipe, device: torch.device, rank: int,
+                 world: int) -> tuple[DataLoader, object]:
+    """The DataLoader of one process's share of the batches, and the sampler to tell each epoch."""
     sampler = (torch.utils.data.distributed.DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
                if world > 1 else None)
     workers = cfg.workers if cfg.workers is not None else min(4, max(1, (os.cpu_count() or 2) - 1))
@@ -351,137 +446,129 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     if cfg.short_sides:
         indices = sampler or torch.utils.data.RandomSampler(dataset, generator=common["generator"])
         sampler = ScaledBatches(indices, per_rank_batch, cfg.short_sides, seed=cfg.seed, drop_last=drop_last)
-        loader = DataLoader(dataset, batch_sampler=sampler, **common)
-    else:
-        loader = DataLoader(dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
-                            drop_last=drop_last, **common)
+        return DataLoader(dataset, batch_sampler=sampler, **common), sampler
+    loader = DataLoader(dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+                        drop_last=drop_last, **common)
+    return loader, sampler
+
+
+def _set_up_run(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], train_samples: list[Sample],
+                recipe: Recipe, device: torch.device, bf16: bool, rank: int, world: int, events: Events) -> _Run:
+    net = model.net.to(device, memory_format=torch.channels_last)
+    dataset = TrainingSet(train_samples, model.labels, seed=cfg.seed)
+    loader, sampler = _make_loader(cfg, dataset, recipe, device, rank, world)
     optimizer = make_optimizer(net, recipe)
     anchored = anchors(net, len(model.labels) - len(new_labels)) if cfg.init and recipe.anchor > 0 else []
     ddp_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = len(loader)
-    total_steps = planned_steps(recipe.epochs, steps_per_epoch, cfg.max_steps)
+    return _Run(cfg, recipe, model, net, ddp_net, optimizer, loader, sampler, anchored, device, bf16, rank, world,
+                events, steps_per_epoch, planned_steps(recipe.epochs, steps_per_epoch, cfg.max_steps))
 
-    state = {"epoch": 0, "step": 0, "best": None, "history": [], "skipped_unlabelled": 0}
-    ckpt = checkpoint_dir(out)
-    if cfg.resume:
-        last = ckpt / "last.safetensors"
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
-        state = load_checkpoint(last, net, optimizer)
-        if state.get("labels") != model.labels:
-            raise ValueError(f"--resume: {last} was trained on other labels than this data")
-        model.card["mean"] = state["mean"]
-        events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
 
-    prior_seconds = state.get("elapsed_s", 0.0)  # training time of earlier runs, when resuming
-    state["device"] = f"{device.type}{' (bf16)' if bf16 else ''}"
-    events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
-                epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, batch_size=recipe.batch_size,
-                recipe=asdict(recipe), device=str(device), bf16=bf16, world_size=world,
-                init=cfg.init, out=str(out))
-    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    best_scores = None
-    step = state["step"]
+def _resume(run: _Run, last: Path) -> dict:
+    """The loop state of ``last``, whose weights and optimiser state ``run`` takes."""
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {last}")
+    state = load_checkpoint(last, run.net, run.optimizer)
+    if state.get("labels") != run.model.labels:
+        raise ValueError(f"--resume: {last} was trained on other labels than this data")
+    run.model.card["mean"] = state["mean"]
+    run.events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
+    return state
+
+
+def _run_epoch(run: _Run, epoch: int, state: dict, cancel: CancelFlag) -> tuple[dict, bool, bool]:
+    """One pass over the loader (or until the last step, or a cancel): the epoch's record, whether
+    it went through the whole loader, and whether it was cancelled."""
+    cfg, recipe, optimizer = run.cfg, run.recipe, run.optimizer
+    run.loader.dataset.epoch = epoch
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    run.ddp_net.train()
+    if recipe.norm_stats == "frozen":
+        freeze_norm_stats(run.net)
+    t_epoch, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    t_report = time.time()
     cancelled = False
-    with CancelFlag() as cancel:
-        first_epoch = state["epoch"]
-        planned_epochs = recipe.epochs - first_epoch  # what a time budget may cut and give back
-        epoch_seconds: list[float] = []               # this run's epochs, validation included
-        for epoch in range(first_epoch, recipe.epochs):
-            if epoch >= recipe.epochs or step >= total_steps or cancelled:
-                break
-            dataset.epoch = epoch
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            ddp_net.train()
-            if recipe.norm_stats == "frozen":
-                freeze_norm_stats(net)
-            t_epoch, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
-            t_report = time.time()
-            for i, (images, targets) in enumerate(loader):
-                x = to_tensor(images, model.mean).to(device, non_blocking=True)
-                targets = targets.to(device)
-                set_rates(optimizer, recipe, schedule_factor(recipe, step, total_steps))
-                with autocast(device, bf16):
-                    logits = ddp_net(x)
-                loss, skipped = multilabel_softmax_loss(logits, targets)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: the loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
-                        f"{cfg.out} was not written. Try a lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if anchored:
-                    pull_toward_start(anchored, optimizer.param_groups[0]["lr"] * recipe.anchor)
-                step += 1
-                seen += len(images)
-                state["skipped_unlabelled"] += skipped
-                loss_sum += loss.item() * len(images)
-                loss_n += len(images)
-                stop_now = cancel.set or step >= total_steps
-                if world > 1:
-                    flag = torch.tensor([int(stop_now)])
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    stop_now = bool(flag.item())
-                now = time.time()
-                if now - t_report > 1.0 or i + 1 == steps_per_epoch or stop_now:
-                    rate = seen * world / max(1e-6, now - t_epoch)
-                    remaining = (total_steps - step) * recipe.batch_size / max(rate, 1e-6)
-                    events.emit("step", epoch=epoch + 1, epochs=recipe.epochs, step=step, total_steps=total_steps,
-                                step_in_epoch=i + 1, steps_per_epoch=steps_per_epoch, loss=loss_sum / loss_n,
-                                images_per_s=round(rate, 1), eta_s=round(remaining, 1),
-                                lr=optimizer.param_groups[0]["lr"])
-                    t_report = now
-                if stop_now:
-                    cancelled = cancel.set
-                    break
-            epoch_done = not cancelled and (i + 1 == steps_per_epoch)
-            record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, loss_n),
-                      "images_per_s": round(seen * world / max(1e-6, time.time() - t_epoch), 1),
-                      "seconds": round(time.time() - t_epoch, 1)}
-            improved = True
-            if rank == 0 and val_samples:
-                scores = validation_scores(TaggerModel(net, model.card), val_samples, cfg.device, cfg.bf16)
-                metrics, _ = evaluate_scores(scores["single"], scores["truth"], "global")
-                record["val"] = metrics
-                key = (metrics["accuracy"], metrics["mAP"])
-                improved = (state["best"] is None or key > tuple(state["best"])
-                            or len(scores["truth"]) < MIN_IMAGES_TO_JUDGE)
-                if improved:
-                    state["best"] = list(key)
-                    state["best_epoch"] = epoch + 1
-            if rank == 0 and improved:
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                best_scores = scores if val_samples else None
-            state["history"].append(record)
-            state.update(epoch=epoch + 1 if epoch_done else epoch, step=step, labels=model.labels, mean=model.mean,
-                         elapsed_s=prior_seconds + time.time() - started)
-            if rank == 0:
-                save_checkpoint(ckpt / "last.safetensors", net, optimizer, state)
-            events.emit("epoch", **record, checkpoint=str(ckpt / "last.safetensors"), improved=improved,
-                        elapsed_s=round(time.time() - started, 1))
-            epoch_seconds.append(time.time() - t_epoch)
-            if cfg.time_budget_s and epoch_done:
-                fits = epochs_within_budget(planned_epochs, epoch_seconds, time.time() - started,
-                                            cfg.time_budget_s) + first_epoch
-                if fits != recipe.epochs:
-                    recipe = replace(recipe, epochs=fits)
-                    total_steps = planned_steps(fits, steps_per_epoch, cfg.max_steps)
-                    events.emit("time_budget", epochs=fits, total_steps=total_steps,
-                                budget_s=cfg.time_budget_s)
-            since_best = epoch + 1 - state.get("best_epoch", epoch + 1)
-            if recipe.patience and since_best >= recipe.patience:
-                events.emit("early_stop", epoch=epoch + 1, best_epoch=state.get("best_epoch"))
-                break
-            if world > 1:
-                dist.barrier()
-    if rank != 0:
-        return None
-    net.load_state_dict(best_state)
-    if new_labels and cfg.new_labels == "fit" and not cancelled and step > 0:
-        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
-    return _finish(cfg, model, net, recipe, state, val_samples, best_scores, events, cancelled, started)
+    for i, (images, targets) in enumerate(run.loader):
+        x = to_tensor(images, run.model.mean).to(run.device, non_blocking=True)
+        targets = targets.to(run.device)
+        set_rates(optimizer, recipe, schedule_factor(recipe, state["step"], run.total_steps))
+        with autocast(run.device, run.bf16):
+            logits = run.ddp_net(x)
+        loss, skipped = multilabel_softmax_loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: the loss became {loss.item()} at step {state['step'] + 1} (epoch {epoch + 1}); "
+                f"{cfg.out} was not written. Try a lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if run.anchored:
+            pull_toward_start(run.anchored, optimizer.param_groups[0]["lr"] * recipe.anchor)
+        state["step"] += 1
+        seen += len(images)
+        state["skipped_unlabelled"] += skipped
+        loss_sum += loss.item() * len(images)
+        loss_n += len(images)
+        stop_now = cancel.set or state["step"] >= run.total_steps
+        if run.world > 1:
+            flag = torch.tensor([int(stop_now)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop_now = bool(flag.item())
+        now = time.time()
+        if now - t_report > 1.0 or i + 1 == run.steps_per_epoch or stop_now:
+            rate = seen * run.world / max(1e-6, now - t_epoch)
+            remaining = (run.total_steps - state["step"]) * recipe.batch_size / max(rate, 1e-6)
+            run.events.emit("step", epoch=epoch + 1, epochs=recipe.epochs, step=state["step"],
+                            total_steps=run.total_steps, step_in_epoch=i + 1, steps_per_epoch=run.steps_per_epoch,
+                            loss=loss_sum / loss_n, images_per_s=round(rate, 1), eta_s=round(remaining, 1),
+                            lr=optimizer.param_groups[0]["lr"])
+            t_report = now
+        if stop_now:
+            cancelled = cancel.set
+            break
+    epoch_done = not cancelled and (i + 1 == run.steps_per_epoch)
+    record = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(1, loss_n),
+              "images_per_s": round(seen * run.world / max(1e-6, time.time() - t_epoch), 1),
+              "seconds": round(time.time() - t_epoch, 1)}
+    return record, epoch_done, cancelled
+
+
+def _validate_and_keep_best(run: _Run, epoch: int, val_samples: list[Sample], state: dict, best: _Best,
+                            record: dict) -> bool:
+    """Score the held-out images (rank 0), add them to ``record`` and keep the weights in ``best``
+    if this epoch is the best so far (or there are too few held-out images to judge by: then the
+    last epoch is kept). Returns whether it improved."""
+    improved = True
+    scores = None
+    if run.rank == 0 and val_samples:
+        scores = validation_scores(TaggerModel(run.net, run.model.card), val_samples, run.cfg.device, run.cfg.bf16)
+        metrics, _ = evaluate_scores(scores["single"], scores["truth"], "global")
+        record["val"] = metrics
+        key = (metrics["accuracy"], metrics["mAP"])
+        improved = (state["best"] is None or key > tuple(state["best"])
+                    or len(scores["truth"]) < MIN_IMAGES_TO_JUDGE)
+        if improved:
+            state["best"] = list(key)
+            state["best_epoch"] = epoch + 1
+    if run.rank == 0 and improved:
+        best.weights, best.scores = _copy_weights(run.net), scores
+    return improved
+
+
+def _fit_to_time_budget(run: _Run, planned_epochs: int, first_epoch: int, epoch_seconds: list[float],
+                        elapsed_s: float) -> None:
+    """Plan the epochs again so that the run ends within ``--time-budget``; the schedule follows."""
+    fits = epochs_within_budget(planned_epochs, epoch_seconds, elapsed_s, run.cfg.time_budget_s) + first_epoch
+    if fits != run.recipe.epochs:
+        run.recipe = replace(run.recipe, epochs=fits)
+        run.total_steps = planned_steps(fits, run.steps_per_epoch, run.cfg.max_steps)
+        run.events.emit("time_budget", epochs=fits, total_steps=run.total_steps, budget_s=run.cfg.time_budget_s)
+
+
+def _copy_weights(net: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], train_samples: list[Sample],

@@ -42,7 +42,6 @@ from mlcnn_core.predict import (
     Predictor,
     card_reading,
     final_scores,
-    label_peaks,
     map_peaks,
     rescore_examples,
 )
@@ -146,7 +145,7 @@ def rescored_reading(raws: dict, truths: dict, cfg: PredictConfig, summed: dict)
 def pointing_game(raws: list[torch.Tensor], rows: list[dict], labels: list[str], cfg: PredictConfig) -> dict:
     """For each (image, true label): is the label's peak inside one of its boxes? Two peaks: the
     maximum cell's centre of the map the reading sums (softmax / multi-scale as ``cfg`` says), and
-    what ``mlcnn predict`` reports (``label_peaks``: the refined peak of the raw output map)."""
+    what ``mlcnn predict`` reports (``map_peaks(refine=True)``: the refined peak of the raw output map)."""
     index = {lab: i for i, lab in enumerate(labels)}
     hits = {"reading": 0, "raw": 0}
     total = per_objects = 0
@@ -159,7 +158,7 @@ def pointing_game(raws: list[torch.Tensor], rows: list[dict], labels: list[str],
         rows_of = [index[lab] for lab in boxes]
         size = (r["width"], r["height"])
         found = {"reading": map_peaks(maps[0].numpy()[rows_of], size, refine=False),
-                 "raw": label_peaks(raw.float().numpy()[rows_of], size)}
+                 "raw": map_peaks(raw.float().numpy()[rows_of], size, refine=True)}
         for k, peaks in found.items():
             for (x, y), bs in zip(peaks, boxes.values(), strict=True):
                 hits[k] += any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in bs)
@@ -376,7 +375,7 @@ def render(r: dict, args) -> str:
               "For each (test image, true label) pair: is the label's peak inside a ground-truth box of that",
               "label (strict, no tolerance)? Two peaks: the centre of the maximum cell of the map the chosen",
               "reading sums (per-position softmax, multi-scale as chosen), and the peak `mlcnn predict` reports",
-              "(`label_peaks`: the raw output map's maximum, moved to the weighted centre of its 3×3",
+              "(`map_peaks(refine=True)`: the raw output map's maximum, moved to the weighted centre of its 3×3",
               "neighbourhood; chosen on noto-val, where it gave 92 % against 69 %: the softmax saturates at 1",
               "across a large emoji, so its maximum lands on any of those cells).", "",
               "| set | peak of the reading's map (cell centre) | raw map, refined (`mlcnn predict`) |",

@@ -149,16 +149,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _expand(paths: list[str]) -> list[Path]:
-    from .data import IMAGE_EXTENSIONS, find_images
+    """Folders replaced by the images under them; any other path is kept (one that cannot be read
+    is reported as an error line, like any unreadable file)."""
+    from .data import find_images
 
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out += find_images(p)
-        elif p.suffix.lower() in IMAGE_EXTENSIONS or p.exists():
-            out.append(p)
-        else:
-            out.append(p)  # reported as an error line, like any unreadable file
+        out += find_images(p) if p.is_dir() else [p]
     return out
 
 
@@ -187,7 +184,7 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x0
 
 def _output_problem(output: str, inputs: list[str]) -> str | None:
     """Why ``predict --output`` must not be written (it would destroy an image), or None."""
-    from .data import IMAGE_EXTENSIONS
+    from .sidecars import IMAGE_EXTENSIONS
 
     out = Path(output)
     if out.suffix.lower() in IMAGE_EXTENSIONS:

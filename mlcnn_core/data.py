@@ -26,9 +26,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .card import SHORT_SIDE
-from .sidecars import SidecarError, existing_txt_sidecar, find_stem_collisions, normalize_tags, read_txt
+from .sidecars import (
+    IMAGE_EXTENSIONS,
+    SidecarError,
+    existing_txt_sidecar,
+    find_stem_collisions,
+    normalize_tags,
+    read_txt,
+)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 CROP = 256
 MIN_TRAIN_SIDE = 64  # smallest short side that --short-side-range accepts
 # Refuse decompression bombs with our own message; Pillow's own limit would only warn first.
@@ -179,6 +185,15 @@ def samples_from_folder(folder: Path) -> list[Sample]:
             raise DatasetError(str(e)) from e
         samples.append(Sample(str(image), tuple(labels)))
     return samples
+
+
+def write_manifest(path: Path, images: Iterable[tuple[str | os.PathLike, Sequence[str]]]) -> None:
+    """A JSONL manifest of ``{"image": path, "labels": [...]}`` lines, as :func:`samples_from_manifest` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(json.dumps({"image": str(p), "labels": list(tags)}, ensure_ascii=False) + "\n" for p, tags in images),
+        encoding="utf-8",
+    )
 
 
 def samples_from_manifest(manifest: Path) -> list[Sample]:

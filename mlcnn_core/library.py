@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcnn_core import sidecars
-from mlcnn_core.data import IMAGE_EXTENSIONS
 from mlcnn_core.tag_rules import NO_RULES, TagRules
 
 LIBRARY_DIRNAME = ".mlcnn-tagger"
@@ -58,7 +57,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 STATUSES = ("untagged", "predicted", "confirmed")
-SORT_KEYS = ("name", "mtime", "uncertainty")
 HUMAN_POSITIVE = ("confirmed", "added")
 
 _SCHEMA = """
@@ -151,10 +149,6 @@ class TagRecord:
     state: str  # "predicted" | "confirmed" | "added" | "rejected" | "imported"
     confidence: float | None
     rank: int | None = None  # set by "move to front": ranked tags lead the image's captions, lowest first
-
-    @property
-    def is_human(self) -> bool:
-        return self.source == "human"
 
     @property
     def is_positive(self) -> bool:
@@ -321,12 +315,18 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
+def user_data_dir() -> Path:
+    """The program's per-user data folder (platformdirs): fallback libraries, the app's kept models,
+    training runs and demo copy."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False))
+
+
 def fallback_library_path(folder: Path, data_dir: Path | None = None) -> Path:
     """Where the library of an unwritable ``folder`` lives: the user data folder, keyed by its path."""
     if data_dir is None:
-        import platformdirs
-
-        data_dir = Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False))
+        data_dir = user_data_dir()
     key = hashlib.sha1(str(Path(folder).resolve()).encode("utf-8")).hexdigest()[:16]
     slug = re.sub(r"[^\w.-]+", "_", Path(folder).resolve().name)[:40] or "root"
     return data_dir / "libraries" / f"{slug}-{key}" / LIBRARY_FILENAME
@@ -604,7 +604,7 @@ class Library:
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(Path(entry.path))
-                    elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                    elif os.path.splitext(name)[1].lower() in sidecars.IMAGE_EXTENSIONS and entry.is_file():
                         st = entry.stat()
                         rel = os.path.relpath(entry.path, self.root).replace(os.sep, "/")
                         if not rel.isascii() and not _is_utf8(rel):
@@ -933,32 +933,6 @@ class Library:
             out.setdefault(image_id, set()).add(tag)
         return out
 
-    def query(
-        self,
-        statuses: Iterable[str] | None = None,
-        tag_expression: str | None = None,
-        sort: str = "name",
-        descending: bool = False,
-    ) -> list[ImageRecord]:
-        """Images filtered by status and tag expression (see :func:`compile_tag_expression`), sorted
-        by ``"name"``, ``"mtime"`` or ``"uncertainty"`` (least certain first; unpredicted last)."""
-        if sort not in SORT_KEYS:
-            raise LibraryError(f"unknown sort key {sort!r} (expected one of {SORT_KEYS})")
-        records = self.images(statuses)
-        if tag_expression and tag_expression.strip():
-            matches = compile_tag_expression(tag_expression)
-            tag_sets = self.tags_by_image()
-            records = [r for r in records if matches(tag_sets.get(r.id, ()))]
-        if sort == "mtime":
-            records.sort(key=lambda r: r.mtime, reverse=descending)
-        elif sort == "uncertainty":
-            records.sort(key=lambda r: (r.uncertainty is None, -(r.uncertainty or 0.0)))
-            if descending:
-                records.reverse()
-        elif descending:
-            records.reverse()
-        return records
-
     # ---- writing
 
     def _refresh_status(self, conn: sqlite3.Connection, image_id: int) -> str:
@@ -1034,18 +1008,6 @@ class Library:
             "INSERT OR REPLACE INTO tags VALUES (?, ?, 'human', ?, ?, ?, ?)",
             (image_id, tag, state, confidence, time.time(), row[1] if row else None),
         )
-
-    def restore_tag(self, image_id: int, record: TagRecord | None, tag: str) -> str:
-        """Put one tag row back as it was (``None``: no row) — the inverse of an edit, for undo."""
-        with self._tx() as conn:
-            conn.execute("DELETE FROM tags WHERE image_id = ? AND tag = ?", (image_id, tag))
-            if record is not None:
-                conn.execute(
-                    "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (image_id, tag, record.source, record.state, record.confidence, time.time(), record.rank),
-                )
-            self._mark_pending(conn, image_id)
-            return self._refresh_status(conn, image_id)
 
     def tag_record(self, image_id: int, tag: str) -> TagRecord | None:
         row = self.conn.execute(
@@ -1324,36 +1286,6 @@ class Library:
             if tags:
                 out.append((self.abspath(record.path), tags))
         return out
-
-    def export_confirmed_manifest(self, path: str | os.PathLike) -> int:
-        """Write the confirmed set as JSON lines ``{"image": abs path, "labels": [...]}``.
-
-        Returns the number of images written."""
-        rows = self.confirmed_images()
-        text = "".join(json.dumps({"image": str(p), "labels": tags}, ensure_ascii=False) + "\n" for p, tags in rows)
-        try:
-            sidecars.atomic_write_bytes(Path(path), text.encode("utf-8"))
-        except sidecars.SidecarError as exc:
-            raise LibraryError(str(exc).replace("sidecar", "manifest")) from exc
-        return len(rows)
-
-    def export_confirmed_txt_folder(self, dest: str | os.PathLike) -> int:
-        """Write the confirmed set as ``.txt`` sidecars beside symlinks (or copies) of the images in
-        ``dest`` — a folder the trainer reads like any tagged folder. Returns the count."""
-        import shutil
-
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        rows = self.confirmed_images()
-        for n, (image, tags) in enumerate(rows):
-            target = dest / f"{n:06d}{image.suffix.lower()}"
-            if not target.exists():
-                try:
-                    target.symlink_to(image)
-                except OSError:
-                    shutil.copy2(image, target)
-            sidecars.write_txt(dest / f"{n:06d}.txt", tags, policy="replace")
-        return len(rows)
 
 
 class _Transaction:

@@ -187,15 +187,6 @@ def map_peaks(maps: np.ndarray, image_size: tuple[int, int], refine: bool = True
     return [(int(a), int(b)) for a, b in zip(px, py, strict=True)]
 
 
-def label_peaks(raw: np.ndarray, image_size: tuple[int, int]) -> list[tuple[int, int]]:
-    """Where each label of a raw test-form output [l, h, w] is: the refined peak of its raw output
-    map, before softmax and multi-scale pooling. Both blur a location: the per-position softmax
-    saturates at 1 across a large emoji (its maximum lands on any of those cells) and pooling spreads
-    it; on noto-val (bench/run.py's pointing game, 400 images) the peak fell inside the label's box
-    for 69 % of labels with the softmax map's cell centre, 89 % with the raw map's, 92 % refined."""
-    return map_peaks(raw, image_size, refine=True)
-
-
 def _out_of_memory(error: Exception) -> bool:
     """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA) or the CPU
     allocator's RuntimeError."""
@@ -344,7 +335,8 @@ class Predictor:
                     raw: np.ndarray, image_size: tuple[int, int]) -> Prediction:
         nonzero = np.flatnonzero(scores != 0)
         nonzero = nonzero[np.argsort(-scores[nonzero], kind="stable")]
-        peaks = label_peaks(raw[nonzero], image_size) if len(nonzero) else []
+        # where a label is: the refined peak of its raw map; softmax and pooling blur it (BENCHMARKS.md §3)
+        peaks = map_peaks(raw[nonzero], image_size, refine=True) if len(nonzero) else []
         return Prediction(
             labels=[self.labels[j] for j in nonzero if chosen[j]],
             confidences={self.labels[j]: float(scores[j]) for j in nonzero},

@@ -58,6 +58,7 @@ NamingPolicy = Literal["stem", "full", "auto"]
 WritePolicy = Literal["merge", "replace"]
 NAMING_POLICIES: tuple[str, ...] = ("stem", "full", "auto")
 WRITE_POLICIES: tuple[str, ...] = ("merge", "replace")
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})  # images, by name
 TAG_SEPARATOR = ", "
 CAPTION_SUFFIXES: tuple[str, ...] = (".txt", ".caption")
 GALLERY_DL_SUFFIX = ".json"  # gallery-dl's metadata post-processor: image.jpg.json, read, never written

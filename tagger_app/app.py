@@ -23,12 +23,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def user_data_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False))
-
-
 def prepare_demo(source: Path = DEMO_SOURCE, data_dir: Path | None = None) -> Path:
     """Copy ``resources/demo`` to ``<user data>/demo`` (once) and return the copy.
 
@@ -38,6 +32,8 @@ def prepare_demo(source: Path = DEMO_SOURCE, data_dir: Path | None = None) -> Pa
         raise FileNotFoundError(
             f"The demo folder is not installed ({source} does not exist); open a folder of your own instead."
         )
+    from mlcnn_core.library import user_data_dir
+
     target = (data_dir or user_data_dir()) / "demo"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)

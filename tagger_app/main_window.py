@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from mlcnn_core.library import Library
+from tagger_app.durations import format_duration
 from tagger_app.edit_commands import FolderTagCommand, ImagesTagsCommand, ImageTagsCommand
 from tagger_app.models.image_list_model import ImageListModel
 from tagger_app.settings import AppSettings
@@ -66,7 +67,6 @@ class MainWindow(QMainWindow):
     predictionShown = Signal(int)  # image id whose result arrived
     batchFinished = Signal(int, int, bool)  # done, total, cancelled
     sidecarsWritten = Signal(object)  # SidecarReport
-    imageShown = Signal(int)  # image id now in the viewer
 
     def __init__(self, settings: AppSettings | None = None, load_default_model: bool = True):
         super().__init__()
@@ -424,7 +424,6 @@ class MainWindow(QMainWindow):
             self.viewer.set_maps(None, None, image_id=image_id)
             self._predict_timer.start()
         self._refresh_tag_panel()
-        self.imageShown.emit(image_id)
 
     def _predict_current(self) -> None:
         """The image shown for PREDICT_AFTER_MS jumps the queue; an unreviewed one gets its proposals stored."""
@@ -528,7 +527,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(done)
         remaining = elapsed / done * (total - done) if done else 0.0
         rate = f" · {done / elapsed:.1f} images/s" if done and elapsed > 0 else ""
-        self.eta_label.setText(f"{done} / {total}{rate} · ETA {_duration(remaining)}")
+        self.eta_label.setText(f"{done} / {total}{rate} · ETA {format_duration(remaining)}")
 
     def _on_batch_finished(self, done: int, total: int, cancelled: bool) -> None:
         for widget in (self.progress, self.eta_label, self.cancel_button):
@@ -964,12 +963,3 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

@@ -1,24 +1,28 @@
 """What a training run from the app trains on: the confirmed images of the open library and of the
-libraries ticked beside it, split as ``mlcnn train`` will split them, written as JSONL manifests.
+libraries ticked beside it, split as ``mlcnn train`` will split them.
 
 No Qt here: the training panel shows what these functions return.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlcnn_core.data import Sample, split_samples
-from mlcnn_core.library import LIBRARY_DIRNAME, LIBRARY_FILENAME, Library, LibraryError, fallback_library_path
+from mlcnn_core.library import (
+    LIBRARY_DIRNAME,
+    LIBRARY_FILENAME,
+    Library,
+    LibraryError,
+    fallback_library_path,
+    user_data_dir,
+)
 
 
 def training_runs_dir() -> Path:
     """Where each run's manifests, events and model file go, one folder per run."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False)) / "training-runs"
+    return user_data_dir() / "training-runs"
 
 
 def model_stem(finetune: bool) -> str:
@@ -68,12 +72,3 @@ def count_labels(sources: list[TrainingSource], val_fraction: float) -> LabelCou
             for tag in sample.labels:
                 per_label[tag] = per_label.get(tag, 0) + 1
     return counts
-
-
-def write_manifest(path: Path, images: list[tuple[Path, list[str]]]) -> None:
-    """A JSONL manifest of ``{"image": path, "labels": [...]}`` lines, as ``mlcnn train --data`` reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "".join(json.dumps({"image": str(p), "labels": list(tags)}, ensure_ascii=False) + "\n" for p, tags in images),
-        encoding="utf-8",
-    )

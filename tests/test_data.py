@@ -193,3 +193,10 @@ def test_sixteen_bit_grayscale_reads_like_eight_bit(tmp_path):
     wide, narrow = read_image(tmp_path / "g16.png"), read_image(tmp_path / "g8.png")
     assert wide.shape == narrow.shape == (32, 64, 3)
     assert np.abs(wide.astype(int) - narrow.astype(int)).max() <= 1
+
+
+def test_a_written_manifest_reads_back(tmp_path):
+    images = [(tmp_path / "a b.png", ["cat", "blue sky"]), (tmp_path / "ü.jpg", [])]
+    manifest = tmp_path / "runs" / "confirmed-0.jsonl"
+    data.write_manifest(manifest, images)
+    assert data.samples_from_manifest(manifest) == [Sample(str(p), tuple(tags)) for p, tags in images]

@@ -16,14 +16,13 @@ from pathlib import Path
 
 from PySide6.QtCore import QModelIndex, QObject, Qt
 
+from mlcnn_core.library import user_data_dir
 from mlcnn_core.modelfile import read_card
 from tagger_app.models.column_table_model import ColumnTableModel
 
 
 def models_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("mlcnn-tagger", appauthor=False)) / "models"
+    return user_data_dir() / "models"
 
 
 @dataclass

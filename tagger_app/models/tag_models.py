@@ -23,10 +23,6 @@ ORIGIN_STYLE = {
 }
 
 
-def origin_text(record: TagRecord) -> str:
-    return ORIGIN_STYLE.get((record.source, record.state), (record.state,))[0]
-
-
 def is_undecided(record: TagRecord) -> bool:
     """A proposal or an imported tag that no person has confirmed or rejected."""
     return record.source != "human"

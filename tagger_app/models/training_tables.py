@@ -110,9 +110,6 @@ class ComparisonModel(ColumnTableModel):
         self.rows = [r for r in self.rows if r["support"] > 0 or (r["delta"] or 0) != 0]
         self.endResetModel()
 
-    def label_row(self, label: str) -> dict | None:
-        return next((r for r in self.rows if r["label"] == label), None)
-
     def changed(self) -> tuple[list[str], list[str]]:
         """Labels whose F1 went up, and down, on the held-out images."""
         better = [r["label"] for r in self.rows if r["delta"] is not None and r["delta"] > 1e-9]

@@ -34,9 +34,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mlcnn_core.data import write_manifest
 from mlcnn_core.library import Library
 from mlcnn_core.modelfile import read_card
 from mlcnn_core.recipes import TrainConfig
+from tagger_app.durations import format_duration
 from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
 from tagger_app.models.training_tables import (
     BETTER,
@@ -57,21 +59,11 @@ from tagger_app.training_data import (
     existing_library,
     model_stem,
     training_runs_dir,
-    write_manifest,
 )
 from tagger_app.widgets.training_curves import LogView, TrainingCurves
 from tagger_app.widgets.training_options import TrainingOptions
 from tagger_app.workers.predictor_worker import ModelSummary
 from tagger_app.workers.trainer_process import EvaluationProcess, TrainerProcess
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return (
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        if seconds >= 3600
-        else f"{seconds // 60}:{seconds % 60:02d}"
-    )
 
 
 def _table_view(model, stretch_last: bool) -> QTableView:
@@ -92,7 +84,6 @@ class TrainingPanel(QWidget):
     summary) and :meth:`shutdown`, and loads the model of ``activateModelRequested``."""
 
     activateModelRequested = Signal(str)  # path of the model to make active
-    trainingStarted = Signal()
     trainingEnded = Signal(str)  # "done" | "cancelled" | "failed"
     comparisonReady = Signal()
 
@@ -461,7 +452,6 @@ class TrainingPanel(QWidget):
         self.log.clear()
         self.trainer.start(req)
         self._set_running(True)
-        self.trainingStarted.emit()
         return True
 
     def cancel_training(self) -> None:
@@ -488,7 +478,7 @@ class TrainingPanel(QWidget):
         self.status_label.setText(
             f"Epoch {event.get('epoch')}/{event.get('epochs')} · step {event.get('step')}/{event.get('total_steps')} · "
             f"{event.get('images_per_s', 0):.1f} images/s · loss {event.get('loss', float('nan')):.4f} · "
-            f"ETA {_format_duration(float(event.get('eta_s', 0)))}"
+            f"ETA {format_duration(float(event.get('eta_s', 0)))}"
         )
         self.curves.add_step(event)
 
@@ -506,7 +496,7 @@ class TrainingPanel(QWidget):
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         self.kept_models.refresh()
         self.kept_models.set_active(self.current_model)
-        self._done_text = f"Done in {_format_duration(float(event.get('seconds', 0)))}: {kept.path.name}"
+        self._done_text = f"Done in {format_duration(float(event.get('seconds', 0)))}: {kept.path.name}"
         self.status_label.setText(self._done_text)
         self.log.appendPlainText(f"Model kept as {kept.path}")
         self._check_promised_labels(kept.path)

@@ -27,7 +27,6 @@ class OpenedFolder:
     library: Library
     records: list[ImageRecord]
     tags: dict[int, list[TagRecord]]
-    scan_seconds: float
     import_errors: list[str]
     fallback_reason: str | None  # Library.notice: a fallback library, a damaged one rebuilt, edits merged back
     seconds: float
@@ -84,7 +83,7 @@ class LibraryWorker(QObject):
         start = time.perf_counter()
         try:
             library = Library.open(request.folder)
-            scan = library.scan()
+            library.scan()
             errors = (
                 library.import_sidecars(as_confirmed=request.import_as_confirmed) if request.import_sidecars else []
             )
@@ -104,7 +103,6 @@ class LibraryWorker(QObject):
                 library,
                 records,
                 tags,
-                scan.seconds,
                 errors,
                 library.notice,
                 time.perf_counter() - start,

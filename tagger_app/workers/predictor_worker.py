@@ -141,10 +141,6 @@ class PredictorWorker(QObject):
         if total:
             self.batchFinished.emit(done, total, True)
 
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._queue)
-
     def close_process(self) -> None:
         """End the prediction process; a request the worker is waiting on returns at once."""
         self._process.close()

@@ -42,7 +42,6 @@ class TrainerProcess(QObject):
     started = Signal(dict)  # the "start" event: train/val images, epochs, recipe, device...
     progress = Signal(dict)  # "step" events: epoch, step, total_steps, loss, images_per_s, eta_s
     epochEnded = Signal(dict)  # "epoch" events: train_loss, val{precision, recall, accuracy, mAP}
-    labelsAdded = Signal(list)
     logLine = Signal(str)
     finished = Signal(dict)  # "done": model, metrics, seconds, checkpoint
     cancelled = Signal(dict)  # "cancelled": the model and checkpoint are still written
@@ -141,7 +140,6 @@ class TrainerProcess(QObject):
                 f"{event.get('epochs')} epochs, device {event.get('device')}"
             )
         elif kind == "labels_added":
-            self.labelsAdded.emit(list(event.get("labels", [])))
             self.logLine.emit("New labels added to the model: " + ", ".join(event.get("labels", [])))
         elif kind == "new_labels_fitted":
             self.logLine.emit(_describe_fit(event))

@@ -1,6 +1,7 @@
 """The training panel's tables: label counts of the data, and the current and the new model compared.
 
-Also the comparison's overall table (:func:`overall_table`) and one-line answer (:func:`accuracy_verdict`).
+Also the comparison in words: its overall table (:func:`overall_table`), its one-line answer
+(:func:`accuracy_verdict`) and the summary around it (:func:`comparison_summary`).
 """
 
 from __future__ import annotations
@@ -190,3 +191,31 @@ def accuracy_verdict(current: float | None, new: float | None, images: int) -> V
         f"to ±{margin:.2f} can be chance: neither is clearly better. Confirm more images to tell.",
         delta < 0,
     )
+
+
+def comparison_summary(comparison: ComparisonModel, compared: bool, new: dict, curve_accuracy: float | None,
+                       verdict: Verdict | None) -> str:
+    """The comparison in rich text: the verdict, the labels that did better and worse, and why the
+    curve's last held-out accuracy (``curve_accuracy``) may differ from the new model's own.
+    ``compared``: there was a current model to compare with."""
+    better, worse = comparison.changed()
+    added = [r["label"] for r in comparison.rows if r["is_new"]]
+    images = int(new.get("images", 0))
+    summary = f"On {images} held-out images: {len(better)} labels better, {len(worse)} worse"
+    if added:
+        summary += f", new: {', '.join(added)}"
+    if not compared:
+        summary = f"On {images} held-out images (no current model to compare with)"
+    elif added:
+        summary += " (the current model's overall numbers count only the labels it knows)"
+    summary += "."
+    final = new["single_pass"].get("accuracy")
+    if curve_accuracy is not None and final is not None and abs(curve_accuracy - final) > 5e-4:
+        summary += (
+            f" The curve's last held-out accuracy ({curve_accuracy:.3f}) cuts the scores where it suits those "
+            f"same images best; {final:.3f} is the new model read with its own threshold, as it will be used."
+        )
+    if verdict is not None:
+        color = WORSE if verdict.worse else BETTER if "is better" in verdict.text else SAME
+        summary = f"<b style='color:{color.name()}'>{verdict.text}</b><br>{summary}"
+    return summary

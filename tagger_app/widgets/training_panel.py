@@ -41,16 +41,15 @@ from mlcnn_core.recipes import TrainConfig
 from tagger_app.durations import format_duration
 from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
 from tagger_app.models.training_tables import (
-    BETTER,
     FEW,
     MIN_EXAMPLES,
     NEW,
-    SAME,
     WORSE,
     ComparisonModel,
     LabelCountsModel,
     Verdict,
     accuracy_verdict,
+    comparison_summary,
     overall_table,
 )
 from tagger_app.training_data import (
@@ -597,31 +596,12 @@ class TrainingPanel(QWidget):
         self.comparison_view.sortByColumn(ComparisonModel.DELTA_COLUMN, Qt.SortOrder.DescendingOrder)
         self.tabs_right.setCurrentIndex(0)
         self.overall_label.setText(overall_table(self.comparison.overall))
-        better, worse = self.comparison.changed()
-        added = [r["label"] for r in self.comparison.rows if r["is_new"]]
-        images = int(new.get("images", 0))
-        summary = f"On {images} held-out images: {len(better)} labels better, {len(worse)} worse"
-        if added:
-            summary += f", new: {', '.join(added)}"
-        if current is None:
-            summary = f"On {images} held-out images (no current model to compare with)"
-        elif added:
-            summary += " (the current model's overall numbers count only the labels it knows)"
-        summary += "."
         curve = self.curves.accuracy[-1][1] if self.curves.accuracy else None
-        final = new["single_pass"].get("accuracy")
-        if curve is not None and final is not None and abs(curve - final) > 5e-4:
-            summary += (
-                f" The curve's last held-out accuracy ({curve:.3f}) cuts the scores where it suits those same "
-                f"images best; {final:.3f} is the new model read with its own threshold, as it will be used."
-            )
-        verdict = accuracy_verdict(
-            (current or {}).get("single_pass", {}).get("accuracy"), new["single_pass"].get("accuracy"), images
+        self.verdict = accuracy_verdict(
+            (current or {}).get("single_pass", {}).get("accuracy"), new["single_pass"].get("accuracy"),
+            int(new.get("images", 0)),
         )
-        self.verdict = verdict
-        if verdict is not None:
-            color = WORSE if verdict.worse else BETTER if "is better" in verdict.text else SAME
-            summary = f"<b style='color:{color.name()}'>{verdict.text}</b><br>{summary}"
+        summary = comparison_summary(self.comparison, current is not None, new, curve, self.verdict)
         self.result_summary.setText(summary)
         self._offer_new_model()
         self.comparisonReady.emit()

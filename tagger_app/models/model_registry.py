@@ -1,9 +1,9 @@
 """The kept models: one ``.safetensors`` file each in ``user_data_dir("mlcnn-tagger")/models/``.
 
 Every fine-tune the person keeps lands here; any of them can be made the active model again. Cards
-are read from the file header only. :func:`mlcnn_core.modelfile.read_card` validates the card's
-architecture with ``mlcnn_core.model``, which imports torch, so listing models here parses the
-header itself and leaves the full check to the predictor worker that loads the model.
+are read from the file header only, with :func:`mlcnn_core.modelfile.read_card`, which checks them
+without importing torch (tests/test_card.py holds it to that); the weights are checked by the
+predictor worker that loads the model.
 """
 
 from __future__ import annotations

@@ -178,7 +178,10 @@ class TrainConfig:
 
 def _flag(flag: str, value: str) -> list[str]:
     """``flag`` and its value as arguments; a value that starts with a dash (a file "-x", a seed of
-    -1) is joined to its flag, so that it is not read as a flag of its own."""
+    -1) is joined to its flag, so that it is not read as a flag of its own. argparse drops a value of
+    "--" whatever its form, so that one is refused."""
+    if value == "--":
+        raise ValueError(f"{flag} --: the command line cannot take '--' as a value (give ./-- for a file)")
     return [f"{flag}={value}"] if value.startswith("-") and value != "-" else [flag, value]
 
 

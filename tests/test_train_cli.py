@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -151,12 +152,19 @@ def test_paper_recipe_runs(tmp_path):
     assert card["arch"]["norm"] is False
 
 
+def _free_port() -> int:
+    """A port nothing listens on now, so two test runs on one machine do not collide."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("extra", [[], ["--short-side-range", "96", "320"]], ids=["fixed-scale", "scale-range"])
 def test_torchrun_two_processes_on_cpu(tmp_path, extra):
     make_dataset(tmp_path / "d", 64, seed=4)
     out = tmp_path / "ddp.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "-m", "mlcnn_core.cli", "train", "--data", str(tmp_path / "d"), "--out", str(out), "--arch", "tiny",
            "--epochs", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu",
            "--events", str(tmp_path / "ddp.jsonl"), *extra]

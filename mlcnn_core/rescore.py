@@ -2,9 +2,8 @@
 
 Section 2.6 sums each label's pruned confidences over positions and cuts the summed vector with "a
 threshold as a linear function of the confidence values". The sum grows with the area a drawing
-covers: on the benchmark a large emoji wins 20-odd positions and a small one 2, so one cut either
-misses small drawings (44 % of emoji under a fifth of the short side missed by the starter on
-noto-val) or keeps labels that won a few positions inside a large drawing of another label. Four
+covers: a large drawing wins many positions and a small one a few, so one cut either misses small
+drawings or keeps labels that won a few positions inside a large drawing of another label. Four
 features of a label's map tell them apart better than the sum alone:
 
 * ``log(1 + sum)``: the paper's score, compressed;
@@ -16,9 +15,8 @@ features of a label's map tell them apart better than the sum alone:
 (every label with a non-zero sum is one example: is it a true label of its image?); labels scoring 0
 stay 0, and a single global threshold on ``p`` (fitted after it, like the paper's threshold) picks
 the labels. The features do not depend on which label it is, so a fine-tune's new labels use the
-same weights. On the starter (fitted on noto-val + openmoji-val) noto-test accuracy went from 87.7
-to 89.1 and precision from 91.5 to 93.1 (BENCHMARKS.md). Everything here is differentiable, so the
-fit of new labels' rows (newlabels.py) sees the rescored scores too.
+same weights (what it gains: BENCHMARKS.md, "Rescoring the summed vector"). Everything here is
+differentiable, so the fit of new labels' rows (newlabels.py) sees the rescored scores too.
 
 A reading with a second, smaller pass (``PredictConfig.second_short_side``) puts both passes'
 features side by side (``2 × len(FEATURES)`` weights and a bias); a label is a candidate when it
@@ -66,8 +64,7 @@ def fit_rescore(features: np.ndarray, truth: np.ndarray, ridge: float = 1e-3, it
     """Logistic regression by Newton's method on candidate labels: ``features`` [n, k × len(FEATURES)]
     for a reading of k passes, ``truth`` [n] bool. Features are standardised for the fit and the
     weights returned for the raw features (the last number is the bias). ``ridge`` is the L2
-    penalty per example (not on the bias); 1e-3 was the best of 1e-2 … 1e-5 on the starter's
-    validation sets (noto-val accuracy 89.3, 89.9, 89.3, 89.3)."""
+    penalty per example (not on the bias), chosen on validation sets."""
     x = np.asarray(features, np.float64)
     y = np.asarray(truth, np.float64)
     if len(x) < 2 or y.min() == y.max():

@@ -789,6 +789,7 @@ class Library:
         record = self.image(image_id)
         image = self.abspath(record.path)
         collides = self._collides(record)
+        written_from = self._tag_snapshot(self.conn, image_id)
         written: list[Path] = []
         notes: list[str] = []
         errors: list[sidecars.SidecarError] = []
@@ -804,7 +805,7 @@ class Library:
             except sidecars.SidecarError as exc:
                 errors.append(exc)
         if written:
-            self.mark_sidecar_written(image_id, content, written)
+            self.mark_sidecar_written(image_id, content, written, written_from=written_from)
         if errors:
             self._mark_failed_if_possible(image_id, str(errors[0]))
             raise errors[0]
@@ -1229,10 +1230,18 @@ class Library:
             (image_id,),
         )
 
-    def mark_sidecar_written(self, image_id: int, content: str = "human", files: Sequence[Path] = ()) -> None:
+    def _tag_snapshot(self, conn: sqlite3.Connection, image_id: int) -> list[tuple]:
+        return conn.execute(
+            "SELECT tag, source, state, rank FROM tags WHERE image_id = ? ORDER BY tag", (image_id,)
+        ).fetchall()
+
+    def mark_sidecar_written(self, image_id: int, content: str = "human", files: Sequence[Path] = (),
+                             written_from: list[tuple] | None = None) -> None:
         """``content``: ``"human"`` (a person's tags) or ``"machine"`` (a batch of predictions).
         ``files``: the sidecars written; they count as imported, so the next open does not read our
-        own tags back as tags found in sidecars, and their content is what a later write expects."""
+        own tags back as tags found in sidecars, and their content is what a later write expects.
+        ``written_from``: the image's tags when the write began; an edit made since (on another
+        thread or process) keeps the sidecars pending, so it is written too."""
         mtimes = []
         hashes = []
         for path in files:
@@ -1242,12 +1251,14 @@ class Library:
             except (OSError, sidecars.SidecarError):
                 pass
         with self._tx() as conn:
+            edited_since = written_from is not None and self._tag_snapshot(conn, image_id) != written_from
             conn.execute(
                 "INSERT INTO sidecars (image_id, pending, content, error, written, imported_mtime) "
-                "VALUES (?, 0, ?, NULL, ?, ?) "
-                "ON CONFLICT(image_id) DO UPDATE SET pending = 0, content = excluded.content, error = NULL, "
-                "written = excluded.written, imported_mtime = COALESCE(excluded.imported_mtime, imported_mtime)",
-                (image_id, content, time.time(), max(mtimes) if mtimes else None),
+                "VALUES (?, ?, ?, NULL, ?, ?) "
+                "ON CONFLICT(image_id) DO UPDATE SET pending = excluded.pending, content = excluded.content, "
+                "error = NULL, written = excluded.written, "
+                "imported_mtime = COALESCE(excluded.imported_mtime, imported_mtime)",
+                (image_id, int(edited_since), content, time.time(), max(mtimes) if mtimes else None),
             )
             conn.executemany("INSERT OR REPLACE INTO sidecar_files VALUES (?, ?, ?)", hashes)
 

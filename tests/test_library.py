@@ -343,3 +343,28 @@ def test_gallery_dl_metadata_is_imported_and_written_into_the_caption(tmp_path):
     assert (tmp_path / "a.txt").read_text() == "1girl, smile\n"
     assert (tmp_path / "a.jpg.json").read_text().startswith('{"category"')  # never written
     lib.close()
+
+
+def test_an_edit_made_while_a_sidecar_is_written_keeps_it_pending(tmp_path, monkeypatch):
+    make_folder(tmp_path, ["a.jpg"])
+    lib = Library.open(tmp_path)
+    lib.scan()
+    image_id = lib.image_id("a.jpg")
+    lib.set_tag(image_id, "first", "added")
+    other = Library.open(tmp_path)  # the GUI's thread, editing while the library thread writes
+    real_write = sidecars.write_sidecar_file
+
+    def write_then_edit(*args, **kwargs):
+        real_write(*args, **kwargs)
+        other.set_tag(image_id, "second", "added")
+
+    monkeypatch.setattr(sidecars, "write_sidecar_file", write_then_edit)
+    lib.write_sidecars(image_id, formats=["txt"], txt_path=tmp_path / "a.txt", policy="merge")
+    assert (tmp_path / "a.txt").read_text() == "first\n"
+    assert [i for i, _ in lib.pending_sidecars()] == [image_id]  # "second" is still to be written
+    monkeypatch.setattr(sidecars, "write_sidecar_file", real_write)
+    lib.write_sidecars(image_id, formats=["txt"], txt_path=tmp_path / "a.txt", policy="merge")
+    assert (tmp_path / "a.txt").read_text() == "first, second\n"
+    assert lib.pending_sidecars() == []
+    other.close()
+    lib.close()

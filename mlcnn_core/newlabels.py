@@ -46,27 +46,35 @@ MAX_FEATURE_BYTES = 1 << 29  # the last layer's input maps kept for the fit
 MARGIN_ABOVE = 1.3      # a true label's score: at least this times the threshold
 MARGIN_BELOW = 0.5      # a new label's score where it is absent: at most this times the threshold
 KEEP_OLD = 2.0          # weight of the image's known labels staying above the threshold
+FOLDS = 3               # folds of the cross-validation that places a new row's cut (mlcnn train's last fit)
+MIN_PER_FOLD = 4        # images with the label per fold for that cut to say anything
 
 
 def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], device: str = "cpu",
                  bf16: bool | None = None, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-2,
-                 seed: int = 0) -> dict[str, dict]:
+                 seed: int = 0, folds: int = 0) -> dict[str, dict]:
     """Fit the last-layer rows of the ``new`` labels of ``model`` (in place) on ``samples``, from zero.
-    Returns, per new label, its precision and recall on those images after the fit (as predicted)."""
+    With ``folds`` ≥ 2, each row's bias is then moved to the cut found by cross-validation
+    (:func:`fit_rows`). Returns, per new label, its precision and recall on those images after the fit."""
     return fit_rows(model, samples, new, device=device, bf16=bf16, steps=steps, lr=lr, weight_decay=weight_decay,
-                    seed=seed)
+                    seed=seed, folds=folds)
 
 
 def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], device: str = "cpu",
              bf16: bool | None = None, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-2,
              seed: int = 0, anchor: float | None = None, margin_below: float = MARGIN_BELOW,
-             negatives: float = 1.0) -> dict[str, dict]:
+             negatives: float = 1.0, folds: int = 0) -> dict[str, dict]:
     """Fit the last-layer rows of the ``fitted`` labels of ``model`` (in place) on ``samples``; the
     other rows stay as they are. With ``anchor`` None the rows start from zero (new labels); with a
     number they start from their current values and are held near them by ``anchor`` × the squared
     distance (L2-SP) instead of the weight decay toward zero (a person's corrections of labels the
     model knows). ``margin_below``: how far under the threshold a label should score where it is
     absent; ``negatives``: the weight of those images against the ones with the label.
+
+    A row fitted on a few dozen images separates them (nearly) perfectly, so where it cuts on them
+    says little about where it cuts on others. With ``folds`` ≥ 2 the images are split in that many
+    folds, the rows fitted on all folds but one score the one left out, and each row's bias is then
+    moved by the shift that scores best (:data:`CUT_BETA`) on those out-of-fold images.
     Returns, per fitted label, its precision and recall on those images after the fit."""
     labels = list(model.labels)
     new_idx = [labels.index(lab) for lab in fitted]
@@ -86,30 +94,121 @@ def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], devic
     w_start = last.weight.detach()[new_idx].float().to(dev)
     b_start = last.bias.detach()[new_idx].float().to(dev)
     _set_targets(groups, predictor, new_idx, old_idx, labels, None if anchor is None else (w_start, b_start))
-    w_new = (torch.zeros_like(w_start) if anchor is None else w_start.clone()).requires_grad_(True)
-    b_new = b_start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w_new, b_new], lr=lr)
-    order = old_idx + new_idx  # the logits below are laid out old rows first, new rows last
-    inverse = torch.as_tensor(np.argsort(order), device=dev)
-    for _ in range(steps):
-        if anchor is None:
-            loss = weight_decay * (w_new ** 2).sum()
-        else:
-            loss = anchor * (((w_new - w_start) ** 2).sum() + ((b_new - b_start) ** 2).sum())
-        for g in groups:
-            raws = [torch.cat([old, torch.einsum("nchw,lc->nlhw", h, w_new) + b_new[:, None, None]], dim=1)[:, inverse]
-                    for h, old in zip(g["hidden"], g["old"], strict=True)]
-            scores = soft_final_scores(raws[0], predictor.config, second=_second(raws))
-            loss = loss + g["weight"] * _loss(scores, g, new_idx, old_idx, margin_below, negatives)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    fit = _RowFit(predictor, new_idx, old_idx, w_start, b_start, anchor, steps, lr, weight_decay, margin_below,
+                  negatives)
+    w_new, b_new = fit(groups)
+    if folds >= 2:
+        b_new = b_new + _cross_validated_shift(fit, groups, folds)
     with torch.no_grad():
-        last.weight[new_idx] = w_new.detach().to(last.weight)
-        last.bias[new_idx] = b_new.detach().to(last.bias)
+        last.weight[new_idx] = w_new.to(last.weight)
+        last.bias[new_idx] = b_new.to(last.bias)
     report = _report(predictor, groups, fitted, new_idx)
     model.net.train(was_training)
     return report
+
+
+# How a new row's cut is chosen on out-of-fold images: the bias shift with the best F-beta, beta < 1
+# weighing precision more (a tag that fires on images without it is what a person sees and corrects).
+CUT_BETA = 0.5
+# Bias shifts tried, in logits: only down. The fit already aims each image's labels above the cut; a
+# higher bias would let the new label take positions from the labels the model knew (a known label on
+# the same drawing then drops under the threshold).
+SHIFTS = np.linspace(-4.0, 0.0, 17)
+
+
+class _RowFit:
+    """Fits the rows on a set of groups (see :func:`fit_rows`) and scores them with a bias shift."""
+
+    def __init__(self, predictor: Predictor, new_idx: list[int], old_idx: list[int], w_start: torch.Tensor,
+                 b_start: torch.Tensor, anchor: float | None, steps: int, lr: float, weight_decay: float,
+                 margin_below: float, negatives: float):
+        self.predictor, self.new_idx, self.old_idx = predictor, new_idx, old_idx
+        self.w_start, self.b_start, self.anchor = w_start, b_start, anchor
+        self.steps, self.lr, self.weight_decay = steps, lr, weight_decay
+        self.margin_below, self.negatives = margin_below, negatives
+        order = old_idx + new_idx  # the logits are laid out old rows first, new rows last
+        self.inverse = torch.as_tensor(np.argsort(order), device=w_start.device)
+
+    def raws(self, g: dict, w: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.cat([old, torch.einsum("nchw,lc->nlhw", h, w) + b[:, None, None]], dim=1)[:, self.inverse]
+                for h, old in zip(g["hidden"], g["old"], strict=True)]
+
+    def __call__(self, groups: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        anchor, w_start, b_start = self.anchor, self.w_start, self.b_start
+        w_new = (torch.zeros_like(w_start) if anchor is None else w_start.clone()).requires_grad_(True)
+        b_new = b_start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w_new, b_new], lr=self.lr)
+        total = sum(len(g["truth"]) for g in groups)
+        for _ in range(self.steps):
+            if anchor is None:
+                loss = self.weight_decay * (w_new ** 2).sum()
+            else:
+                loss = anchor * (((w_new - w_start) ** 2).sum() + ((b_new - b_start) ** 2).sum())
+            for g in groups:
+                raws = self.raws(g, w_new, b_new)
+                scores = soft_final_scores(raws[0], self.predictor.config, second=_second(raws))
+                loss = loss + len(g["truth"]) / total * _loss(scores, g, self.new_idx, self.old_idx,
+                                                              self.margin_below, self.negatives)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return w_new.detach(), b_new.detach()
+
+    @torch.no_grad()
+    def chosen(self, g: dict, w: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        """The new labels as prediction chooses them [n, new], with rows (w, b)."""
+        raws = self.raws(g, w, b)
+        scores = final_scores(raws[0], self.predictor.config, _second(raws))[0].cpu().numpy()
+        return self.predictor.threshold.select(scores)[:, self.new_idx]
+
+
+def _cross_validated_shift(fit: _RowFit, groups: list[dict], folds: int) -> torch.Tensor:
+    """Per new row, the bias shift whose out-of-fold choices score the best F-beta (CUT_BETA); the
+    middle of the best shifts when several tie. Folds split images, never an image from its mirror.
+    A label with fewer than MIN_PER_FOLD images per fold keeps its fitted bias (no fold is fitted
+    when none has enough)."""
+    tagged = np.zeros(len(fit.new_idx))  # images with each new label (mirror images counted once)
+    for g in groups:
+        first_views = np.unique(g["ids"], return_index=True)[1]
+        tagged += g["truth"][:, fit.new_idx].cpu().numpy()[first_views].sum(0)
+    enough = tagged >= folds * MIN_PER_FOLD
+    if not enough.any():
+        return torch.zeros_like(fit.b_start)
+    hits = np.zeros((len(SHIFTS), len(fit.new_idx), 3))  # true positives, false positives, false negatives
+    for fold in range(folds):
+        train = [_subset(g, g["ids"] % folds != fold) for g in groups]
+        held = [_subset(g, g["ids"] % folds == fold) for g in groups]
+        w, b = fit([g for g in train if len(g["truth"])])
+        for g in held:
+            if not len(g["truth"]):
+                continue
+            truth = g["truth"][:, fit.new_idx].cpu().numpy()
+            for k, shift in enumerate(SHIFTS):
+                chosen = fit.chosen(g, w, b + float(shift))
+                hits[k, :, 0] += (chosen & truth).sum(0)
+                hits[k, :, 1] += (chosen & ~truth).sum(0)
+                hits[k, :, 2] += (~chosen & truth).sum(0)
+    tp, fp, fn = hits[..., 0], hits[..., 1], hits[..., 2]
+    beta2 = CUT_BETA ** 2
+    score = (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)
+    shifts = []
+    for j in range(len(fit.new_idx)):
+        best = np.flatnonzero(score[:, j] >= score[:, j].max() - 1e-9)
+        shifts.append(float(np.median(SHIFTS[best])) if enough[j] and tp[:, j].any() else 0.0)
+    return torch.tensor(shifts, dtype=fit.b_start.dtype, device=fit.b_start.device)
+
+
+def _subset(g: dict, keep: np.ndarray) -> dict:
+    idx = torch.as_tensor(np.flatnonzero(keep), device=g["truth"].device)
+    return {"hidden": [h[idx] for h in g["hidden"]], "old": [o[idx] for o in g["old"]], "truth": g["truth"][idx],
+            "threshold": g["threshold"][idx], "ids": g["ids"][keep.astype(bool)]}
+
+
+def final_fit_cost(folds: int, images: list[int]) -> float:
+    """A fit with a cross-validated cut, in fits without one, when the new labels have ``images``
+    each: the maps are read once, and each of the ``folds`` fits trains on all but one fold (an
+    estimate for ETAs)."""
+    return float(folds) if folds >= 2 and any(n >= folds * MIN_PER_FOLD for n in images) else 1.0
 
 
 def _chosen(samples: list[Sample], new: set[str], seed: int) -> list[Sample]:
@@ -176,17 +275,17 @@ def _hidden_groups(predictor: Predictor, samples: list[Sample]) -> list[dict]:
         truth = multi_hot(s.labels, index) > 0
         for mirror in (False, True):
             views = [np.ascontiguousarray(v[:, ::-1]) if mirror else v for v in passes]
-            g = by_shape.setdefault(tuple(v.shape for v in views), {"images": [], "truth": []})
+            g = by_shape.setdefault(tuple(v.shape for v in views), {"images": [], "truth": [], "ids": []})
             g["images"].append(views)
             g["truth"].append(truth)
+            g["ids"].append(taken)
     groups = []
-    total = sum(len(g["images"]) for g in by_shape.values())
     for g in by_shape.values():
         hidden = [torch.cat([predictor.hidden_maps(np.stack([views[k] for views in g["images"][i:i + 16]]))
                              for i in range(0, len(g["images"]), 16)])
                   for k in range(len(predictor.config.passes))]
         groups.append({"hidden": hidden, "truth": torch.as_tensor(np.array(g["truth"]), device=hidden[0].device),
-                       "weight": len(g["images"]) / total})
+                       "ids": np.array(g["ids"])})
     return groups
 
 

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -33,12 +32,12 @@ sys.path.insert(0, str(REPO))
 from emoji_scenes import read_truth  # noqa: E402
 from finetune_curve import machine, nested_subsets, with_cat_tag  # noqa: E402
 
-from mlcnn_core.data import Sample, read_image, resize_short_side, split_samples  # noqa: E402
-from mlcnn_core.finetune import FrozenMethod, fit_frozen, frozen_maps, trainable_start, training_views, trunk_part  # noqa: E402
+from mlcnn_core.data import Sample, split_samples  # noqa: E402
+from mlcnn_core.finetune import FrozenMethod, HeldOutMaps, fit_frozen, trainable_start, training_views  # noqa: E402
 from mlcnn_core.metrics import average_precision, mean_average_precision, set_metrics  # noqa: E402
 from mlcnn_core.modelfile import add_labels, load_model  # noqa: E402
 from mlcnn_core.newlabels import fit_rows  # noqa: E402
-from mlcnn_core.predict import PredictConfig, final_scores  # noqa: E402
+from mlcnn_core.predict import PredictConfig  # noqa: E402
 from mlcnn_core.runtime import configure_cpu  # noqa: E402
 from mlcnn_core.threshold import Threshold  # noqa: E402
 
@@ -62,50 +61,26 @@ def samples_of(set_dir: Path, rows: list[dict]) -> list[Sample]:
     return [Sample(str(set_dir / r["image"]), tuple(r["labels"])) for r in rows]
 
 
-class Evaluator:
+class Evaluator(HeldOutMaps):
     """Scenes of one set with the model's frozen front computed once (each pass of the reading)."""
 
     def __init__(self, model, start: int, samples: list[Sample], device: torch.device, cache: Path | None = None):
-        self.start = start
-        self.config = PredictConfig.from_dict(model.card.get("prediction"))
-        self.samples = samples
-        self.truth = self.truth_for(model.labels)
         if cache is not None and cache.is_file():
+            self.start, self.samples = start, samples
+            self.config = PredictConfig.from_dict(model.card.get("prediction"))
             self.maps = torch.load(cache)
-            return
-        images: list[list[np.ndarray]] = []
-        for s in samples:
-            rgb = read_image(s.image, max(self.config.passes))
-            images.append([resize_short_side(rgb, short) for short in self.config.passes])
-        self.maps = [frozen_maps(model.net, start, model.mean, [v[k] for v in images], device)
-                     for k in range(len(self.config.passes))]
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.maps, cache)
-
-    def truth_for(self, labels: list[str]) -> np.ndarray:
-        index = {lab: i for i, lab in enumerate(labels)}
-        truth = np.zeros((len(self.samples), len(index)), bool)
-        for n, s in enumerate(self.samples):
-            for lab in s.labels:
-                if lab in index:
-                    truth[n, index[lab]] = True
-        return truth
-
-    @torch.no_grad()
-    def scores(self, net) -> np.ndarray:
-        net.eval()
-        back = trunk_part(net, self.start)
-        out = []
-        for i in range(len(self.truth)):
-            raws = [net.head.forward_map(back(m[i][None])) for m in self.maps]
-            out.append(final_scores(raws[0], self.config, raws[1] if len(raws) > 1 else None)[0][0].numpy())
-        return np.array(out)
+        else:
+            super().__init__(model.net, start, model.mean, PredictConfig.from_dict(model.card.get("prediction")),
+                             samples, device)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(self.maps, cache)
+        self.labels_truth = self.truth(model.labels)
 
     def metrics(self, net, threshold: Threshold, labels: list[str] | None = None, label: str | None = None) -> dict:
         """Precision, recall, accuracy, mAP as predicted; with ``label``, also its own precision and
         recall and on what fraction of the images without it it is predicted."""
-        truth = self.truth if labels is None else self.truth_for(labels)
+        truth = self.labels_truth if labels is None else self.truth(labels)
         scores = self.scores(net)
         chosen = threshold.select(scores)
         m = set_metrics(chosen, truth)
@@ -245,7 +220,8 @@ def measure_cat(args: argparse.Namespace) -> int:
     fits = {}
     for spec in args.cat_fit or []:
         name, _, fields = spec.partition(":")
-        fits[name] = {k: float(v) for k, v in (kv.split("=") for kv in fields.split(",") if kv)}
+        fits[name] = {k: int(v) if k in ("folds", "steps") else float(v)
+                      for k, v in (kv.split("=") for kv in fields.split(",") if kv)}
     train, _ = split_samples(samples_of(args.cat_data / "cat-train", read_truth(args.cat_data / "cat-train")), 0.1)
 
     def fitted(name: str):

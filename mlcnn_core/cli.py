@@ -493,10 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch norm running statistics while training (default: frozen for --init, else update)")
     t.add_argument("--anchor", type=NON_NEGATIVE, metavar="S",
                    help="with --init: pull the weights toward that model's, S per unit of learning rate (L2-SP; "
-                        "default 2500; rate × S is capped at 1, so a higher --lr needs a lower S)")
+                        "default 100, 2500 with --learn all; rate × S is capped at 1, so a higher --lr needs a "
+                        "lower S)")
     t.add_argument("--learn", choices=["all", "block", "head", "last"],
                    help="with --init, what moves: every weight, the head and the trunk's last block, the head, or "
-                        "its last layer; the frozen part's maps are computed once (default: the fine-tune recipe's)")
+                        "its last layer; the frozen part's maps are computed once (default: head)")
     t.add_argument("--threshold", default=defaults.threshold, choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
     t.add_argument("--new-labels", choices=["fit", "train"], default=defaults.new_labels,

@@ -17,7 +17,9 @@ are distilled (LwF).
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageError, Sample, read_image, resize_short_side, to_tensor
+from .data import ImageError, Sample, multi_hot, read_image, resize_short_side, to_tensor
 from .loss import multilabel_softmax_loss
 from .model import MLCNN
 from .optim import warmup_cosine
+from .predict import PredictConfig, final_scores
 from .recipes import FROZEN_SHORT_SIDES
 
 # The map crop the trainable part sees, in trunk cells: 8 cells of 32 px = the 256 px training crop.
@@ -99,29 +102,43 @@ class TrainingViews:
     targets: torch.Tensor      # [views, l]
     images: int                # readable training images
     unreadable: list[str]
+    pixels: int = 0            # of all the views: what the front's cost grows with
 
 
 def training_views(net: MLCNN, start: int, mean: list[float], samples: list[Sample], index: dict[str, int],
-                   method: FrozenMethod, device: torch.device) -> TrainingViews:
-    views, targets, unreadable, readable = [], [], [], 0
-    for s in samples:
-        try:
-            rgb = read_image(s.image, max(method.short_sides))
-        except ImageError:
-            unreadable.append(s.image)
-            continue
-        readable += 1
-        target = np.zeros(len(index), np.float32)
-        for lab in s.labels:
-            if lab in index:
-                target[index[lab]] = 1.0
-        for short in method.short_sides:
-            im = resize_short_side(rgb, short)
-            for flip in (False, True) if method.mirror else (False,):
-                views.append(np.ascontiguousarray(im[:, ::-1]) if flip else im)
-                targets.append(target)
-    maps = frozen_maps(net, start, mean, views, device) if views else []
-    return TrainingViews(maps, torch.as_tensor(np.array(targets).reshape(-1, len(index))), readable, unreadable)
+                   method: FrozenMethod, device: torch.device, chunk: int = 8,
+                   on_images: Callable[[int, int, TrainingViews], None] | None = None) -> TrainingViews:
+    """The front's maps of every view of ``samples``, ``chunk`` images at a time; ``on_images(done,
+    total, views so far)`` is called after each chunk (progress, and the rates an ETA needs)."""
+    maps, targets, unreadable, readable, pixels = [], [], [], 0, 0
+    for first in range(0, len(samples), chunk):
+        views = []
+        for s in samples[first:first + chunk]:
+            try:
+                rgb = read_image(s.image, max(method.short_sides))
+            except ImageError:
+                unreadable.append(s.image)
+                continue
+            readable += 1
+            target = multi_hot(s.labels, index).astype(np.float32)
+            for short in method.short_sides:
+                im = resize_short_side(rgb, short)
+                for flip in (False, True) if method.mirror else (False,):
+                    views.append(np.ascontiguousarray(im[:, ::-1]) if flip else im)
+                    targets.append(target)
+                    pixels += im.shape[0] * im.shape[1]
+        if views:
+            maps += frozen_maps(net, start, mean, views, device)
+        if on_images is not None:
+            done = min(first + chunk, len(samples))
+            on_images(done, len(samples), _views(maps, targets, index, readable, unreadable, pixels))
+    return _views(maps, targets, index, readable, unreadable, pixels)
+
+
+def _views(maps: list[torch.Tensor], targets: list[np.ndarray], index: dict[str, int], readable: int,
+           unreadable: list[str], pixels: int) -> TrainingViews:
+    return TrainingViews(maps, torch.as_tensor(np.array(targets).reshape(-1, len(index))), readable, unreadable,
+                         pixels)
 
 
 def _crops(maps: list[torch.Tensor], rng: np.random.Generator, cells: int) -> torch.Tensor:
@@ -144,68 +161,164 @@ def _trainable_parameters(net: MLCNN, start: int, part: str) -> list[nn.Paramete
     return [*trunk_part(net, start).parameters(), *net.head.parameters()]
 
 
+class FrozenTrainer:
+    """Trains ``trunk[start:]`` and the head of ``net`` (in place) on random crops of the frozen front's
+    maps, one step at a time, so that a caller can report, validate, checkpoint and stop between
+    steps. ``old_labels``: output rows the parent had (the rows after them are new and not anchored
+    or distilled). The L2-SP anchors and the distillation teacher are the weights ``net`` has when
+    the trainer is made: make it before loading a checkpoint into ``net``."""
+
+    def __init__(self, net: MLCNN, start: int, method: FrozenMethod, old_labels: int, seed: int = 0):
+        self.net, self.start, self.method, self.old_labels = net, start, method, old_labels
+        self.rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.back = trunk_part(net, start)
+        params = _trainable_parameters(net, start, method.part)
+        trainable = {id(p) for p in params}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in trainable)
+        self.parent = copy.deepcopy(net).eval() if method.distill > 0 else None
+        self.pairs = anchors(net, old_labels, params) if method.anchor > 0 else []
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": method.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=method.lr)
+        self.step = 0
+
+    @contextmanager
+    def threads(self):
+        """A step of the head is a few small matrix products: on a CPU more threads only add
+        synchronisation, which costs far more than the work itself when other programs share it."""
+        threads = torch.get_num_threads()
+        device = next(self.net.parameters()).device
+        if self.method.part in ("head", "last") and device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    def _loss(self, views: TrainingViews) -> torch.Tensor:
+        method = self.method
+        self.net.train()
+        if method.norm_stats == "frozen" or method.part != "block":
+            for m in self.back.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        idx = self.rng.choice(len(views.maps), size=min(method.batch_size, len(views.maps)), replace=False)
+        x = _crops([views.maps[i] for i in idx], self.rng, CROP_CELLS)
+        logits = self.net.head(self.back(x).mean(dim=(2, 3)))
+        loss, _ = multilabel_softmax_loss(logits, views.targets[idx].to(x.device))
+        if self.parent is not None:
+            old = self.old_labels
+            with torch.no_grad():
+                teacher = self.parent.head(trunk_part(self.parent, self.start)(x).mean(dim=(2, 3)))[:, :old]
+            t = method.temperature
+            loss = loss + method.distill * t * t * F.kl_div(
+                F.log_softmax(logits[:, :old] / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                reduction="batchmean", log_target=True)
+        return loss
+
+    def train_step(self, views: TrainingViews) -> float:
+        """One optimiser step at the schedule's rate; returns its loss."""
+        return self._step(views)
+
+    def _step(self, views: TrainingViews) -> float:
+        method = self.method
+        for g in self.optimizer.param_groups:
+            g["lr"] = method.lr * warmup_cosine(self.step, method.steps, 0.1)
+        loss = self._loss(views)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.pairs:
+            pull_toward_start(self.pairs, self.optimizer.param_groups[0]["lr"] * method.anchor)
+        self.step += 1
+        return loss.item()
+
+    def trial_seconds(self, views: TrainingViews, steps: int = 10) -> float:
+        """Seconds a step takes: the mean of ``steps`` real steps on ``views`` (the first left out), after
+        which the weights, the optimiser, the schedule and the crops' random state are put back."""
+        weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        optimizer, step, rng = copy.deepcopy(self.optimizer.state_dict()), self.step, self.rng.bit_generator.state
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            self._step(views)
+            times.append(time.perf_counter() - t0)
+        self.net.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer)
+        self.step, self.rng.bit_generator.state = step, rng
+        self.net.eval()
+        return float(np.mean(times[1:] or times))
+
+    def state(self) -> dict:
+        """What a checkpoint needs besides the weights and the optimiser (JSON)."""
+        return {"step": self.step, "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.rng.bit_generator.state = state["rng"]
+
+    def close(self) -> None:
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        self.net.eval()
+
+
 def fit_frozen(net: MLCNN, start: int, views: TrainingViews, method: FrozenMethod, old_labels: int,
                seed: int = 0, on_step: Callable[[int, int, float], bool] | None = None) -> int:
-    """Train ``trunk[start:]`` and the head of ``net`` (in place) on random crops of ``views``.
-    ``old_labels``: output rows the parent had (the rows after them are new and not anchored or
-    distilled). ``on_step(step, steps, loss)`` is called after each step; returning True stops.
-    Returns the steps taken."""
+    """Train ``trunk[start:]`` and the head of ``net`` (in place) on random crops of ``views``
+    (:class:`FrozenTrainer`). ``on_step(step, steps, loss)`` is called after each step; returning
+    True stops. Returns the steps taken."""
     if not views.maps:
         return 0
-    device = views.maps[0].device
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    back = trunk_part(net, start)
-    params = _trainable_parameters(net, start, method.part)
-    trainable = {id(p) for p in params}
-    for p in net.parameters():
-        p.requires_grad_(id(p) in trainable)
-    parent = copy.deepcopy(net).eval() if method.distill > 0 else None
-    pairs = anchors(net, old_labels, params) if method.anchor > 0 else []
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": method.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=method.lr)
-    n = len(views.maps)
-    step = 0
-    threads = torch.get_num_threads()
-    if method.part in ("head", "last") and device.type == "cpu":
-        # a step of the head is a few small matrix products: more threads only add synchronisation,
-        # which costs far more than the work itself on a CPU that other programs are using
-        torch.set_num_threads(1)
+    trainer = FrozenTrainer(net, start, method, old_labels, seed)
     try:
-        for step in range(1, method.steps + 1):
-            for g in opt.param_groups:
-                g["lr"] = method.lr * warmup_cosine(step - 1, method.steps, 0.1)
-            net.train()
-            if method.norm_stats == "frozen" or method.part != "block":
-                for m in back.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
-            idx = rng.choice(n, size=min(method.batch_size, n), replace=False)
-            x = _crops([views.maps[i] for i in idx], rng, CROP_CELLS)
-            logits = net.head(back(x).mean(dim=(2, 3)))
-            loss, _ = multilabel_softmax_loss(logits, views.targets[idx].to(device))
-            if parent is not None:
-                with torch.no_grad():
-                    teacher = parent.head(trunk_part(parent, start)(x).mean(dim=(2, 3)))[:, :old_labels]
-                t = method.temperature
-                loss = loss + method.distill * t * t * F.kl_div(
-                    F.log_softmax(logits[:, :old_labels] / t, dim=1), F.log_softmax(teacher / t, dim=1),
-                    reduction="batchmean", log_target=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if pairs:
-                pull_toward_start(pairs, opt.param_groups[0]["lr"] * method.anchor)
-            if on_step is not None and on_step(step, method.steps, loss.item()):
-                break
+        with trainer.threads():
+            while trainer.step < method.steps:
+                loss = trainer.train_step(views)
+                if on_step is not None and on_step(trainer.step, method.steps, loss):
+                    break
     finally:
-        torch.set_num_threads(threads)
-        for p in net.parameters():
-            p.requires_grad_(True)
+        trainer.close()
+    return trainer.step
+
+
+class HeldOutMaps:
+    """The frozen front's maps of held-out images, for each pass of the model's reading, computed
+    once: scoring them as prediction does after each epoch then costs only the trainable part."""
+
+    def __init__(self, net: MLCNN, start: int, mean: list[float], config: PredictConfig, samples: list[Sample],
+                 device: torch.device):
+        self.start, self.config = start, config
+        self.samples: list[Sample] = []
+        images: list[list[np.ndarray]] = []
+        for s in samples:
+            try:
+                rgb = read_image(s.image, max(config.passes))
+            except ImageError:
+                continue
+            images.append([resize_short_side(rgb, short) for short in config.passes])
+            self.samples.append(s)
+        self.pixels = sum(v.shape[0] * v.shape[1] for views in images for v in views)
+        self.maps = [frozen_maps(net, start, mean, [v[k] for v in images], device) if images else []
+                     for k in range(len(config.passes))]
+
+    def truth(self, labels: list[str]) -> np.ndarray:
+        index = {lab: i for i, lab in enumerate(labels)}
+        return np.array([multi_hot(s.labels, index) > 0 for s in self.samples]).reshape(-1, len(labels))
+
+    @torch.no_grad()
+    def scores(self, net: MLCNN) -> np.ndarray:
+        """Each image's final score vector [n, l], as prediction scores it (test form, section 2.6)."""
         net.eval()
-    return step
+        back = trunk_part(net, self.start)
+        out = []
+        for i in range(len(self.samples)):
+            raws = [net.head.forward_map(back(m[i][None])) for m in self.maps]
+            out.append(final_scores(raws[0], self.config, raws[1] if len(raws) > 1 else None)[0][0].cpu().numpy())
+        return np.array(out).reshape(len(self.samples), -1)
 
 
 def anchors(net: MLCNN, old_labels: int, params: list[nn.Parameter] | None = None
@@ -231,3 +344,29 @@ def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: 
         for p, start in pairs:
             n = start.shape[0]
             p[:n].sub_(p[:n] - start, alpha=strength)
+
+
+@dataclass
+class RemainingWork:
+    """What is left of a frozen fine-tune, each part at the rate measured for it, for the ETA a
+    person watches: the front's maps of the training images not yet read, the steps not yet taken,
+    the epoch ends still to come (held-out images scored, a checkpoint written) and the work after
+    the last step (new labels fitted again, the 10-crop baseline on the held-out images, the file)."""
+
+    images: int = 0
+    per_image: float = 0.0
+    steps: int = 0
+    per_step: float = 0.0
+    epoch_ends: int = 0
+    per_epoch_end: float = 0.0
+    after_steps: float = 0.0
+
+    def seconds(self) -> float:
+        return (self.images * self.per_image + self.steps * self.per_step + self.epoch_ends * self.per_epoch_end
+                + self.after_steps)
+
+
+def epoch_ends_after(step: int, total: int, steps_per_epoch: int) -> int:
+    """Epoch ends still to come after ``step`` of ``total`` (the last step ends an epoch too)."""
+    ends = total // steps_per_epoch - step // steps_per_epoch
+    return ends + (1 if total % steps_per_epoch and step < total else 0)

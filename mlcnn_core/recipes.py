@@ -53,7 +53,7 @@ RECIPES = {
 }
 
 FINETUNE_ANCHOR = 2500.0      # a fine-tune of every weight (--learn all)
-FINETUNE_LEARNS = "all"       # what a fine-tune moves by default (--learn)
+FINETUNE_LEARNS = "head"      # what a fine-tune moves by default (--learn)
 FINETUNE_FROZEN_ANCHOR = 100.0  # the pull of a fine-tune of the head (or the last block) toward the parent
 FINETUNE_FROZEN_STEPS = 300   # steps of 32 crops of the frozen front's maps
 FROZEN_SHORT_SIDES = (256, 288)  # the frozen front reads each image at these short sides, and mirrored
@@ -62,18 +62,18 @@ FROZEN_SHORT_SIDES = (256, 288)  # the frozen front reads each image at these sh
 def finetune_recipe(base: Recipe, n_train: int, learns: str | None = None) -> Recipe:
     """Defaults for ``--init MODEL`` on a person's corrections (tens to hundreds of images).
 
-    ``learns`` "all" (the default, FINETUNE_LEARNS) moves every weight: about 4,000 image
-    presentations (each image seen 4000 / n times, within 10 to 40 epochs), a tenth of the rate
-    from scratch, the anchor at 2500, batch-norm statistics frozen. Chosen on the validation sets
-    (bench/finetune_curve.py --split val, the restyled Noto-only model fine-tuned on 25-200
-    OpenMoji scenes): without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and
-    gained nothing on OpenMoji; with it at 2500 Noto lost about 2 points and the new style 1-2.
+    ``learns`` "head" (the default, FINETUNE_LEARNS), "block" or "last": the front of the network
+    is frozen and only the rest learns, on maps of the front computed once (finetune.py): about 300
+    steps of 32 crops whatever the number of images, half the rate from scratch, the weights pulled
+    toward the parent's (``anchor``, L2-SP, FINETUNE_FROZEN_ANCHOR). On the validation sets
+    (BENCHMARKS.md, "Fine-tuning methods side by side") the head with L2-SP 100 learnt a new
+    artist at least as well as a fine-tune of every weight, lost less of the old ones and trained
+    in seconds instead of minutes.
 
-    With ``learns`` "head", "block" or "last" the front of the network is frozen and only the rest
-    learns, on maps of the front computed once (finetune.py): about 300 steps of 32 crops whatever
-    the number of images, half the rate from scratch, the weights pulled toward the parent's
-    (``anchor``, L2-SP, FINETUNE_FROZEN_ANCHOR). BENCHMARKS.md ("Fine-tuning methods side by
-    side") has the candidates measured.
+    ``learns`` "all" moves every weight: about 4,000 image presentations (each image seen 4000 / n
+    times, within 10 to 40 epochs), a tenth of the rate from scratch, the anchor at 2500, batch-norm
+    statistics frozen (without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and
+    gained nothing on OpenMoji; with it at 2500 Noto lost about 2 points and the new style 1-2).
 
     Either way no early stopping on the tiny held-out part."""
     learns = learns or FINETUNE_LEARNS
@@ -82,12 +82,19 @@ def finetune_recipe(base: Recipe, n_train: int, learns: str | None = None) -> Re
         epochs = int(min(40, max(10, math.ceil(4000 / max(1, n_train)))))
         return replace(base, lr=base.lr / 10, lr_max=base.lr_max / 10, batch_size=batch, epochs=epochs,
                        warmup_fraction=0.1, patience=0, norm_stats="frozen", anchor=FINETUNE_ANCHOR, learns="all")
-    views_per_image = 2 * len(FROZEN_SHORT_SIDES)
-    steps_per_epoch = max(1, math.ceil(max(1, n_train) * views_per_image / batch))
-    epochs = math.ceil(FINETUNE_FROZEN_STEPS / steps_per_epoch)
+    frozen = replace(base, batch_size=batch, learns=learns)
+    epochs = math.ceil(FINETUNE_FROZEN_STEPS / steps_per_epoch(frozen, n_train))
     return replace(base, lr=base.lr / 2, lr_max=base.lr_max / 2, batch_size=batch, epochs=epochs,
                    warmup_fraction=0.1, weight_decay=0.0, patience=0, norm_stats="frozen",
                    anchor=FINETUNE_FROZEN_ANCHOR, learns=learns)
+
+
+def steps_per_epoch(recipe: Recipe, n_train: int) -> int:
+    """Steps in one pass over ``n_train`` images: a fine-tune of every weight steps through the
+    images, one of the head (or the last block) through each image's views (FROZEN_SHORT_SIDES,
+    each mirrored too)."""
+    views = 1 if recipe.learns == "all" else 2 * len(FROZEN_SHORT_SIDES)
+    return max(1, math.ceil(max(1, n_train) * views / recipe.batch_size))
 
 
 @dataclass

@@ -42,13 +42,24 @@ from .data import (
     split_samples,
     to_tensor,
 )
-from .finetune import FrozenMethod, anchors, fit_frozen, pull_toward_start, trainable_start, training_views
+from .finetune import (
+    FrozenMethod,
+    FrozenTrainer,
+    HeldOutMaps,
+    RemainingWork,
+    anchors,
+    epoch_ends_after,
+    pull_toward_start,
+    trainable_start,
+    training_views,
+)
 from .loss import multilabel_softmax_loss
 from .metrics import mean_average_precision, set_metrics
 from .model import build_model
 from .modelfile import TaggerModel, add_labels, load_model, new_card, save_model
+from .newlabels import FOLDS as NEW_LABEL_FOLDS
 from .newlabels import MAX_IMAGES as NEW_LABEL_FIT_IMAGES
-from .newlabels import fit_new_rows
+from .newlabels import final_fit_cost, fit_new_rows
 from .optim import PaperRMSprop, warmup_cosine
 from .predict import PredictConfig, Predictor
 from .recipes import MIN_IMAGES_TO_JUDGE, Recipe, TrainConfig
@@ -242,13 +253,28 @@ def save_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Opt
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def _checkpoint_metadata(path: Path) -> dict:
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
+            return f.metadata()
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"--resume: the checkpoint {path} is damaged ({e}); delete it to train from the start"
+                         ) from e
+
+
+def checkpoint_state(path: Path) -> dict:
+    """The loop state a checkpoint was written with, without loading its weights."""
+    return json.loads(_checkpoint_metadata(path)["state"])
+
+
+def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = _checkpoint_metadata(path)
+    try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"--resume: the checkpoint {path} is damaged ({e}); delete it to train from the start"
@@ -346,21 +372,23 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     train_samples, val_samples = _load_data(cfg)
     recipe = cfg.recipe_for(len(train_samples))
     model, new_labels = _initial_model(cfg, train_samples, recipe, events)
+    if recipe.learns != "all" and world > 1:
+        raise ValueError(f"a fine-tune that learns only its {recipe.learns} runs in one process (it takes a minute "
+                         "or two): run it without torchrun, or with --learn all")
+    first_fit = (0.0, [])
     if new_labels and cfg.new_labels == "fit" and rank == 0 and not cfg.resume:
         # before the first step (DistributedDataParallel hands rank 0's weights to the others)
-        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "before training")
+        first_fit = _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events,
+                                    "before training", final=recipe.epochs == 0)
     if recipe.learns != "all":
-        if world > 1 or cfg.resume:
-            raise ValueError(f"a fine-tune that learns only its {recipe.learns} runs in one process and keeps no "
-                             "checkpoint (it takes a minute or two): run it again without torchrun / --resume")
         return _train_frozen(cfg, model, new_labels, train_samples, val_samples, recipe, device, bf16, events,
-                             started)
+                             started, first_fit)
 
     # loader, optimiser, schedule; a resumed run continues from its checkpoint
     run = _set_up_run(cfg, model, new_labels, train_samples, recipe, device, bf16, rank, world, events)
     ckpt = checkpoint_dir(Path(cfg.out)) / "last.safetensors"
-    state = _resume(run, ckpt) if cfg.resume else {"epoch": 0, "step": 0, "best": None, "history": [],
-                                                    "skipped_unlabelled": 0}
+    state = (_resume(ckpt, run.net, run.optimizer, model, recipe, events) if cfg.resume else
+             {"epoch": 0, "step": 0, "best": None, "history": [], "skipped_unlabelled": 0, "learns": "all"})
     prior_seconds = state.get("elapsed_s", 0.0)  # training time of earlier runs, when resuming
     state["device"] = f"{device.type}{' (bf16)' if bf16 else ''}"
     events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
@@ -404,7 +432,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
         return None
     run.net.load_state_dict(best.weights)
     if new_labels and cfg.new_labels == "fit" and not cancelled and state["step"] > 0:
-        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
+        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training",
+                        final=True)
     return _finish(cfg, model, run.net, run.recipe, state, val_samples, best.scores, events, cancelled, started)
 
 
@@ -463,18 +492,6 @@ def _set_up_run(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], tra
     steps_per_epoch = len(loader)
     return _Run(cfg, recipe, model, net, ddp_net, optimizer, loader, sampler, anchored, device, bf16, rank, world,
                 events, steps_per_epoch, planned_steps(recipe.epochs, steps_per_epoch, cfg.max_steps))
-
-
-def _resume(run: _Run, last: Path) -> dict:
-    """The loop state of ``last``, whose weights and optimiser state ``run`` takes."""
-    if not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {last}")
-    state = load_checkpoint(last, run.net, run.optimizer)
-    if state.get("labels") != run.model.labels:
-        raise ValueError(f"--resume: {last} was trained on other labels than this data")
-    run.model.card["mean"] = state["mean"]
-    run.events.emit("resumed", checkpoint=str(last), epoch=state["epoch"], step=state["step"])
-    return state
 
 
 def _run_epoch(run: _Run, epoch: int, state: dict, cancel: CancelFlag) -> tuple[dict, bool, bool]:
@@ -571,11 +588,17 @@ def _copy_weights(net: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+MEASURED_STEPS = 20  # steps of a frozen fine-tune timed before their rate replaces the trial's in the ETA
+
+
 def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], train_samples: list[Sample],
                   val_samples: list[Sample], recipe: Recipe, device: torch.device, bf16: bool, events: Events,
-                  started: float) -> TaggerModel:
-    """A fine-tune of the head (and the last block) on the frozen front's maps, computed once
-    (finetune.py): ``recipe.epochs`` passes over the views of the training images."""
+                  started: float, first_fit: tuple[float, list[int]]) -> TaggerModel:
+    """A fine-tune of the head (or the last block) on the frozen front's maps, computed once
+    (finetune.py): ``recipe.epochs`` passes over the views of the training images. After each epoch
+    the held-out images are scored as prediction scores them (their front's maps are computed once
+    too) and a checkpoint is written, which ``--resume`` continues from. Every step event's ETA
+    counts all that is left: maps, steps, epoch ends, and the work after the last step."""
     method = FrozenMethod(part=recipe.learns, lr=recipe.lr, anchor=recipe.anchor, batch_size=recipe.batch_size,
                           weight_decay=recipe.weight_decay, norm_stats=recipe.norm_stats)
     net = model.net.to(device)
@@ -584,60 +607,151 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
     method.steps = recipe.epochs * steps_per_epoch
     if cfg.max_steps:
         method.steps = min(method.steps, cfg.max_steps)
+    trainer = FrozenTrainer(net, start, method, len(model.labels) - len(new_labels), seed=cfg.seed)
+    ckpt = checkpoint_dir(Path(cfg.out)) / "last.safetensors"
+    state = {"epoch": 0, "step": 0, "best": None, "history": [], "learns": method.part,
+             "new_label_fit_s": first_fit[0], "new_label_images": first_fit[1], "device": device.type}
+    if cfg.resume:
+        state = _resume(ckpt, net, trainer.optimizer, model, recipe, events)
+        trainer.restore(state["trainer"])
+    prior_seconds = state.get("elapsed_s", 0.0)
     events.emit("start", train_images=len(train_samples), val_images=len(val_samples), labels=len(model.labels),
                 epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, batch_size=recipe.batch_size,
                 recipe=asdict(recipe), device=str(device), bf16=False, world_size=1, init=cfg.init, out=str(cfg.out))
-    t0 = time.time()
-    index = {lab: i for i, lab in enumerate(model.labels)}
-    views = training_views(net, start, model.mean, train_samples if method.steps else [], index, method, device)
-    events.emit("frozen_features", part=method.part, images=views.images, views=len(views.maps),
-                seconds=round(time.time() - t0, 1))
-    state = {"epoch": 0, "step": 0, "history": [], "skipped_unlabelled": int((views.targets.sum(1) == 0).sum()),
-             "device": device.type}
-    t_fit, loss_sum, loss_n = time.time(), 0.0, 0
-    first_step_done = t_fit
-    cancelled = False
+    to_train = method.steps > trainer.step
+    held_out = (HeldOutMaps(net, start, model.mean, PredictConfig.from_dict(model.card.get("prediction")),
+                            val_samples, device) if val_samples and to_train else None)
+    truth = held_out.truth(model.labels) if held_out else None
+    refit = (state["new_label_fit_s"] * final_fit_cost(NEW_LABEL_FOLDS, state.get("new_label_images", []))
+             if new_labels and cfg.new_labels == "fit" else 0.0)
+    left = RemainingWork(steps=method.steps - trainer.step,
+                         epoch_ends=epoch_ends_after(trainer.step, method.steps, steps_per_epoch), after_steps=refit)
+    # the 10-crop baseline at the end runs the network on ten 256-px crops of each held-out image, at
+    # about the rate per pixel the front reads the training images
+    baseline_pixels = len(held_out.samples if held_out else []) * 10 * CROP * CROP
 
-    with CancelFlag() as cancel:
-        def on_step(step: int, total: int, loss: float) -> bool:
-            nonlocal loss_sum, loss_n, cancelled, first_step_done
+    calibration = [0.0]  # seconds spent timing a few steps and a scoring, not reading images
+
+    def read(done: int, total: int, views) -> None:
+        reading = time.time() - t_read - calibration[0]
+        left.images, left.per_image = total - done, reading / max(1, done)
+        left.after_steps = refit + reading / max(1, views.pixels) * baseline_pixels
+        if not left.per_step and views.maps:
+            t_trial = time.time()
+            with trainer.threads():
+                left.per_step = trainer.trial_seconds(views)
+                t_val = time.time()
+                if held_out:
+                    held_out.scores(net)
+                left.per_epoch_end = time.time() - t_val
+            calibration[0] = time.time() - t_trial
+        events.emit("frozen_features", part=method.part, images=total, images_done=done, views=len(views.maps),
+                    seconds=round(time.time() - t_read, 1), eta_s=round(left.seconds(), 1))
+
+    t_read = time.time()
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    views = training_views(net, start, model.mean, train_samples if to_train else [], index, method, device,
+                           on_images=read)
+    left.images = 0
+    state["skipped_unlabelled"] = int((views.targets.sum(1) == 0).sum())
+    best_state, best_scores = None, None
+    loss_sum, loss_n, t_report, t_saved, t_steps = 0.0, 0, 0.0, time.time(), None
+    cancelled = False
+    with CancelFlag() as cancel, trainer.threads():
+        while trainer.step < method.steps and views.maps:
+            loss = trainer.train_step(views)
+            step, now = trainer.step, time.time()
+            if t_steps is None:  # the first step pays one-off set-up: the rate is that of the steps after it
+                t_steps, first_step = now, step
+            elif step - first_step >= min(MEASURED_STEPS, method.steps // 10):
+                # the steps' wall-clock rate, epoch ends included (they come every so many steps); until
+                # enough steps are measured, the rate the trial steps had
+                left.per_step, left.per_epoch_end = (now - t_steps) / (step - first_step), 0.0
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
-            now = time.time()
             epoch, in_epoch = (step - 1) // steps_per_epoch + 1, (step - 1) % steps_per_epoch + 1
-            # the first step pays one-off set-up: the rate is that of the steps after it
-            if step == 1:
-                first_step_done = now
-            per_step = (now - first_step_done) / (step - 1) if step > 1 else now - t_fit
-            events.emit("step", epoch=epoch, epochs=recipe.epochs, step=step, total_steps=total,
-                        step_in_epoch=in_epoch, steps_per_epoch=steps_per_epoch, loss=loss_sum / loss_n,
-                        images_per_s=round(method.batch_size / max(per_step, 1e-6), 1),
-                        eta_s=round((total - step) * per_step, 1), lr=recipe.lr)
-            if in_epoch == steps_per_epoch or step == total:
-                record = {"epoch": epoch, "step": step, "train_loss": loss_sum / loss_n,
-                          "images_per_s": round(method.batch_size / max(per_step, 1e-6), 1),
-                          "seconds": round(per_step * in_epoch, 1)}
-                state["history"].append(record)
-                state.update(epoch=epoch, step=step)
-                events.emit("epoch", **record, improved=True, elapsed_s=round(now - started, 1))
-                loss_sum, loss_n = 0.0, 0
             over_budget = cfg.time_budget_s is not None and now - started > cfg.time_budget_s
+            cancelled = cancel.set
+            stop = cancelled or over_budget
+            epoch_end = in_epoch == steps_per_epoch or step == method.steps or stop
+            left.steps = method.steps - step
+            left.epoch_ends = epoch_ends_after(step, method.steps, steps_per_epoch)
+            if now - t_report > 0.5 or epoch_end:
+                events.emit("step", epoch=epoch, epochs=recipe.epochs, step=step, total_steps=method.steps,
+                            step_in_epoch=in_epoch, steps_per_epoch=steps_per_epoch, loss=loss_sum / loss_n,
+                            images_per_s=round(method.batch_size / max(left.per_step, 1e-6), 1),
+                            eta_s=round(left.seconds(), 1), lr=trainer.optimizer.param_groups[0]["lr"])
+                t_report = now
+            if epoch_end:
+                record = {"epoch": epoch, "step": step, "train_loss": loss_sum / loss_n,
+                          "images_per_s": round(method.batch_size / max(left.per_step, 1e-6), 1),
+                          "seconds": round(left.per_step * in_epoch, 1)}
+                improved = True
+                if held_out:
+                    scores = held_out.scores(net)
+                    record["val"], _ = evaluate_scores(scores, truth, "global")
+                    key = (record["val"]["accuracy"], record["val"]["mAP"])
+                    improved = (state["best"] is None or key > tuple(state["best"])
+                                or len(truth) < MIN_IMAGES_TO_JUDGE)
+                    if improved:
+                        state["best"], state["best_epoch"] = list(key), epoch
+                        best_scores = {"single": scores, "truth": truth}
+                if improved:
+                    best_state = _copy_weights(net)
+                state["history"].append(record)
+                state.update(epoch=epoch if in_epoch == steps_per_epoch else epoch - 1, step=step,
+                             labels=model.labels, mean=model.mean, trainer=trainer.state(),
+                             elapsed_s=prior_seconds + time.time() - started)
+                # an epoch of a few steps takes a second: a checkpoint every 10 s is enough to resume from
+                saved = stop or step == method.steps or time.time() - t_saved > 10
+                if saved:
+                    save_checkpoint(ckpt, net, trainer.optimizer, state)
+                    t_saved = time.time()
+                events.emit("epoch", **record, improved=improved, elapsed_s=round(time.time() - started, 1),
+                            **({"checkpoint": str(ckpt)} if saved else {}))
+                loss_sum, loss_n = 0.0, 0
             if over_budget:
                 events.emit("time_budget", epochs=epoch, total_steps=step, budget_s=cfg.time_budget_s)
-            cancelled = cancel.set
-            return cancel.set or over_budget
+            if stop:
+                break
+    trainer.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    state.update(best_epoch=state.get("best_epoch", state["epoch"]),
+                 elapsed_s=prior_seconds + time.time() - started)
+    if new_labels and cfg.new_labels == "fit" and not cancelled and trainer.step > 0:
+        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training",
+                        final=True)
+        if held_out:
+            best_scores = {"single": held_out.scores(net), "truth": truth}
+    return _finish(cfg, model, net, recipe, state, val_samples, best_scores, events, cancelled, started)
 
-        steps = fit_frozen(net, start, views, method, len(model.labels) - len(new_labels), seed=cfg.seed,
-                           on_step=on_step)
-    state.update(step=steps, best_epoch=state["epoch"], elapsed_s=time.time() - started)
-    if new_labels and cfg.new_labels == "fit" and not cancelled and steps > 0:
-        _fit_new_labels(model, train_samples, new_labels, device, bf16, cfg.seed, events, "after training")
-    return _finish(cfg, model, net, recipe, state, val_samples, None, events, cancelled, started)
+
+def _resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, model: TaggerModel, recipe: Recipe,
+            events: Events) -> dict:
+    """Load OUT.ckpt/last.safetensors into ``net`` and ``optimizer`` after checking that it is a
+    checkpoint of this run (the same labels, the same part learning); returns its loop state."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    state = checkpoint_state(path)
+    if state.get("labels") != model.labels:
+        raise ValueError(f"--resume: {path} was trained on other labels than this data")
+    learnt = state.get("learns", "all")
+    if learnt != recipe.learns:
+        raise ValueError(f"--resume: {path} is a checkpoint of a fine-tune that learns {learnt}, not {recipe.learns}: "
+                         f"resume it with --learn {learnt}")
+    state = load_checkpoint(path, net, optimizer)
+    model.card["mean"] = state["mean"]
+    events.emit("resumed", checkpoint=str(path), epoch=state["epoch"], step=state["step"])
+    return state
 
 
 def _fit_new_labels(model: TaggerModel, samples: list[Sample], new: list[str], device: torch.device, bf16: bool,
-                    seed: int, events: Events, when: str) -> None:
+                    seed: int, events: Events, when: str, final: bool) -> tuple[float, list[int]]:
+    """Fit the new labels' rows (newlabels.py) and report it; the ``final`` fit also places their cut
+    by cross-validation. Returns the seconds it took and the images each label was fitted on."""
     t0 = time.time()
-    report = fit_new_rows(model, samples, new, device=device.type, bf16=bf16, seed=seed)
+    report = fit_new_rows(model, samples, new, device=device.type, bf16=bf16, seed=seed,
+                          folds=NEW_LABEL_FOLDS if final else 0)
     events.emit("new_labels_fitted", when=when, labels=report, seconds=round(time.time() - t0, 1))
     unseen = [lab for lab, r in report.items() if r["images"] == 0]
     if unseen and when == "before training":
@@ -645,6 +759,7 @@ def _fit_new_labels(model: TaggerModel, samples: list[Sample], new: list[str], d
         events.emit("warning", message=f"no readable training image has {', '.join(unseen)} among those the fit "
                     f"of new labels used (at most {NEW_LABEL_FIT_IMAGES}): the model gains {them} but will not "
                     f"predict {them} until more images with {them} are confirmed")
+    return time.time() - t0, [r["images"] for r in report.values()]
 
 
 def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: dict, val_samples: list[Sample],

@@ -7,7 +7,7 @@ SIZES = (22, 45, 90, 180)  # the training part of 25, 50, 100, 200 confirmed ima
 
 def test_a_full_fine_tune_gets_more_epochs_for_small_sets_within_a_cpu_budget():
     base = RECIPES["default"]
-    recipes = [finetune_recipe(base, n) for n in SIZES]
+    recipes = [finetune_recipe(base, n, "all") for n in SIZES]
     epochs = [r.epochs for r in recipes]
     assert epochs == sorted(epochs, reverse=True)
     for n, r in zip(SIZES, recipes, strict=True):
@@ -21,7 +21,15 @@ def test_a_full_fine_tune_gets_more_epochs_for_small_sets_within_a_cpu_budget():
     assert base.anchor == 0 and base.learns == "all"
 
 
+def test_a_fine_tune_learns_only_the_head_unless_asked():
+    assert all(finetune_recipe(RECIPES["default"], n).learns == "head" for n in SIZES)
+    assert TrainConfig(data=["x"], out="y", init="m").recipe_for(90).learns == "head"
+    assert TrainConfig(data=["x"], out="y", init="m", learns="all").recipe_for(90).learns == "all"
+    assert TrainConfig(data=["x"], out="y", init="m", learns="all").recipe_for(90).anchor == 2500
+
+
 def test_a_fine_tune_of_the_head_runs_a_fixed_number_of_steps():
+    from mlcnn_core import recipes
     from mlcnn_core.finetune import FrozenMethod
     from mlcnn_core.recipes import FINETUNE_FROZEN_STEPS
 
@@ -30,6 +38,7 @@ def test_a_fine_tune_of_the_head_runs_a_fixed_number_of_steps():
         r = finetune_recipe(base, n, "head")
         assert r.learns == "head" and r.anchor > 0 and r.patience == 0 and r.lr < base.lr
         steps_per_epoch = -(-n * FrozenMethod().views_per_image // r.batch_size)
+        assert recipes.steps_per_epoch(r, n) == steps_per_epoch  # what the panel shows is what trains
         assert FINETUNE_FROZEN_STEPS <= r.epochs * steps_per_epoch < FINETUNE_FROZEN_STEPS + steps_per_epoch
 
 

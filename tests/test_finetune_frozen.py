@@ -1,11 +1,13 @@
 """Fine-tunes that learn only the head (and the last block) on the frozen front's maps (finetune.py)."""
 
 import json
+import signal
 
 import pytest
 import torch
 from shapes import SHAPES, make_dataset
 
+from mlcnn_core import finetune
 from mlcnn_core.cli import main
 from mlcnn_core.data import Sample
 from mlcnn_core.finetune import FrozenMethod, fit_frozen, trainable_start, training_views
@@ -107,13 +109,62 @@ def test_cli_fine_tune_of_the_head_keeps_the_trunk(parent, tmp_path):
     assert card["provenance"]["recipe"]["learns"] == "head" and card["provenance"]["steps"] == steps[-1]["step"]
 
 
-def test_a_frozen_fine_tune_cannot_resume(parent, tmp_path, capsys):
+def test_a_cancelled_fine_tune_of_the_head_resumes_where_it_stopped(parent, tmp_path, monkeypatch):
+    """Cancelled mid-epoch (SIGTERM, as the panel's Cancel sends) and resumed, the run ends with the
+    weights an uninterrupted run gets: the checkpoint keeps the optimiser, the step and the crops'
+    random state, and the pull toward the parent stays a pull toward the parent."""
     data = tmp_path / "new"
-    make_dataset(data, 10, seed=6)
-    rc = main(["train", "--init", str(parent), "--data", str(data), "--out", str(tmp_path / "m.safetensors"),
-               "--learn", "head", "--resume"])
-    assert rc != 0
-    assert "keeps no checkpoint" in capsys.readouterr().err
+    make_dataset(data, 16, seed=6)
+    flags = ["train", "--init", str(parent), "--data", str(data), "--learn", "head", "--epochs", "6",
+             "--val-fraction", "0.25"]
+    whole = tmp_path / "whole.safetensors"
+    assert main([*flags, "--out", str(whole), "--events", str(tmp_path / "whole.jsonl")]) == 0
+
+    step = finetune.FrozenTrainer.train_step
+
+    def cancelled_at_step_5(self, views):
+        loss = step(self, views)
+        if self.step == 5:
+            signal.raise_signal(signal.SIGTERM)
+        return loss
+
+    out, events = tmp_path / "parts.safetensors", tmp_path / "parts.jsonl"
+    with monkeypatch.context() as m:
+        m.setattr(finetune.FrozenTrainer, "train_step", cancelled_at_step_5)
+        main([*flags, "--out", str(out), "--events", str(events)])
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert lines[-1]["event"] == "cancelled"
+    assert (tmp_path / "parts.safetensors.ckpt" / "last.safetensors").is_file()
+    assert main([*flags, "--out", str(out), "--events", str(events), "--resume"]) == 0
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = [e["event"] for e in lines]
+    assert kinds.count("cancelled") == 1 and kinds[-1] == "done"
+    assert next(e for e in lines if e["event"] == "resumed")["step"] == 5
+    steps = [e["step"] for e in lines if e["event"] == "step"]
+    assert steps[-1] == lines[kinds.index("start")]["epochs"] * lines[kinds.index("start")]["steps_per_epoch"]
+    assert all(e["val"]["accuracy"] >= 0 for e in lines if e["event"] == "epoch")  # the panel's curve
+    a, b = load_model(whole).net.state_dict(), load_model(out).net.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert read_card(out)["provenance"]["steps"] == steps[-1]
+
+
+def test_resuming_with_another_part_learning_says_which(parent, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "new"
+    make_dataset(data, 10, seed=7)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--init", str(parent), "--data", str(data), "--out", str(out), "--learn", "head",
+                 "--epochs", "1"]) == 0
+    rc = main(["train", "--init", str(parent), "--data", str(data), "--out", str(out), "--learn", "all",
+               "--resume", "--workers", "0"])
+    assert rc != 0 and "resume it with --learn head" in capsys.readouterr().err
+
+
+def test_epoch_ends_still_to_come():
+    assert [finetune.epoch_ends_after(s, 6, 3) for s in range(7)] == [2, 2, 2, 1, 1, 1, 0]
+    assert [finetune.epoch_ends_after(s, 5, 3) for s in range(6)] == [2, 2, 2, 1, 1, 0]
+    work = finetune.RemainingWork(images=4, per_image=0.5, steps=10, per_step=0.1, epoch_ends=2, per_epoch_end=1.0,
+                                  after_steps=3.0)
+    assert work.seconds() == pytest.approx(2 + 1 + 2 + 3)
 
 
 def test_a_trunk_without_pooling_learns_whole_as_the_block():

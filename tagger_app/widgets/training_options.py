@@ -6,8 +6,6 @@ no torch) and warns where a chosen rate would leave a fine-tune's old weights wh
 
 from __future__ import annotations
 
-import math
-
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -21,19 +19,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mlcnn_core.recipes import RECIPES, TrainConfig
+from mlcnn_core.recipes import RECIPES, TrainConfig, steps_per_epoch
 
 ARCHITECTURES = ("compact", "tiny", "nin", "paper")
-# How far a fine-tune may move from the current model: (shown, mlcnn train --anchor; None: the recipe's)
-KEEP_CHOICES = (("strongly (auto)", None), ("somewhat: learn more of a new style", 200.0),
-                ("no: learn a new drawing style", 0.0))
+# How far a fine-tune may move from the current model:
+# (shown, (mlcnn train --learn, --anchor); None: the recipe's)
+KEEP_CHOICES = (("strongly (auto)", (None, None)), ("somewhat: learn more of a new style", (None, 30.0)),
+                ("no: learn a new drawing style (every weight)", ("all", 0.0)))
 KEEP_TOOLTIP = (
-    "How strongly a fine-tune pulls the weights back toward the current model's (mlcnn train --anchor).\n"
-    "Strongly: what the model knew holds and new labels are learnt, but a new drawing style hardly is, "
-    "even in the images that were confirmed.\n"
-    "Somewhat (--anchor 200): a few hundred confirmed images of a new artist teach some of the new style, "
-    "and the model forgets some of the old (less with images of the old style trained on too).\n"
-    "No: with a thousand or more confirmed images a new style is learnt and the old one partly forgotten.\n"
+    "How much of the network a fine-tune moves and how strongly it pulls it back toward the current model "
+    "(mlcnn train --learn, --anchor).\n"
+    "Strongly: only the head learns, on the frozen trunk, pulled toward the current model (--anchor 100): what "
+    "the model knew holds and new labels are learnt; a new drawing style is learnt a little.\n"
+    "Somewhat (--anchor 30): a few hundred confirmed images of a new artist teach more of the new style, "
+    "and the model forgets a little of the old.\n"
+    "No (--learn all --anchor 0): every weight moves, with no pull back. With a thousand or more confirmed images "
+    "a new style is learnt and the old one partly forgotten (less with images of the old style trained on too).\n"
     "BENCHMARKS.md has the numbers."
 )
 KEEP_REPLAY_NOTE = (
@@ -58,6 +59,7 @@ class TrainingOptions(QWidget):
         self.running = False
         self.new_labels = False
         self.replaying = False
+        self._shown_for: tuple[int, str | None] | None = None  # the images and model the defaults are for
         self._build()
         self._connect()
 
@@ -78,8 +80,8 @@ class TrainingOptions(QWidget):
         self.new_only_check.setEnabled(False)
         form.addRow(self.new_only_check)
         self.keep_combo = QComboBox()
-        for text, anchor in KEEP_CHOICES:
-            self.keep_combo.addItem(text, anchor)
+        for text, choice in KEEP_CHOICES:
+            self.keep_combo.addItem(text, choice)
         self.keep_combo.setToolTip(KEEP_TOOLTIP)
         form.addRow("Keep what it knows", self.keep_combo)
         self.keep_note = QLabel(KEEP_REPLAY_NOTE)
@@ -152,7 +154,7 @@ class TrainingOptions(QWidget):
             spin.valueChanged.connect(lambda _v: self._on_changed())
         self.arch_combo.currentTextChanged.connect(lambda _t: self._on_changed())
         self.device_combo.currentTextChanged.connect(lambda _t: self._on_changed())
-        self.keep_combo.currentIndexChanged.connect(lambda _i: self._on_changed())
+        self.keep_combo.currentIndexChanged.connect(lambda _i: self._on_keep_changed())
         self.new_only_check.toggled.connect(lambda _c: self._update_enabled())
 
     # ------------------------------------------------------------------ what the form says
@@ -187,8 +189,15 @@ class TrainingOptions(QWidget):
             val_fraction=round(self.val_spin.value(), 4),
             device=self.device_combo.currentText(),
             time_budget_min=self.time_spin.value() or None,
-            anchor=None if new_only or not finetune else self.keep_combo.currentData(),
+            learns=self._keep()[0],
+            anchor=self._keep()[1],
         )
+
+    def _keep(self) -> tuple[str | None, float | None]:
+        """The "keep what it knows" choice as (--learn, --anchor); (None, None) where it does not apply."""
+        if self.teach_new_only() or not self.finetune():
+            return None, None
+        return self.keep_combo.currentData()
 
     # ------------------------------------------------------------------ what the panel tells it
 
@@ -199,22 +208,29 @@ class TrainingOptions(QWidget):
 
     def show_recipe_defaults(self, n_train: int, current_model: str | None) -> None:
         """Show what ``mlcnn train`` picks where the form says "auto", for ``n_train`` training images."""
+        self._shown_for = (n_train, current_model)
         auto = TrainConfig(data=[], out="", recipe=self.recipe_combo.currentText(),
-                           init=current_model if self.finetune() else None)
+                           init=current_model if self.finetune() else None, learns=self._keep()[0])
         recipe = self.recipe = auto.recipe_for(n_train)
         self.epochs_spin.setSpecialValueText(f"auto ({recipe.epochs})")
         self.batch_spin.setSpecialValueText(f"auto ({recipe.batch_size})")
         self.lr_spin.setSpecialValueText(f"auto ({recipe.lr:.2g})")
         self.lr_max_spin.setSpecialValueText(f"auto ({recipe.lr_max:.2g})")
-        steps = recipe.epochs * max(1, math.ceil(n_train / max(1, recipe.batch_size)))
+        steps = recipe.epochs * steps_per_epoch(recipe, n_train)
+        what = "every weight" if recipe.learns == "all" else f"the {recipe.learns} on the frozen trunk"
         self.defaults_note.setText(
             f"“auto” is what <tt>mlcnn train</tt> picks for {n_train} training images: "
             f"{recipe.name} recipe, {recipe.optimizer}, {recipe.schedule} schedule, "
-            f"about {steps} steps."
+            f"about {steps} steps, learning {what}."
         )
         self._warn_about_rate()
 
     # ------------------------------------------------------------------ keeping itself consistent
+
+    def _on_keep_changed(self) -> None:
+        if self._shown_for is not None:  # what "auto" means follows the part that learns
+            self.show_recipe_defaults(*self._shown_for)
+        self._on_changed()
 
     def _on_changed(self) -> None:
         self._show_keep_note()
@@ -242,14 +258,14 @@ class TrainingOptions(QWidget):
     def _show_keep_note(self) -> None:
         """Learning a new style without the pull back forgets the old one unless images of it are
         trained on too: say so while no other library is ticked."""
-        weak = self.keep_combo.currentData() is not None
+        weak = self.keep_combo.currentData()[1] is not None
         self.keep_note.setVisible(weak and not self.replaying and self.keep_combo.isEnabled())
 
     def _warn_about_rate(self) -> None:
         """A fine-tune pulls the weights toward the current model's by rate × anchor per step (capped
         at a full return): at or past the cap the old weights never move and only new labels learn."""
         fine_tune = self.finetune() and not self.teach_new_only()
-        chosen = self.keep_combo.currentData()
+        chosen = self.keep_combo.currentData()[1]
         anchor = float(self.recipe.anchor if chosen is None else chosen) if fine_tune else 0.0
         rate = self.lr_spin.value()
         if anchor > 0 and rate > 0 and rate * anchor >= 1.0:

@@ -251,6 +251,7 @@ class TrainingPanel(QWidget):
 
         self.trainer.started.connect(self._on_started)
         self.trainer.progress.connect(self._on_progress)
+        self.trainer.preparing.connect(self._on_preparing)
         self.trainer.epochEnded.connect(self.curves.add_epoch)
         self.trainer.logLine.connect(self.log.appendPlainText)
         self.trainer.finished.connect(self._on_done)
@@ -470,6 +471,13 @@ class TrainingPanel(QWidget):
                 f"Training on {event.get('train_images')} images, {event.get('epochs')} epochs, "
                 f"device {event.get('device')}"
             )
+
+    def _on_preparing(self, event: dict) -> None:
+        """A fine-tune of the head first reads the confirmed images through the frozen part of the network."""
+        self.status_label.setText(
+            f"Reading the images through the frozen part of the network: {event.get('images_done')}/"
+            f"{event.get('images')} · ETA {format_duration(float(event.get('eta_s', 0)))}"
+        )
 
     def _on_progress(self, event: dict) -> None:
         self.progress_bar.setRange(0, max(1, int(event.get("total_steps", 1))))

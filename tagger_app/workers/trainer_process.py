@@ -41,6 +41,7 @@ class TrainerProcess(QObject):
 
     started = Signal(dict)  # the "start" event: train/val images, epochs, recipe, device...
     progress = Signal(dict)  # "step" events: epoch, step, total_steps, loss, images_per_s, eta_s
+    preparing = Signal(dict)  # "frozen_features" events: images_done, images, eta_s (before a frozen fine-tune's steps)
     epochEnded = Signal(dict)  # "epoch" events: train_loss, val{precision, recall, accuracy, mAP}
     logLine = Signal(str)
     finished = Signal(dict)  # "done": model, metrics, seconds, checkpoint
@@ -139,6 +140,11 @@ class TrainerProcess(QObject):
                 f"Training on {event.get('train_images')} images ({event.get('val_images')} held out), "
                 f"{event.get('epochs')} epochs, device {event.get('device')}"
             )
+        elif kind == "frozen_features":
+            self.preparing.emit(event)
+            if event.get("images_done") == event.get("images"):
+                self.logLine.emit(f"Read {event.get('images')} images through the frozen part of the network "
+                                  f"({event.get('views')} views) in {event.get('seconds', 0):.0f} s")
         elif kind == "labels_added":
             self.logLine.emit("New labels added to the model: " + ", ".join(event.get("labels", [])))
         elif kind == "new_labels_fitted":

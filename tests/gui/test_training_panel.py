@@ -113,30 +113,37 @@ def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     panel.options.time_spin.setValue(0)
     # the recipe's defaults for this many images come from the core (a subprocess)
     qtbot.waitUntil(lambda: panel.options.epochs_spin.specialValueText().startswith("auto ("), timeout=60_000)
+    options = panel.options
+    # the default fine-tune learns the head on the frozen trunk, and the panel says so
+    assert "learning the head on the frozen trunk" in options.defaults_note.text()
     # a fine-tune's rate at or past the anchor's cap would leave the old weights where they are: said so
-    assert panel.options.rate_warning.isHidden()
-    panel.options.lr_spin.setValue(1e-3)
-    warning = panel.options.rate_warning
-    assert not warning.isHidden() and "only new labels will learn" in warning.text()
-    panel.options.lr_spin.setValue(1e-4)
-    assert panel.options.rate_warning.isHidden()
-    panel.options.lr_spin.setValue(1e-3)
-    # "keep what it knows: no" is --anchor 0: no pull back, so no warning about it; the person is
-    # told that the old style is kept only by training on images of it too
-    assert "--anchor" not in panel.request().command_line() and panel.options.keep_note.isHidden()
-    panel.options.keep_combo.setCurrentIndex(1)
-    assert "--anchor 200 " in panel.request().command_line() + " " and not panel.options.keep_note.isHidden()
-    assert panel.options.rate_warning.isHidden()  # 1e-3 × 200 still lets the weights move
-    panel.options.keep_combo.setCurrentIndex(2)
-    assert "--anchor 0 " in panel.request().command_line() + " "
-    assert panel.options.rate_warning.isHidden() and not panel.options.keep_note.isHidden()
-    panel.options.keep_combo.setCurrentIndex(0)
-    assert not panel.options.rate_warning.isHidden()
-    panel.options.scratch_radio.setChecked(True)  # no anchor from scratch
-    assert panel.options.rate_warning.isHidden() and not panel.options.keep_combo.isEnabled()
-    panel.options.keep_combo.setCurrentIndex(2)
-    assert "--anchor" not in panel.request().command_line() and panel.options.keep_note.isHidden()
-    panel.options.keep_combo.setCurrentIndex(0)
+    assert options.rate_warning.isHidden()
+    options.lr_spin.setValue(1e-2)  # × the head's anchor, 100: a full return after every step
+    assert not options.rate_warning.isHidden() and "only new labels will learn" in options.rate_warning.text()
+    options.lr_spin.setValue(1e-3)
+    assert options.rate_warning.isHidden()
+    options.lr_spin.setValue(1e-2)
+    # "keep what it knows: strongly" leaves --learn and --anchor to the recipe
+    assert "--anchor" not in panel.request().command_line() and options.keep_note.isHidden()
+    assert "--learn" not in panel.request().command_line()
+    options.keep_combo.setCurrentIndex(1)
+    assert "--anchor 30 " in panel.request().command_line() + " " and not options.keep_note.isHidden()
+    assert options.rate_warning.isHidden()  # 1e-2 × 30 still lets the weights move
+    # "no" is every weight at --anchor 0: no pull back, so no warning about it; the person is told
+    # that the old style is kept only by training on images of it too
+    options.keep_combo.setCurrentIndex(2)
+    assert "--anchor 0 --learn all " in panel.request().command_line() + " "
+    assert options.rate_warning.isHidden() and not options.keep_note.isHidden()
+    assert "learning every weight" in options.defaults_note.text()
+    options.keep_combo.setCurrentIndex(0)
+    assert not options.rate_warning.isHidden()
+    assert "learning the head on the frozen trunk" in options.defaults_note.text()
+    options.scratch_radio.setChecked(True)  # no anchor from scratch
+    assert options.rate_warning.isHidden() and not options.keep_combo.isEnabled()
+    options.keep_combo.setCurrentIndex(2)
+    assert "--anchor" not in panel.request().command_line() and options.keep_note.isHidden()
+    assert "--learn" not in panel.request().command_line()
+    options.keep_combo.setCurrentIndex(0)
     # "teach only the new labels" is a fine-tune of zero epochs, offered when there are new labels
     assert not panel.options.new_only_check.isEnabled()
     panel.options.finetune_radio.setChecked(True)

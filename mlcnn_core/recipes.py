@@ -72,8 +72,8 @@ def finetune_recipe(base: Recipe, n_train: int, learns: str | None = None) -> Re
 
     ``learns`` "all" moves every weight: about 4,000 image presentations (each image seen 4000 / n
     times, within 10 to 40 epochs), a tenth of the rate from scratch, the anchor at 2500, batch-norm
-    statistics frozen (without the anchor, AdamW at 2e-4 cost 14-36 points of Noto accuracy and
-    gained nothing on OpenMoji; with it at 2500 Noto lost about 2 points and the new style 1-2).
+    statistics frozen: without the anchor a fine-tune of every weight forgets the old styles
+    (BENCHMARKS.md, "Choosing the fine-tune defaults").
 
     Either way no early stopping on the tiny held-out part."""
     learns = learns or FINETUNE_LEARNS

@@ -789,7 +789,7 @@ class Library:
         record = self.image(image_id)
         image = self.abspath(record.path)
         collides = self._collides(record)
-        written_from = self._tag_snapshot(self.conn, image_id)
+        written_from = self.tags(image_id)
         written: list[Path] = []
         notes: list[str] = []
         errors: list[sidecars.SidecarError] = []
@@ -1230,13 +1230,8 @@ class Library:
             (image_id,),
         )
 
-    def _tag_snapshot(self, conn: sqlite3.Connection, image_id: int) -> list[tuple]:
-        return conn.execute(
-            "SELECT tag, source, state, rank FROM tags WHERE image_id = ? ORDER BY tag", (image_id,)
-        ).fetchall()
-
     def mark_sidecar_written(self, image_id: int, content: str = "human", files: Sequence[Path] = (),
-                             written_from: list[tuple] | None = None) -> None:
+                             written_from: list[TagRecord] | None = None) -> None:
         """``content``: ``"human"`` (a person's tags) or ``"machine"`` (a batch of predictions).
         ``files``: the sidecars written; they count as imported, so the next open does not read our
         own tags back as tags found in sidecars, and their content is what a later write expects.
@@ -1251,7 +1246,7 @@ class Library:
             except (OSError, sidecars.SidecarError):
                 pass
         with self._tx() as conn:
-            edited_since = written_from is not None and self._tag_snapshot(conn, image_id) != written_from
+            edited_since = written_from is not None and self.tags(image_id) != written_from
             conn.execute(
                 "INSERT INTO sidecars (image_id, pending, content, error, written, imported_mtime) "
                 "VALUES (?, ?, ?, NULL, ?, ?) "

@@ -52,6 +52,7 @@ class Composition:
     jpeg_max: int
     grayscale: float  # probability
     drawings: bool = True  # openclipart clutter and drawn backgrounds
+    topics_max: int = 0  # openclipart drawings per scene labelled with their topic (0 to this many)
 
 
 def _weights(n: int, decay: float) -> tuple[float, ...]:
@@ -67,6 +68,9 @@ COMPOSITIONS = {
         # the ablation of openclipart: "varied" without clutter or drawn backgrounds
         Composition("varied-plain", tuple(range(1, 9)), _weights(8, 0.75), 0.08, 0.75, True, 0.5, 30.0, 0, "train",
                     256, 256, 1.33, 40, 95, 0.08, drawings=False),
+        # the ablation of topic labels: "varied" plus 0-2 openclipart drawings labelled with their topic
+        Composition("varied-topics", tuple(range(1, 9)), _weights(8, 0.75), 0.08, 0.75, True, 0.5, 30.0, 3, "train",
+                    256, 256, 1.33, 40, 95, 0.08, topics_max=2),
         Composition("ood", tuple(range(1, 7)), _weights(6, 0.6), 0.15, 0.60, False, 0.4, 25.0, 2, "test",
                     256, 384, 2.0, 60, 90, 0.0),
         Composition("small", (2, 3, 4), (0.4, 0.35, 0.25), 0.12, 0.30, False, 0.4, 25.0, 2, "test",
@@ -80,10 +84,11 @@ class SceneSources:
     flat colours) and training creators' drawings for ``train``; wallpapers and test creators'
     drawings for ``test``."""
 
-    def __init__(self, classic, drawings: list, wallpapers: list[np.ndarray]):
+    def __init__(self, classic, drawings: list, wallpapers: list[np.ndarray], topics: list = ()):
         self.classic = classic  # emoji_scenes.Backgrounds
         self.drawings = drawings
         self.wallpapers = wallpapers
+        self.topics = list(topics)  # openclipart.TopicDrawing of this side, for topics_max > 0
 
     def background(self, rng: np.random.Generator, width: int, height: int, comp: Composition) -> Image.Image:
         r = rng.random()
@@ -160,6 +165,14 @@ def _effects(rng: np.random.Generator, im: Image.Image, comp: Composition) -> Im
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
+def _size(rng: np.random.Generator, comp: Composition, short: int) -> int:
+    if comp.log_sizes:
+        frac = float(np.exp(rng.uniform(np.log(comp.size_min), np.log(comp.size_max))))
+    else:
+        frac = rng.uniform(comp.size_min, comp.size_max)
+    return max(8, int(round(frac * short)))
+
+
 def compose_varied(rng: np.random.Generator, pool, sources: SceneSources,
                    comp: Composition) -> tuple[Image.Image, dict]:
     """One scene of composition ``comp``: the RGB image and its truth record (with ``jpeg_quality``)."""
@@ -171,11 +184,12 @@ def compose_varied(rng: np.random.Generator, pool, sources: SceneSources,
     for _ in range(n):
         label = pool.labels[int(rng.integers(len(pool.labels)))]
         glyph = pool.glyphs[label][int(rng.integers(len(pool.glyphs[label])))]
-        if comp.log_sizes:
-            frac = float(np.exp(rng.uniform(np.log(comp.size_min), np.log(comp.size_max))))
-        else:
-            frac = rng.uniform(comp.size_min, comp.size_max)
-        picks.append((label, glyph, max(8, int(round(frac * short)))))
+        picks.append((label, glyph.rgba, _size(rng, comp, short),
+                      {"emoji": glyph.entry.emoji, "codepoints": glyph.entry.hex}))
+    if comp.topics_max and sources.topics:
+        for _ in range(int(rng.integers(0, comp.topics_max + 1))):
+            d = sources.topics[int(rng.integers(len(sources.topics)))]
+            picks.append((d.label, d.rgba, _size(rng, comp, short), {"drawing": d.path}))
     picks.sort(key=lambda p: -p[2])
     bg = sources.background(rng, width, height, comp)
     for _ in range(int(rng.integers(0, comp.clutter_max + 1)) if sources.drawings and comp.drawings else 0):
@@ -189,8 +203,8 @@ def compose_varied(rng: np.random.Generator, pool, sources: SceneSources,
     visible: list[int] = []
     areas: list[int] = []
     objects: list[dict] = []
-    for label, glyph, side in picks:
-        arr = _transform(rng, glyph.rgba, side, comp.max_rotation)
+    for label, rgba, side, source in picks:
+        arr = _transform(rng, rgba, side, comp.max_rotation)
         placed = None
         for _shrink in range(4):
             mask = arr[..., 3] >= 128
@@ -213,8 +227,7 @@ def compose_varied(rng: np.random.Generator, pool, sources: SceneSources,
         visible.append(int(mask.sum()))
         im = Image.fromarray(arr, "RGBA")
         bg.paste(im, (x, y), im)
-        objects.append({"label": label, "emoji": glyph.entry.emoji, "codepoints": glyph.entry.hex,
-                        "box": [x, y, x + gw, y + gh]})
+        objects.append({"label": label, **source, "box": [x, y, x + gw, y + gh]})
     for o, v, a in zip(objects, visible, areas, strict=True):
         o["visible"] = round(v / a, 3)
     bg = _effects(rng, bg.convert("RGB"), comp)

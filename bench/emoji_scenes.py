@@ -899,16 +899,21 @@ def mixed_pool(pools: Sequence[GlyphPool]) -> GlyphPool:
     return GlyphPool("mix", list(dict.fromkeys(labels)), glyphs)
 
 
-def scene_sources(backgrounds: Backgrounds, cache_dir: Path, side: str, workers: int) -> SceneSources:
-    """Backgrounds and clutter of one side (train / test) of the openclipart creator split."""
-    from openclipart import load_drawings, split_by_creator
+def scene_sources(backgrounds: Backgrounds, cache_dir: Path, side: str, workers: int,
+                  topics: bool = False) -> SceneSources:
+    """Backgrounds and clutter of one side (train / test) of the openclipart creator split, and with
+    ``topics`` that side's drawings of the topic labels (openclipart.TOPICS)."""
+    from openclipart import is_test_creator, load_drawings, split_by_creator, topic_drawings
 
     train, test = split_by_creator(load_drawings(cache_dir, workers=workers))
     drawings = train if side == "train" else test
     wallpapers = load_wallpapers() if side == "test" else []
+    labelled = [d for d in topic_drawings(cache_dir, workers=workers) if is_test_creator(d.creator) == (side == "test")
+                ] if topics else []
     print(f"scene sources ({side}): {len(drawings)} openclipart drawings by "
-          f"{len({d.creator for d in drawings})} creators, {len(wallpapers)} wallpapers")
-    return SceneSources(backgrounds, drawings, wallpapers)
+          f"{len({d.creator for d in drawings})} creators, {len(wallpapers)} wallpapers, "
+          f"{len(labelled)} topic drawings")
+    return SceneSources(backgrounds, drawings, wallpapers, labelled)
 
 
 def build_demo(out_dir: Path, count: int = 12, style: str = "noto", seed: int = 0,
@@ -988,7 +993,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {write_labels_json(args.out, tax, pools)}")
     backgrounds = Backgrounds(load_photos())
     if args.composition:
-        backgrounds = scene_sources(backgrounds, args.out, COMPOSITIONS[args.composition].creators, args.workers)
+        comp = COMPOSITIONS[args.composition]
+        backgrounds = scene_sources(backgrounds, args.out, comp.creators, args.workers, topics=comp.topics_max > 0)
     for spec in args.sets:
         pool = pools[spec.style]
         assert pool is not None

@@ -32,9 +32,9 @@ from mlcnn_core.predict import PredictConfig, Predictor
 METRICS = ("precision", "recall", "accuracy", "mAP")
 
 
-def measure(model, rows: list[dict], limit_pointing: int) -> dict:
+def measure(model, rows: list[dict], limit_pointing: int, only_labels: list[str] | None = None) -> dict:
     samples = [Sample(r["path"], tuple(r["labels"])) for r in rows]
-    result = evaluate(model, samples, baseline=False)["single_pass"]
+    result = evaluate(model, samples, baseline=False, only_labels=only_labels)["single_pass"]
     # the pointing game looks at the first pass's maps, as the app shows them
     card_cfg = PredictConfig.from_dict(model.card["prediction"])
     maps_only = dataclasses.replace(card_cfg, rescore=None, second_short_side=None)
@@ -69,7 +69,10 @@ def main(argv=None) -> int:
     ap.add_argument("--md", help="write a markdown section here (and its numbers beside it as .json)")
     ap.add_argument("--title", default="Drawings the models never saw")
     ap.add_argument("--intro", default="")
+    ap.add_argument("--labels", type=Path, metavar="LABELS_JSON",
+                    help="score only these labels (a labels.json of emoji_scenes.py): for a model that learnt more")
     args = ap.parse_args(argv)
+    only = json.loads(args.labels.read_text(encoding="utf-8"))["labels"] if args.labels else None
     t0 = time.time()
     models = {}
     for item in args.model:
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
         model = load_model(path)
         results[name] = {}
         for set_name, rows in truths.items():
-            r = measure(model, rows, args.pointing_images)
+            r = measure(model, rows, args.pointing_images, only)
             results[name][set_name] = r
             print(f"{name:12s} {set_name:16s} " + " ".join(f"{k} {100 * r[k]:5.1f}" for k in METRICS)
                   + f" pointing {100 * r['pointing']['rate']:5.1f} ({len(rows)} images)", flush=True)

@@ -52,11 +52,13 @@ class ForwardFlops:
 
 def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf16: bool | None = None,
              baseline: bool = True, seed: int = 0, per_label: bool = False,
-             baseline_threshold: Threshold | None = None) -> dict:
+             baseline_threshold: Threshold | None = None, only_labels: list[str] | None = None) -> dict:
     """Metrics and costs of ``model`` on ``samples``. The baseline uses ``baseline_threshold``, else
     the card's ``baseline_threshold`` (fitted by training on validation data), else — for a model
     whose training was cancelled before that fit — the single-pass threshold, which is then said
-    in the result (``baseline_threshold_source``)."""
+    in the result (``baseline_threshold_source``). ``only_labels`` scores those labels only: the
+    model predicts all of its labels, and the others are left out of the metrics (a model that
+    learnt more labels than a benchmark has, compared on the benchmark's)."""
     predictor = Predictor(model, device=device, bf16=bf16)
     labels = model.labels
     index = {lab: i for i, lab in enumerate(labels)}
@@ -87,7 +89,8 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
     result: dict = {"images": n, "unreadable": unreadable, "labels": len(labels), "device": str(predictor.device),
                     "bf16": predictor.bf16}
     single_arr = np.array(single).reshape(n, len(labels))
-    result["single_pass"] = _score(single_arr, truth_arr, predictor.threshold, labels, per_label)
+    keep = None if only_labels is None else np.array([index[lab] for lab in only_labels if lab in index], int)
+    result["single_pass"] = _score(single_arr, truth_arr, predictor.threshold, labels, per_label, keep)
     result["single_pass"]["cost"] = {"gflops_per_image": flops_single / max(n, 1) / 1e9,
                                      "ms_per_image": 1000 * t_single / max(n, 1)}
     result["single_pass"]["passes"] = predictor.config.passes
@@ -100,7 +103,7 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
             base_t, source = predictor.threshold, "single-pass threshold (the card has no baseline threshold)"
         result["baseline_threshold_source"] = source
         crop_arr = np.array(crops).reshape(n, len(labels))
-        result["ten_crop"] = _score(crop_arr, truth_arr, base_t, labels, per_label)
+        result["ten_crop"] = _score(crop_arr, truth_arr, base_t, labels, per_label, keep)
         gflops = counter.crops() / 1e9
         result["ten_crop"]["cost"] = {"gflops_per_image": gflops, "ms_per_image": 1000 * t_crops / max(n, 1)}
         result["cost_ratio"] = {
@@ -111,8 +114,11 @@ def evaluate(model: TaggerModel, samples: list[Sample], device: str = "auto", bf
 
 
 @torch.inference_mode()
-def _score(scores: np.ndarray, truth: np.ndarray, threshold: Threshold, labels: list[str], per_label: bool) -> dict:
+def _score(scores: np.ndarray, truth: np.ndarray, threshold: Threshold, labels: list[str], per_label: bool,
+           keep: np.ndarray | None = None) -> dict:
     pred = threshold.select(scores) if len(scores) else np.zeros_like(truth)
+    if keep is not None:
+        scores, truth, pred, labels = scores[:, keep], truth[:, keep], pred[:, keep], [labels[i] for i in keep]
     out = set_metrics(pred, truth)
     out["mAP"] = mean_average_precision(scores, truth) if len(scores) else float("nan")
     if per_label:

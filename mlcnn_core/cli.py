@@ -299,10 +299,13 @@ def cmd_tag(args: argparse.Namespace) -> int:
               "text (rename it to tag it)", file=sys.stderr)
     for problem in library.import_sidecars(as_confirmed=args.sidecars_confirmed):
         print(f"mlcnn: {problem}", file=sys.stderr)
+    for problem in library.import_embedded_keywords(as_confirmed=args.sidecars_confirmed).messages:
+        print(f"mlcnn: {problem}", file=sys.stderr)
     images = {library.abspath(r.path): r for r in library.images()}
     if args.only == "all":
         records = list(images.values())
-    else:  # untagged: no tag in the library and no caption file, even one that could not be read
+    else:  # untagged: no tag in the library (nor in sidecars or embedded keywords) and no caption file,
+        # even one that could not be read
         tagged = library.tags_by_image()
         collided = {p for group in find_stem_collisions(images) for p in group}
         records = [r for path, r in images.items() if r.status == "untagged" and r.id not in tagged
@@ -400,9 +403,9 @@ The folder's state (the model's proposals, which tags a person confirmed) is kep
 FOLDER/.mlcnn-tagger/library.sqlite, the same library the app opens.
 
 Which images get proposals: by default only images with no tags at all, neither in the library
-nor in a caption file (.txt) or XMP sidecar; --only all proposes tags for every image (a person's
-decisions are kept, confirmed images get none). Each image's proposals are printed as
-`mlcnn predict` prints them (see its --help).
+nor in a caption file (.txt), an XMP sidecar or the keywords embedded in the image (XMP, IPTC);
+--only all proposes tags for every image (a person's decisions are kept, confirmed images get
+none). Each image's proposals are printed as `mlcnn predict` prints them (see its --help).
 
 What is written with --write: the tags of images a person confirmed in the app. The model's
 proposals are written only with --write-predictions, and they are recorded as the model's, so a
@@ -552,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("folder", help="folder of images (searched recursively)")
     g.add_argument("--model", help="model file (default: the starter model)")
     g.add_argument("--only", default="untagged", choices=["untagged", "all"],
-                   help="untagged (default): images with no tags and no caption file; all: every image")
+                   help="untagged (default): images with no tags (in the library, a caption file or keywords "
+                        "embedded in the image); all: every image")
     g.add_argument("--write", type=_sidecar_formats, default=[], metavar="txt,xmp|none",
                    help="caption formats to write (default: none): the tags of confirmed images, "
                         "and with --write-predictions the model's proposals")
@@ -563,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--policy", default="merge", choices=["merge", "replace"],
                    help="merge (default): add to a file's existing tags; replace: the file holds the image's tags")
     g.add_argument("--sidecars-confirmed", action="store_true",
-                   help="treat tags found in existing captions as confirmed by a person")
+                   help="treat tags found in existing captions and keywords embedded in the images as "
+                        "confirmed by a person")
     g.add_argument("--prefix", type=_tag_list, metavar="TAGS",
                    help="comma-separated tags written first in every .txt caption, in this order: a trigger word "
                         "for kohya's --keep_tokens (moved to the front where a caption already has it)")

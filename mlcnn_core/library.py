@@ -10,8 +10,13 @@ Tags are stored per image with their origin, so human and machine tags are alway
 * ``source="machine"``, ``state="predicted"``: proposed by a model (with its confidence);
 * ``source="human"``, ``state="confirmed"`` (a proposal a person accepted), ``"added"`` (a tag a
   person typed) or ``"rejected"`` (a proposal a person turned down; kept so it is not re-proposed);
-* ``source="sidecar"``, ``state="imported"``: found in a sidecar when the folder was opened (or
-  ``human``/``confirmed`` when the import is told to trust sidecars).
+* ``source="sidecar"``, ``state="imported"``: found in a sidecar when the folder was opened, or
+  among the keywords embedded in the image file (or ``human``/``confirmed`` when the import is
+  told to trust sidecars).
+
+Embedded keywords are read after the scan (:meth:`Library.import_embedded_keywords`), once per
+version of a file: the keywords read are kept with the file's size and modification time, so a
+scan opens no image and a later opening reads only the files that are new or changed.
 
 An image's status is ``untagged`` (no prediction, no tags), ``predicted`` (a model proposed tags
 that a person has not all decided on) or ``confirmed`` (a person decided on every tag).
@@ -45,15 +50,24 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlcnn_core import sidecars
+from mlcnn_core import embedded_keywords, sidecars
 from mlcnn_core.tag_rules import NO_RULES, TagRules
 
 LIBRARY_DIRNAME = ".mlcnn-tagger"
 LIBRARY_FILENAME = "library.sqlite"
 # MIGRATIONS[n - 1]: the SQL statements that turn a version-n library into version n + 1, applied in order
 # on open; an older program refuses a newer library instead of misreading it.
+# The keywords embedded in each image file as last read, with the size and time of the file read.
+_EMBEDDED_KEYWORDS_TABLE = """CREATE TABLE IF NOT EXISTS embedded_keywords (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    keywords TEXT NOT NULL,
+    problem TEXT
+)"""
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE tags ADD COLUMN rank INTEGER",),  # 2: a person's order of an image's first tags
+    (_EMBEDDED_KEYWORDS_TABLE,),  # 3: an older program would drop embedded keywords as stale sidecar tags
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 STATUSES = ("untagged", "predicted", "confirmed")
@@ -103,7 +117,7 @@ CREATE TABLE IF NOT EXISTS sidecar_files (
     sha256 TEXT,
     PRIMARY KEY (image_id, path)
 );
-"""
+""" + _EMBEDDED_KEYWORDS_TABLE + ";\n"
 
 
 _TAG_COLUMNS = "image_id, tag, source, state, confidence, updated"
@@ -187,6 +201,15 @@ class ScanResult:
     changed: int
     seconds: float
     skipped: tuple[str, ...] = ()  # image files whose names are not valid UTF-8 (SQLite text cannot hold them)
+
+
+@dataclass
+class EmbeddedImport:
+    """What :meth:`Library.import_embedded_keywords` did: the images whose tags changed, and messages
+    (metadata that could not be read, sidecars that could not be read with it)."""
+
+    changed: list[int]
+    messages: list[str]
 
 
 def uncertainty_of(scores: dict[str, float], labels: Sequence[str]) -> float:
@@ -313,6 +336,14 @@ def _is_utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _listing(folder: Path) -> set[str]:
+    """The names in ``folder`` (none if it cannot be listed)."""
+    try:
+        return {entry.name for entry in os.scandir(folder)}
+    except OSError:
+        return set()
 
 
 def user_data_dir() -> Path:
@@ -652,15 +683,13 @@ class Library:
         images = self.images()
         collisions = self._stem_collisions(images)
         imported_mtime = dict(self.conn.execute("SELECT image_id, imported_mtime FROM sidecars"))
+        embedded = self._embedded_keywords()
         messages: list[str] = []
         updates: list[tuple[int, sidecars.SidecarContent, float]] = []
         # one directory listing per folder instead of several stat calls per image
         listings: dict[str, set[str]] = {}
         for folder in {posixpath.dirname(r.path) for r in images}:
-            try:
-                listings[folder] = {entry.name for entry in os.scandir(self.root / folder)}
-            except OSError:
-                listings[folder] = set()
+            listings[folder] = _listing(self.root / folder)
             sidecars.remove_stale_temp_files(self.root / folder, listings[folder], self.stale_temp_age_s)
         for record in images:
             folder, name = posixpath.split(record.path)
@@ -679,6 +708,7 @@ class Library:
                 content = sidecars.read_image_content(image, collides=collides)
                 if include_hierarchical:
                     content.tags = sidecars.read_image_sidecars(image, collides, include_hierarchical=True)
+                content.tags = sidecars.normalize_tags([*content.tags, *embedded.get(record.id, ())])
             except sidecars.SidecarError as exc:
                 messages.append(str(exc))
                 continue
@@ -693,6 +723,72 @@ class Library:
                 for image_id in earlier:
                     self._refresh_status(conn, image_id)
         return messages
+
+    def _embedded_keywords(self, image_id: int | None = None) -> dict[int, list[str]]:
+        """The embedded keywords last read of each image (or of ``image_id``) that has some."""
+        sql = "SELECT image_id, keywords FROM embedded_keywords WHERE keywords != '[]'"
+        rows = self.conn.execute(sql, ()) if image_id is None else self.conn.execute(
+            sql + " AND image_id = ?", (image_id,))
+        return {i: json.loads(k) for i, k in rows}
+
+    def pending_embedded_keywords(self) -> list[int]:
+        """Present images whose embedded keywords were not read from the file as it is now (its size
+        and modification time as the last scan found them), by path."""
+        rows = self.conn.execute(
+            "SELECT i.id FROM images i LEFT JOIN embedded_keywords e ON e.image_id = i.id WHERE i.present = 1 "
+            "AND (e.image_id IS NULL OR e.size != i.size OR e.mtime != i.mtime) ORDER BY i.path"
+        )
+        return [r[0] for r in rows]
+
+    def import_embedded_keywords(
+        self, image_ids: Iterable[int] | None = None, as_confirmed: bool = False
+    ) -> EmbeddedImport:
+        """Read the keywords embedded in image files (:mod:`mlcnn_core.embedded_keywords`) into the
+        library, as tags found in sidecars are (see :meth:`import_sidecars`): those of ``image_ids``,
+        or of every image :meth:`pending_embedded_keywords` names. A file already read as it is now
+        is not read again. An image whose keywords changed gets the tags its sidecars and its
+        keywords hold together; while one of its sidecars cannot be read, its keywords wait (the
+        file is read again at the next import), since that sidecar's tags would otherwise be lost."""
+        ids = self.pending_embedded_keywords() if image_ids is None else list(image_ids)
+        rows = self.conn.execute(
+            "SELECT i.id, i.path, i.size, i.mtime, e.size, e.mtime, e.keywords FROM images i "
+            f"LEFT JOIN embedded_keywords e ON e.image_id = i.id WHERE i.present = 1 AND i.id IN ({_IDS})",
+            (json.dumps(ids),),
+        ).fetchall()
+        messages: list[str] = []
+        read: dict[int, tuple] = {}
+        keywords: dict[int, tuple[str, list[str]]] = {}  # the images whose keywords changed: path, keywords
+        for image_id, rel, size, mtime, read_size, read_mtime, read_keywords in rows:
+            if (read_size, read_mtime) == (size, mtime):
+                continue
+            found = embedded_keywords.read_embedded_keywords(self.abspath(rel))
+            if found.problem:
+                messages.append(found.problem)
+            read[image_id] = (image_id, size, mtime, json.dumps(found.keywords), found.problem)
+            if list(found.keywords) != json.loads(read_keywords or "[]"):
+                keywords[image_id] = (rel, list(found.keywords))
+        contents: dict[int, sidecars.SidecarContent] = {}
+        listings: dict[str, set[str]] = {}
+        collisions: set[int] | None = None
+        for image_id, (rel, found_keywords) in keywords.items():
+            folder, name = posixpath.split(rel)
+            if folder not in listings:
+                listings[folder] = _listing(self.root / folder)
+            content = sidecars.SidecarContent()
+            if any(n in listings[folder] for n in sidecars.sidecar_names(name, collides=False)):
+                collisions = self._stem_collisions(self.images()) if collisions is None else collisions
+                try:
+                    content = sidecars.read_image_content(self.abspath(rel), collides=image_id in collisions)
+                except sidecars.SidecarError:
+                    del read[image_id]  # import_sidecars reports the sidecar
+                    continue
+            messages += content.notes
+            content.tags = sidecars.normalize_tags([*content.tags, *found_keywords])
+            contents[image_id] = content
+        with self._tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO embedded_keywords VALUES (?, ?, ?, ?, ?)", list(read.values()))
+            changed = [i for i, content in contents.items() if self._apply_import(conn, i, content, None, as_confirmed)]
+        return EmbeddedImport(changed, messages)
 
     def _stem_collisions(self, images: Iterable[ImageRecord]) -> set[int]:
         """Ids of images sharing a folder and a stem (a.jpg, a.png): they cannot claim a.txt or a.xmp
@@ -710,7 +806,8 @@ class Library:
         newest: float | None,
         as_confirmed: bool = False,
     ) -> bool:
-        """Bring an image's tags in line with what its sidecars hold; True if any tag changed."""
+        """Bring an image's tags in line with what its sidecars and embedded keywords hold (``content``);
+        True if any tag changed."""
         source, state = ("human", "confirmed") if as_confirmed else ("sidecar", "imported")
         now = time.time()
         existing = {
@@ -762,6 +859,7 @@ class Library:
         record = self.image(image_id)
         collides = self._collides(record)
         content = sidecars.read_image_content(self.abspath(record.path), collides=collides)
+        content.tags = sidecars.normalize_tags([*content.tags, *self._embedded_keywords(image_id).get(image_id, ())])
         with self._tx() as conn:
             return self._apply_import(conn, image_id, content, None)
 

@@ -549,8 +549,8 @@ def _q(ns: str, local: str) -> str:
 _XML_DECLARATION = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
-def _decode_xmp(path: Path, data: bytes) -> tuple[str, str]:
-    """Text of an XMP file and the encoding to write it back in: its BOM's, else its XML
+def _decode_xmp(what: str, data: bytes) -> tuple[str, str]:
+    """Text of an XMP packet (``what`` names it in errors) and the encoding to write it back in: its BOM's, else its XML
     declaration's, else UTF-8."""
     if data.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
@@ -563,9 +563,9 @@ def _decode_xmp(path: Path, data: bytes) -> tuple[str, str]:
         codecs.lookup(encoding)
         return data.decode(encoding), encoding
     except LookupError:
-        raise SidecarError(f"XMP sidecar {path} declares an unknown encoding {encoding!r}") from None
+        raise SidecarError(f"{what} declares an unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as exc:
-        raise SidecarError(f"XMP sidecar {path} is not {encoding} text: {exc}") from exc
+        raise SidecarError(f"{what} is not {encoding} text: {exc}") from exc
 
 
 def _root_span(text: str) -> tuple[int, int]:
@@ -601,27 +601,31 @@ class _XmpDocument:
 
     ElementTree drops processing instructions outside the root (the ``<?xpacket`` lines); keeping
     the surrounding text verbatim preserves them. The split comes from the parser's own offsets,
-    so a comment that mentions the root's name cannot mislead it.
+    so a comment that mentions the root's name cannot mislead it. A document only read
+    (``editable=False``) is parsed once, without the split and the namespace prefixes.
     """
 
-    def __init__(self, path: Path, text: str, encoding: str = "utf-8"):
-        self.path = path
+    def __init__(self, what: str, text: str, encoding: str = "utf-8", editable: bool = True):
+        self.what = what
         self.encoding = encoding
         self.namespaces: dict[str, str] = {}
         body = text.lstrip("\ufeff")
+        if "<!DOCTYPE" in body:  # XMP allows none; its entities could expand without bound
+            raise SidecarError(f"{what} has a DOCTYPE, which XMP does not allow; it was not read")
         try:
             # fed as text, expat reads it as decoded, whatever encoding the declaration names
-            namespaces = ET.XMLPullParser(events=("start-ns",))
-            namespaces.feed(body)
-            namespaces.close()
-            for _event, (prefix, uri) in namespaces.read_events():
-                self.namespaces.setdefault(prefix, uri)
+            if editable:
+                namespaces = ET.XMLPullParser(events=("start-ns",))
+                namespaces.feed(body)
+                namespaces.close()
+                for _event, (prefix, uri) in namespaces.read_events():
+                    self.namespaces.setdefault(prefix, uri)
             parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
             parser.feed(body)
             self.root = parser.close()
-            start, end = _root_span(body)
+            start, end = _root_span(body) if editable else (0, 0)
         except (ET.ParseError, xml.parsers.expat.ExpatError) as exc:
-            raise SidecarError(f"XMP sidecar {path} is not well-formed XML: {exc}") from exc
+            raise SidecarError(f"{what} is not well-formed XML: {exc}") from exc
         data = body.encode("utf-8")
         self.before, self.after = data[:start].decode("utf-8"), data[end:].decode("utf-8")
 
@@ -630,7 +634,7 @@ class _XmpDocument:
             return self.root
         rdf = self.root.find(f".//{_q(NS_RDF, 'RDF')}")
         if rdf is None:
-            raise SidecarError(f"XMP sidecar {self.path} has no rdf:RDF element")
+            raise SidecarError(f"{self.what} has no rdf:RDF element")
         return rdf
 
     def bag_items(self, ns: str, local: str) -> list[str]:
@@ -717,9 +721,19 @@ class _XmpDocument:
         return self.serialize().encode(self.encoding, errors="xmlcharrefreplace")
 
 
-def _load_xmp(path: Path, data: bytes) -> _XmpDocument:
-    text, encoding = _decode_xmp(path, data)
-    return _XmpDocument(path, text, encoding)
+def _load_xmp(path: Path, data: bytes, editable: bool = True) -> _XmpDocument:
+    return _parse_xmp(f"XMP sidecar {path}", data, editable)
+
+
+def _parse_xmp(what: str, data: bytes, editable: bool = True) -> _XmpDocument:
+    text, encoding = _decode_xmp(what, data)
+    return _XmpDocument(what, text, encoding, editable)
+
+
+def xmp_packet_tags(data: bytes, what: str) -> list[str]:
+    """The tags of an XMP packet's bytes (one embedded in an image, say) by :meth:`_XmpDocument.tags`'s
+    rule; ``what`` names the packet in the :class:`SidecarError` a malformed one raises."""
+    return _parse_xmp(what, data, editable=False).tags()
 
 
 def read_xmp(path: Path, include_hierarchical: bool = False) -> list[str]:
@@ -732,7 +746,7 @@ def read_xmp(path: Path, include_hierarchical: bool = False) -> list[str]:
     data = _read_bytes_or_none(path)
     if data is None:
         raise SidecarError(f"cannot read sidecar {path}: no such file")
-    doc = _load_xmp(path, data)
+    doc = _load_xmp(path, data, editable=False)
     tags = doc.tags()
     if include_hierarchical:
         tags += doc.bag_items(NS_DIGIKAM, "TagsList")
@@ -755,7 +769,7 @@ def write_xmp(
     """
     path = Path(path)
     old = _content_before_write(path, expected)
-    doc = _load_xmp(path, old) if old is not None else _XmpDocument(path, _NEW_XMP)
+    doc = _load_xmp(path, old) if old is not None else _XmpDocument(f"XMP sidecar {path}", _NEW_XMP)
     existing = doc.tags()
     final = merge_tags(existing, tags, policy, removed)
     doc.set_keywords(final, set(existing) - set(final), hierarchical_too=old is None)
@@ -790,7 +804,7 @@ def read_sidecar_file(path: Path, notes: list[str] | None = None) -> tuple[list[
     if data is None:
         raise SidecarError(f"cannot read sidecar {path}: no such file")
     if is_xmp(path):
-        tags = _load_xmp(path, data).tags()
+        tags = _load_xmp(path, data, editable=False).tags()
     elif path.name.endswith(GALLERY_DL_SUFFIX):
         tags = _gallery_dl_tags(path, data, notes)
     else:

@@ -4,6 +4,7 @@
     python bench/gui_folder_bench.py --folder DIR     # uses (and fills, if short) DIR
     python bench/gui_folder_bench.py --launch         # as `tagger-app FOLDER`: the starter model loads too
     python bench/gui_folder_bench.py --reopen         # then opens it again (library and thumbnails kept)
+    python bench/gui_folder_bench.py --keywords       # each JPEG holds 3 embedded XMP keywords
 
 What is measured, from the moment ``open_folder`` is called, on the GUI thread's clock:
 
@@ -13,6 +14,8 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
   viewport after the first thumbnail arrived);
 * first screen complete: every thumbnail visible in the 1400x900 window is decoded;
 * laid out: the grid's batched layout has placed the last item (it can be scrolled to);
+* keywords shown (``--keywords``): the keywords embedded in every image were read (in the
+  background, after listing) and are the gallery's tags;
 * scrolling: the grid is scrolled page by page to the end; each step's rendering of the visible
   cells (``grab()``) is timed
   (thumbnails for new rows are decoded off the GUI thread, so a repaint never waits for them);
@@ -63,7 +66,27 @@ def generate(folder: Path, count: int, size: int) -> float:
     return time.perf_counter() - start
 
 
-def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll: bool = True) -> dict:
+def embed_keywords(folder: Path) -> float:
+    """Give each JPEG of ``folder`` an XMP packet (APP1) with three keywords out of 51, where it has none."""
+    start = time.perf_counter()
+    signature = b"http://ns.adobe.com/xap/1.0/\x00"
+    for path in sorted(folder.rglob("*.jpg")):
+        data = path.read_bytes()
+        if signature in data[:4096]:
+            continue
+        packet = (
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+            f"<rdf:li>bench</rdf:li><rdf:li>{path.parent.name}</rdf:li><rdf:li>shade{len(data) % 40}</rdf:li>"
+            "</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
+        ).encode()
+        payload = signature + packet
+        path.write_bytes(data[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:])
+    return time.perf_counter() - start
+
+
+def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll: bool = True,
+        keywords: bool = False) -> dict:
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -135,7 +158,10 @@ def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll
                 if rows and all(i in cache for i in ids):
                     mark("first screen complete")
                     visible[0] = len(rows)
+            if keywords and count and len(window.gallery.proxy._tags) >= count:
+                mark("keywords shown")
         wanted = ("listed", "first thumbnail painted", "first screen complete", "laid out") + ("model ready",) * launch
+        wanted += ("keywords shown",) * keywords
         done = all(k in marks for k in wanted)
         if done or time.perf_counter() - t0 > timeout:
             app.exit(0)  # not quit(): since Qt 6 it closes the window, which shuts the app down
@@ -268,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", type=int, default=0, metavar="N",
                         help="with --launch: then tag the first N images and time the GUI thread meanwhile")
     parser.add_argument("--no-scroll", dest="scroll", action="store_false", help="do not scroll to the end")
+    parser.add_argument("--keywords", action="store_true",
+                        help="embed 3 XMP keywords in each JPEG and time until the gallery shows them all")
     args = parser.parse_args(argv)
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="gui-bench-cache-")
 
@@ -276,11 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         gen_seconds = generate(folder, args.count, args.size)
+        if args.keywords:
+            gen_seconds += embed_keywords(folder)
         if not args.keep_library:
             shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
-        results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll))]
+        results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll, args.keywords))]
         if args.reopen:
-            results.append(("second opening", run(folder, args.timeout, args.launch, scroll=args.scroll)))
+            results.append(("second opening", run(folder, args.timeout, args.launch, scroll=args.scroll,
+                                                  keywords=args.keywords)))
     finally:
         shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
         if temporary:
@@ -300,7 +331,7 @@ def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, QT_QPA_PLATFORM={platform}")
     print(f"times from {'the launch' if args.launch else 'open_folder()'}, GUI thread clock:")
     for name in ("listed", "first thumbnail ready", "first thumbnail painted", "first screen complete", "laid out",
-                 "model ready"):
+                 "keywords shown", "model ready"):
         value = result["marks"].get(name)
         print(f"  {name:<26} {'not reached' if value is None else f'{value * 1000:8.0f} ms'}")
     print(f"first screen: {result['visible_cells']} thumbnails visible in the grid")

@@ -379,6 +379,7 @@ class MainWindow(QMainWindow):
         self.gallery.select_row(0)
         self._update_training_panel()
         self.folderOpened.emit(str(self.library.root))
+        self.library_thread.embeddedKeywordsRequested.emit()  # now that the folder is listed
 
     def _on_folder_failed(self, folder: str, message: str) -> None:
         self._opening = None
@@ -844,14 +845,15 @@ class MainWindow(QMainWindow):
         if changes.records:
             self._show_changed_tags(changes.records, changes.tags)
             self.statusBar().showMessage(
-                f"Sidecars of {len(changes.records)} image(s) were changed by another program; their tags "
+                f"Keywords embedded in {len(changes.records)} image(s) were read"
+                if changes.embedded
+                else f"Sidecars of {len(changes.records)} image(s) were changed by another program; their tags "
                 "were read again",
                 8000,
             )
         if changes.messages:
-            self._report(
-                f"{len(changes.messages)} changed sidecar(s) could not be read: {changes.messages[0]}", error=False
-            )
+            what = "image file(s) had embedded keywords that" if changes.embedded else "changed sidecar(s)"
+            self._report(f"{len(changes.messages)} {what} could not be read: {changes.messages[0]}", error=False)
 
     def _show_changed_tags(self, records, tags=None) -> None:
         for record in records:

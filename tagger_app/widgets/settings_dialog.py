@@ -46,7 +46,7 @@ class SidecarSettingsDialog(QDialog):
         self.policy.setCurrentIndex(list(POLICY_TEXT).index(settings.write_policy))
         self.write_on_confirm = QCheckBox("Write sidecars when a person confirms an image")
         self.write_on_confirm.setChecked(settings.write_on_confirm)
-        self.import_sidecars = QCheckBox("Read existing sidecars when a folder opens")
+        self.import_sidecars = QCheckBox("Read existing sidecars and embedded keywords when a folder opens")
         self.import_sidecars.setChecked(settings.import_sidecars)
         self.import_as_confirmed = QCheckBox("…and treat their tags as confirmed by a person")
         self.import_as_confirmed.setChecked(settings.import_as_confirmed)

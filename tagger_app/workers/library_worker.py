@@ -1,5 +1,6 @@
-"""Folder opening (scan, sidecar import), sidecar writing, and watching the folder for sidecars that
-other programs change, in a worker thread with its own connection."""
+"""Folder opening (scan, sidecar import), then reading the keywords embedded in image files in
+batches, sidecar writing, and watching the folder for sidecars that other programs change, in a
+worker thread with its own connection."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QFileSystemWatcher, QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from mlcnn_core import sidecars
 from mlcnn_core.library import ImageRecord, Library, LibraryError, TagRecord
@@ -52,12 +53,14 @@ class SidecarReport:
 
 @dataclass
 class ExternalChanges:
-    """Sidecars another program changed in the open folder, read again."""
+    """Sidecars another program changed in the open folder, read again; or (``embedded``) keywords
+    embedded in image files, read after the folder opened."""
 
     library: Library
     records: list[ImageRecord]  # the images whose tags changed
     tags: dict[int, list[TagRecord]]  # their tags now
-    messages: list[str]  # sidecars that could not be read
+    messages: list[str]  # sidecars (or embedded metadata) that could not be read
+    embedded: bool = False
 
 
 class LibraryWorker(QObject):
@@ -65,8 +68,10 @@ class LibraryWorker(QObject):
     openFailed = Signal(str, str)  # folder, message
     sidecarsDone = Signal(object)  # SidecarReport
     externalChanges = Signal(object)  # ExternalChanges
+    _nextEmbeddedBatch = Signal()  # queued: other requests run between two batches
 
     WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
+    EMBEDDED_BATCH = 200  # image files whose embedded keywords are read between two other requests
     MAX_WATCHED_FOLDERS = 1000  # inotify watches are a per-user resource
 
     def __init__(self):
@@ -77,6 +82,9 @@ class LibraryWorker(QObject):
         self._settle: QTimer | None = None
         self._import_as_confirmed = False
         self._reported: set[str] = set()
+        self._read_embedded = False  # the open folder's embedded keywords are to be read
+        self._embedded_queue: list[int] | None = None  # None: not listed yet
+        self._nextEmbeddedBatch.connect(self._import_embedded_batch, Qt.ConnectionType.QueuedConnection)
 
     @Slot(object)
     def open_folder(self, request: OpenRequest) -> None:
@@ -98,6 +106,8 @@ class LibraryWorker(QObject):
         self._library = library
         self._txt_plans.clear()
         self._watch(library, records, request)
+        self._read_embedded = request.import_sidecars
+        self._embedded_queue = []
         self.opened.emit(
             OpenedFolder(
                 library,
@@ -175,6 +185,38 @@ class LibraryWorker(QObject):
                 ExternalChanges(library, records, {i: after.get(i, []) for i in changed}, new_messages)
             )
 
+    @Slot()
+    def read_embedded_keywords(self) -> None:
+        """Read the keywords embedded in the open folder's new and changed image files (once the
+        GUI has listed the folder: reading sooner would slow the listing down), a batch at a time,
+        so other requests (a sidecar write, another folder) are not kept waiting."""
+        if self._read_embedded and self._library is not None:
+            self._read_embedded = False
+            self._embedded_queue = None
+            self._nextEmbeddedBatch.emit()
+
+    @Slot()
+    def _import_embedded_batch(self) -> None:
+        library = self._library
+        if library is None or self._embedded_queue == []:  # another folder was opened meanwhile
+            return
+        try:
+            if self._embedded_queue is None:
+                self._embedded_queue = library.pending_embedded_keywords()
+            batch = self._embedded_queue[: self.EMBEDDED_BATCH]
+            del self._embedded_queue[: self.EMBEDDED_BATCH]
+            result = library.import_embedded_keywords(batch, as_confirmed=self._import_as_confirmed)
+            changed, messages = result.changed, result.messages
+            records = [library.image(i) for i in changed]
+            tags = {i: library.tags(i) for i in changed}
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
+            self._embedded_queue = []
+            records, tags, messages = [], {}, [f"{type(exc).__name__}: {exc}"]
+        if records or messages:
+            self.externalChanges.emit(ExternalChanges(library, records, tags, messages, embedded=True))
+        if self._embedded_queue:
+            self._nextEmbeddedBatch.emit()
+
     def _txt_plan(self, library: Library, naming: str) -> dict[Path, Path | None]:
         if naming not in self._txt_plans:
             self._txt_plans[naming] = sidecars.plan_txt_paths((Path(r.path) for r in library.images()), naming)
@@ -186,6 +228,7 @@ class LibraryThread(QObject):
 
     openRequested = Signal(object)
     sidecarsRequested = Signal(object)
+    embeddedKeywordsRequested = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -195,6 +238,7 @@ class LibraryThread(QObject):
         self.worker.moveToThread(self.thread)
         self.openRequested.connect(self.worker.open_folder)
         self.sidecarsRequested.connect(self.worker.write_sidecars)
+        self.embeddedKeywordsRequested.connect(self.worker.read_embedded_keywords)
         self.thread.start()
 
     def stop(self) -> None:

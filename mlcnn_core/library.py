@@ -708,7 +708,6 @@ class Library:
                 content = sidecars.read_image_content(image, collides=collides)
                 if include_hierarchical:
                     content.tags = sidecars.read_image_sidecars(image, collides, include_hierarchical=True)
-                content.tags = sidecars.normalize_tags([*content.tags, *embedded.get(record.id, ())])
             except sidecars.SidecarError as exc:
                 messages.append(str(exc))
                 continue
@@ -716,7 +715,7 @@ class Library:
             updates.append((record.id, content, newest))
         with self._tx() as conn:
             for image_id, content, newest in updates:
-                self._apply_import(conn, image_id, content, newest, as_confirmed)
+                self._apply_import(conn, image_id, content, newest, as_confirmed, keep=embedded.get(image_id, ()))
             if as_confirmed:  # tags imported earlier without trust become confirmed too
                 earlier = [r[0] for r in conn.execute("SELECT DISTINCT image_id FROM tags WHERE source = 'sidecar'")]
                 conn.execute("UPDATE tags SET source = 'human', state = 'confirmed' WHERE source = 'sidecar'")
@@ -805,9 +804,12 @@ class Library:
         content: sidecars.SidecarContent,
         newest: float | None,
         as_confirmed: bool = False,
+        keep: Iterable[str] = (),
     ) -> bool:
-        """Bring an image's tags in line with what its sidecars and embedded keywords hold (``content``);
-        True if any tag changed."""
+        """Bring an image's tags in line with what its sidecars hold (``content``, with its embedded
+        keywords where they were read again); True if any tag changed. ``keep``: the embedded
+        keywords read before, which stay (a tag only they vouch for is not dropped) but are not
+        added again (a person removed it)."""
         source, state = ("human", "confirmed") if as_confirmed else ("sidecar", "imported")
         now = time.time()
         existing = {
@@ -819,7 +821,8 @@ class Library:
             [(image_id, tag, source, state, now) for tag in added],
         )
         # a tag only a sidecar vouched for goes when the sidecar no longer holds it
-        stale = [t for t, src in existing.items() if src == "sidecar" and t not in set(content.tags)]
+        held = {*content.tags, *keep}
+        stale = [t for t, src in existing.items() if src == "sidecar" and t not in held]
         conn.executemany("DELETE FROM tags WHERE image_id = ? AND tag = ?", [(image_id, t) for t in stale])
         conn.execute(
             "INSERT INTO sidecars (image_id, imported_mtime) VALUES (?, ?) "
@@ -859,9 +862,9 @@ class Library:
         record = self.image(image_id)
         collides = self._collides(record)
         content = sidecars.read_image_content(self.abspath(record.path), collides=collides)
-        content.tags = sidecars.normalize_tags([*content.tags, *self._embedded_keywords(image_id).get(image_id, ())])
+        embedded = self._embedded_keywords(image_id).get(image_id, ())
         with self._tx() as conn:
-            return self._apply_import(conn, image_id, content, None)
+            return self._apply_import(conn, image_id, content, None, keep=embedded)
 
     def write_sidecars(
         self,

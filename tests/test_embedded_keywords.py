@@ -325,6 +325,33 @@ def test_sidecar_and_embedded_tags_live_side_by_side(tmp_path):
     library.close()
 
 
+def test_a_keyword_a_person_removed_stays_removed_when_the_caption_changes(tmp_path):
+    tagged_jpeg(tmp_path / "a.jpg", ["from-image", "unwanted"])
+    txt = tmp_path / "a.txt"
+    txt.write_text("from-caption\n")
+    library, _ = open_and_import(tmp_path)
+    library.remove_tag(library.image_id("a.jpg"), "unwanted")
+    txt.write_text("from-caption, edited-outside\n")
+    later = time.time() + 2
+    os.utime(txt, (later, later))
+    library.import_sidecars()
+    assert set(tag_sources(library, "a.jpg")) == {"from-image", "from-caption", "edited-outside"}
+    library.close()
+
+
+def test_a_write_that_meets_an_edited_caption_keeps_the_embedded_keywords(tmp_path):
+    tagged_jpeg(tmp_path / "a.jpg", ["from-image"])
+    txt = tmp_path / "a.txt"
+    txt.write_text("from-caption\n")
+    library, _ = open_and_import(tmp_path)
+    image_id = library.image_id("a.jpg")
+    library.set_tag(image_id, "added-here", "added")
+    txt.write_text("from-caption, edited-outside\n")  # another program, since the library read it
+    library.write_sidecars(image_id, formats=["txt"], txt_path=txt, policy="merge")
+    assert set(tag_sources(library, "a.jpg")) == {"from-image", "from-caption", "edited-outside", "added-here"}
+    library.close()
+
+
 def test_a_persons_decisions_stand_and_trust_is_as_for_sidecars(tmp_path):
     tagged_jpeg(tmp_path / "a.jpg", ["red", "sky"])
     library, _ = open_and_import(tmp_path, as_confirmed=True)

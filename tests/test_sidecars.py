@@ -168,6 +168,23 @@ def test_malformed_xmp_raises_and_is_untouched(tmp_path):
     assert path.read_text() == broken
 
 
+def test_xmp_with_a_doctype_is_refused_and_untouched(tmp_path):
+    """XMP allows no DTD; its entities could expand without bound (and a rewrite would expand them)."""
+    path = tmp_path / "a.jpg.xmp"
+    hostile = (
+        '<!DOCTYPE x [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag><rdf:li>&b;</rdf:li>'
+        "</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    path.write_text(hostile)
+    with pytest.raises(SidecarError, match="DOCTYPE"):
+        read_xmp(path)
+    with pytest.raises(SidecarError, match="DOCTYPE"):
+        write_xmp(path, ["cat"], policy="merge")
+    assert path.read_text() == hostile
+
+
 def test_broken_utf16_txt_is_a_clear_error(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"\xff\xfe\x00garbage\x80")

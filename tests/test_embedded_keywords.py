@@ -303,7 +303,7 @@ def test_only_new_and_changed_files_are_read_again(tmp_path, monkeypatch):
 
     tagged_jpeg(tmp_path / "a.jpg", ["green"])  # another program replaced the keywords
     later = time.time() + 2
-    os.utime(tmp_path / "a.jpg", (later, later))
+    os.utime(tmp_path / "a.jpg", (later, later))  # the tests' clock may not move between two writes
     library.scan()
     assert library.import_embedded_keywords().changed == [library.image_id("a.jpg")]
     assert read == ["a.jpg"]
@@ -311,39 +311,41 @@ def test_only_new_and_changed_files_are_read_again(tmp_path, monkeypatch):
     library.close()
 
 
-def test_sidecar_and_embedded_tags_live_side_by_side(tmp_path):
-    tagged_jpeg(tmp_path / "a.jpg", ["from-image"])
-    txt = tmp_path / "a.txt"
+def captioned_photo(folder, keywords):
+    """``a.jpg`` holding ``keywords`` and its caption ``a.txt``, both imported; the library and the caption."""
+    tagged_jpeg(folder / "a.jpg", keywords)
+    txt = folder / "a.txt"
     txt.write_text("from-caption\n")
-    library, _ = open_and_import(tmp_path)
-    assert set(tag_sources(library, "a.jpg")) == {"from-caption", "from-image"}
-    txt.write_text("edited-caption\n")  # a caption changed: the image's own keywords stay
+    return open_and_import(folder)[0], txt
+
+
+def edit_elsewhere(path, text):
+    """``path`` rewritten by another program, with a later modification time."""
+    path.write_text(text)
     later = time.time() + 2
-    os.utime(txt, (later, later))
+    os.utime(path, (later, later))
+
+
+def test_sidecar_and_embedded_tags_live_side_by_side(tmp_path):
+    library, txt = captioned_photo(tmp_path, ["from-image"])
+    assert set(tag_sources(library, "a.jpg")) == {"from-caption", "from-image"}
+    edit_elsewhere(txt, "edited-caption\n")  # a caption changed: the image's own keywords stay
     library.import_sidecars()
     assert set(tag_sources(library, "a.jpg")) == {"edited-caption", "from-image"}
     library.close()
 
 
 def test_a_keyword_a_person_removed_stays_removed_when_the_caption_changes(tmp_path):
-    tagged_jpeg(tmp_path / "a.jpg", ["from-image", "unwanted"])
-    txt = tmp_path / "a.txt"
-    txt.write_text("from-caption\n")
-    library, _ = open_and_import(tmp_path)
+    library, txt = captioned_photo(tmp_path, ["from-image", "unwanted"])
     library.remove_tag(library.image_id("a.jpg"), "unwanted")
-    txt.write_text("from-caption, edited-outside\n")
-    later = time.time() + 2
-    os.utime(txt, (later, later))
+    edit_elsewhere(txt, "from-caption, edited-outside\n")
     library.import_sidecars()
     assert set(tag_sources(library, "a.jpg")) == {"from-image", "from-caption", "edited-outside"}
     library.close()
 
 
 def test_a_write_that_meets_an_edited_caption_keeps_the_embedded_keywords(tmp_path):
-    tagged_jpeg(tmp_path / "a.jpg", ["from-image"])
-    txt = tmp_path / "a.txt"
-    txt.write_text("from-caption\n")
-    library, _ = open_and_import(tmp_path)
+    library, txt = captioned_photo(tmp_path, ["from-image"])
     image_id = library.image_id("a.jpg")
     library.set_tag(image_id, "added-here", "added")
     txt.write_text("from-caption, edited-outside\n")  # another program, since the library read it

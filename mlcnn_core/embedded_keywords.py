@@ -58,6 +58,10 @@ class _Damaged(Exception):
     """The file's metadata is not what its format says; the message says where."""
 
 
+# what a parser checking every length may still meet in metadata no check foresaw
+_UNFORESEEN = (struct.error, ValueError, IndexError, OverflowError)
+
+
 @dataclass
 class _Block:
     kind: str  # "xmp", "iptc" (IIM records), "resources" (Photoshop image resources)
@@ -96,7 +100,7 @@ def read_embedded_keywords(path: str | Path) -> EmbeddedKeywords:
     try:
         with open(path, "rb", buffering=_READ_AHEAD) as fh:
             _collect_blocks(fh, blocks, problems)
-    except _Damaged as exc:
+    except (_Damaged, *_UNFORESEEN) as exc:
         problems.append(f"its metadata is damaged ({exc})")
     except OSError as exc:
         return EmbeddedKeywords((), f"cannot read {path}: {exc.strerror or exc}")
@@ -104,7 +108,7 @@ def read_embedded_keywords(path: str | Path) -> EmbeddedKeywords:
     for block in sorted(blocks, key=lambda b: b.kind != "xmp"):  # XMP's keywords first, as exiftool lists them
         try:
             keywords += _block_keywords(block)
-        except _Damaged as exc:
+        except (_Damaged, *_UNFORESEEN) as exc:
             problems.append(f"its {block.where} cannot be read ({exc})")
         except sidecars.SidecarError as exc:  # it names the block
             problems.append(str(exc))
@@ -125,8 +129,6 @@ def _collect_blocks(fh: BinaryIO, blocks: list[_Block], problems: list[str]) -> 
         _webp_blocks(fh, blocks)
     elif head.startswith((b"II*\x00", b"MM\x00*")):
         _tiff_blocks(fh, blocks)
-    elif head.startswith((b"II+\x00", b"MM\x00+")):
-        raise _Damaged("BigTIFF metadata is not read")
 
 
 def _unpack(fmt: str, data: bytes, where: str) -> tuple:

@@ -231,20 +231,44 @@ def test_pixels_after_the_metadata_are_not_read(tmp_path, monkeypatch):
     assert 0 < read[0] <= 2 * embedded_keywords._READ_AHEAD
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_mutated_metadata_never_raises(tmp_path, data):
-    original = jpeg_with(
-        segment(0xE1, XMP_NS + xmp_packet(["red"], ["a|b"])),
-        segment(0xED, b"Photoshop 3.0\x00" + iptc_resources(["sky"])),
-    )
-    head = bytearray(original[:700])
+def tiff_with_xmp(packet):
+    """A little-endian TIFF whose first IFD holds only tag 700 (XMP), the packet after it."""
+    return b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 700, 7, len(packet), 26) + b"\x00" * 4 + packet
+
+
+def webp_with_xmp(packet):
+    body = b"WEBP" + b"VP8 " + struct.pack("<I", 3) + b"abc\x00" + b"XMP " + struct.pack("<I", len(packet)) + packet
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+INTACT = {
+    "jpeg": lambda: jpeg_with(segment(0xE1, XMP_NS + xmp_packet(["red"], ["a|b"])),
+                              segment(0xED, b"Photoshop 3.0\x00" + iptc_resources(["sky"]))),
+    "png": lambda: png_with(
+        png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(xmp_packet(["red"]))),
+        png_chunk(b"zTXt", b"Raw profile type iptc\x00\x00" + zlib.compress(
+            b"\niptc\n%d\n" % len(iptc_resources(["sky"])) + iptc_resources(["sky"]).hex().encode()))),
+    "tiff": lambda: tiff_with_xmp(xmp_packet(["red"])),
+    "webp": lambda: webp_with_xmp(xmp_packet(["red"])),
+}
+
+
+@pytest.mark.parametrize("kind", INTACT)
+def test_the_hand_built_files_are_read(tmp_path, kind):
+    expected = ("red", "sky") if kind in ("jpeg", "png") else ("red",)
+    assert read_embedded_keywords(write(tmp_path, "f", INTACT[kind]())) == embedded_keywords.EmbeddedKeywords(expected)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(sorted(INTACT)), data=st.data())
+def test_mutated_metadata_never_raises(tmp_path, kind, data):
+    original = INTACT[kind]()
+    mutated = bytearray(original)
     for _ in range(data.draw(st.integers(1, 8))):
-        at = data.draw(st.integers(2, len(head) - 1))
-        head[at] = data.draw(st.integers(0, 255))
+        at = data.draw(st.integers(2, min(len(mutated), 700) - 1))
+        mutated[at] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(2, len(original)))
-    path = write(tmp_path, "m.jpg", (bytes(head) + original[700:])[:cut])
-    result = read_embedded_keywords(path)
+    result = read_embedded_keywords(write(tmp_path, "m", bytes(mutated[:cut])))
     assert isinstance(result.keywords, tuple)
 
 

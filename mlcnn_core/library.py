@@ -55,8 +55,6 @@ from mlcnn_core.tag_rules import NO_RULES, TagRules
 
 LIBRARY_DIRNAME = ".mlcnn-tagger"
 LIBRARY_FILENAME = "library.sqlite"
-# MIGRATIONS[n - 1]: the SQL statements that turn a version-n library into version n + 1, applied in order
-# on open; an older program refuses a newer library instead of misreading it.
 # The keywords embedded in each image file as last read, with the size and time of the file read.
 _EMBEDDED_KEYWORDS_TABLE = """CREATE TABLE IF NOT EXISTS embedded_keywords (
     image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
@@ -65,6 +63,8 @@ _EMBEDDED_KEYWORDS_TABLE = """CREATE TABLE IF NOT EXISTS embedded_keywords (
     keywords TEXT NOT NULL,
     problem TEXT
 )"""
+# MIGRATIONS[n - 1]: the SQL statements that turn a version-n library into version n + 1, applied in order
+# on open; an older program refuses a newer library instead of misreading it.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE tags ADD COLUMN rank INTEGER",),  # 2: a person's order of an image's first tags
     (_EMBEDDED_KEYWORDS_TABLE,),  # 3: an older program would drop embedded keywords as stale sidecar tags

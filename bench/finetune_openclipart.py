@@ -304,13 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("val", "test"), default="test")
     ap.add_argument("--ks", type=int, nargs="+", default=[25, 50, 100, 200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--pool-images", type=int, help="images of the confirmed pool (default: the largest k)")
     ap.add_argument("--eval-images", type=int, default=400, help="images of the held-out pool")
     ap.add_argument("--old-images", type=int, default=300)
     ap.add_argument("--train-flags", default="", help="extra mlcnn train flags (a change to measure; --split val)")
     ap.add_argument("--name", default="default", help="names this run's folders and models under --work")
     ap.add_argument("--out", type=Path, required=True, help="results without suffix (.json and .md written)")
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                    help="instead: one table (--out) from the JSON files of runs of other seeds on the same pools")
+                    help="instead: one table (--out) from the JSON files of runs (other seeds or ks) on the same pools")
     args = ap.parse_args(argv)
     if args.merge:
         runs = [json.loads(p.read_text(encoding="utf-8")) for p in args.merge]
@@ -318,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             if (r["split"], r["counts"], r["images"], r["train_flags"]) != (
                     runs[0]["split"], runs[0]["counts"], runs[0]["images"], runs[0]["train_flags"]):
                 raise SystemExit("the runs were measured on different pools or with different flags")
-        merged = dict(runs[0], seeds=[s for r in runs for s in r["seeds"]],
+        merged = dict(runs[0], seeds=sorted({s for r in runs for s in r["seeds"]}),
+                      ks=sorted({k for r in runs for k in r["ks"]}),
                       rows=[row for r in runs for row in r["rows"]], commands=[r["command"] for r in runs],
-                      seconds=sum(r["seconds"] for r in runs))
+                      seconds=None)
         args.out.with_suffix(".json").write_text(json.dumps(merged, indent=1), encoding="utf-8")
         write_markdown(merged, args.out.with_suffix(".md"))
         return 0
@@ -338,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(confirmed)} confirmed-pool drawings, {len(held_out)} held out", flush=True)
     pool_dir = work / f"{args.split}-pool"
     eval_dir = work / f"{args.split}-held-out"
-    pool_rows = build_folder(confirmed, max(args.ks), pool_dir)
+    pool_images = args.pool_images or max(args.ks)
+    if pool_images < max(args.ks):
+        raise SystemExit(f"--pool-images {pool_images} is fewer than the largest k")
+    pool_rows = build_folder(confirmed, pool_images, pool_dir)
     eval_rows = build_folder(held_out, args.eval_images, eval_dir, seed=BUILD_SEED + 1)
 
     parent = load_model(args.model)
@@ -373,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                           "drawings_per_image_held_out": round(float(np.mean([len(r["drawings"])
                                                                                for r in eval_rows])), 2)},
                "train_flags": args.train_flags, "old_images": args.old_images,
+               "chance_mAP": round(float(truth_test.mean(0).mean()), 4),  # about a random ranking's
                "before": old_metrics(parent.net, parent.labels, parent_threshold), "rows": []}
     print("before", results["before"], flush=True)
     x_pool, x_test = pooled(ev_pool), pooled(ev_test)
@@ -419,11 +425,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{probe['mAP']:.3f} P {probe['precision']:.3f} R {probe['recall']:.3f} acc "
                   f"{probe['accuracy']:.3f} (cut {cut:.2f}) | old acc "
                   + " ".join(f"{n} {m['accuracy']:.3f}" for n, m in row["after"].items()), flush=True)
+            results["seconds"] = round(time.perf_counter() - t_start, 1)
             args.out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     write_markdown(results, args.out.with_suffix(".md"))
     return 0
+
+
+def _fit_seconds(row: dict) -> float:
+    parts = row.get("finetune_parts", {})
+    return parts.get("fit_before", 0.0) + parts.get("fit_after", 0.0)
 
 
 def _mean(rows: list[dict], *keys: str) -> tuple[float, float, float]:
@@ -447,7 +459,7 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = [f"## Fine-tuning on a person's openclipart folder ({results['split']} pools)", "",
              f"Machine: {results['machine']}. Produced by "
              + "; ".join(f"`{c}`" for c in results.get("commands", [results["command"]]))
-             + f" in {results['seconds']:.0f} s in all.", "",
+              + (f" in {results['seconds']:.0f} s in all." if results.get("seconds") else "."), "",
              f"The person's tags ({len(results['labels'])}): "
              + ", ".join(f"`{lab}` {n}" for lab, n in c["labels"].items())
              + f" drawings by creators the starter never trained on ({c['drawings']} drawings by {c['creators']} "
@@ -456,9 +468,11 @@ def write_markdown(results: dict, path: Path) -> None:
              f"images ({results['images']['drawings_per_image_held_out']} drawings each on average). "
              + (f"Mean over seeds {', '.join(map(str, seeds))} (min–max). " if len(seeds) > 1 else f"Seed {seeds[0]}. ")
              + (f"Extra train flags: `{results['train_flags']}`. " if results["train_flags"] else ""), "",
-             "New tags on the held-out images: mAP / precision / recall / accuracy (section 4.1).", "",
-             "| k | fine-tune mAP | P | R | acc | linear probe mAP | P | R | acc | fine-tune s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "New tags on the held-out images: mAP / precision / recall / accuracy (section 4.1)"
+             + (f"; a random ranking's mAP is about {results['chance_mAP']:.2f}." if "chance_mAP" in results else "."),
+             "",
+             "| k | fine-tune mAP | P | R | acc | linear probe mAP | P | R | acc | fine-tune s | new-label fits s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in results["ks"]:
         rows = [r for r in results["rows"] if r["k"] == k]
         if not rows:
@@ -466,7 +480,7 @@ def write_markdown(results: dict, path: Path) -> None:
         lines.append(f"| {k} | " + " | ".join(_cell(rows, "finetune", m) for m in ("mAP", "precision", "recall",
                                                                                  "accuracy"))
                      + " | " + " | ".join(_cell(rows, "probe", m) for m in ("mAP", "precision", "recall", "accuracy"))
-                     + f" | {_mean(rows, 'finetune_s')[0]:.0f} |")
+                     + f" | {_mean(rows, 'finetune_s')[0]:.0f} | {np.mean([_fit_seconds(r) for r in rows]):.0f} |")
     names = list(before)
     lines += ["", f"Old labels (the 67 columns) on the first {results['old_images']} scenes of "
               + " / ".join(f"`{n}`" for n in names) + ": accuracy, and the new tags the fine-tune puts on each "

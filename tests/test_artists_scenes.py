@@ -89,6 +89,33 @@ def test_creator_split_rule_is_fixed_and_parsed_from_the_svg():
     assert {d.creator for d in held} == set(test) and not {d.creator for d in train} & set(test)
 
 
+def _svg(creator: str, colour: str = "red") -> str:
+    return ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            'xmlns:cc="http://creativecommons.org/ns#" width="40" height="30"><metadata><dc:creator>'
+            f'<cc:Agent><dc:title>{creator}</dc:title></cc:Agent></dc:creator></metadata>'
+            f'<rect x="5" y="5" width="30" height="20" fill="{colour}"/></svg>')
+
+
+def test_topic_drawings_label_each_topic_folder_and_render_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(openclipart, "TOPICS", {"bird": ("animals/birds",), "toy": ("recreation/toys",)})
+    root = tmp_path / "svg"
+    for rel, text in {"animals/birds/owl.svg": _svg("Ann"), "animals/birds/sub/jay.svg": _svg("Bob", "blue"),
+                      "recreation/toys/ball.svg": _svg("Ann", "green"), "recreation/toys/broken.svg": "<svg",
+                      "recreation/sports/bat.svg": _svg("Cy")}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "recreation/toys/huge.svg").write_text(_svg("Ann") + " " * openclipart.MAX_SVG_BYTES)
+    drawings = openclipart.topic_drawings(tmp_path / "cache", root=root, workers=1, verbose=False)
+    got = {(d.path, d.creator, d.label) for d in drawings}
+    assert got == {("animals/birds/owl.svg", "Ann", "bird"), ("animals/birds/sub/jay.svg", "Bob", "bird"),
+                   ("recreation/toys/ball.svg", "Ann", "toy")}
+    assert all(d.rgba.ndim == 3 and d.rgba.shape[2] == 4 and d.rgba[..., 3].max() == 255 for d in drawings)
+    (root / "animals/birds/owl.svg").write_text("<svg")  # unreadable now: the cache is what is read
+    again = openclipart.topic_drawings(tmp_path / "cache", root=root, workers=1, verbose=False)
+    assert [(d.path, d.label) for d in again] == [(d.path, d.label) for d in drawings]
+    assert all(np.array_equal(a.rgba, b.rgba) for a, b in zip(again, drawings, strict=True))
+
+
 def _sources(comp_side: str) -> compositions.SceneSources:
     rng = np.random.default_rng(0)
     drawings = [openclipart.Drawing(f"d{i}.svg", f"c{i}", np.dstack([rng.integers(0, 255, (30, 40, 3), np.uint8),

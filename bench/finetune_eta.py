@@ -6,9 +6,9 @@ defaults) on the first k scenes of the seeded permutation of ``<style>-train`` t
 ``bench/finetune_curve.py`` uses (or on any folders given with ``--data``). Every event that carries
 an ETA (``frozen_features`` while the frozen trunk reads the images, ``step`` after that) is
 compared with the time that was really left until the ``done`` event: the report gives the error
-at 10, 25, 50, 75 and 90 % of the run and the largest one after the first 10 %, with where the
-time went (the new labels' first fit before the ETA exists, the trunk's maps, the steps with their
-epoch ends, and the work after the last step).
+at 10, 25, 50, 75 and 90 % of the run and the largest one after the first 10 % (also in seconds),
+with where the time went (the new labels' first fit before the ETA exists, the trunk's maps, the
+steps with their epoch ends, and the work after the last step).
 
 Usage::
 
@@ -47,6 +47,7 @@ def eta_errors(events: list[dict]) -> dict:
         return round(after[0], 3) if after else None
 
     later = [abs(err) for t, err in errors if t >= 0.1 * run_s]
+    later_s = [abs(eta - left) for t, eta, left in points if t >= 0.1 * run_s]
     phases = {"first fit of new labels": 0.0, "trunk maps": 0.0, "steps and epoch ends": 0.0, "after the steps": 0.0}
     fits = [e for e in events if e["event"] == "new_labels_fitted"]
     if fits and fits[0].get("when") == "before training":
@@ -60,7 +61,8 @@ def eta_errors(events: list[dict]) -> dict:
         phases["steps and epoch ends"] = steps[-1]["time"] - first
         phases["after the steps"] = done - steps[-1]["time"]
     return {"run_s": round(run_s, 1), "at": {f: at(f) for f in FRACTIONS},
-            "max_after_10": round(max(later), 3) if later else None, "events": len(errors),
+            "max_after_10": round(max(later), 3) if later else None,
+            "max_after_10_s": round(max(later_s), 1) if later_s else None, "events": len(errors),
             "phases": {k: round(v, 1) for k, v in phases.items()}}
 
 
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         p = r["phases"]
         lines.append(f"| {r['name']} | {r['run_s']:.0f} s | "
                      + " / ".join("—" if v is None else f"{v:+.0%}" for v in r["at"].values())
-                     + f" | {r['max_after_10']:.0%} | {p['first fit of new labels']:.0f} s | {p['trunk maps']:.0f} s | "
+                     + f" | {r['max_after_10']:.0%} ({r['max_after_10_s']:.1f} s)"
+                     + f" | {p['first fit of new labels']:.0f} s | {p['trunk maps']:.0f} s | "
                      f"{p['steps and epoch ends']:.0f} s | {p['after the steps']:.0f} s |")
     lines += ["", "Commands (run times from the `start` event to `done`; the first new-label fit comes before it):", ""]
     lines += [f"- `{r['command']}`" for r in rows]

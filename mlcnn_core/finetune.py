@@ -237,8 +237,9 @@ class FrozenTrainer:
         return loss.item()
 
     def trial_seconds(self, views: TrainingViews, steps: int = 10) -> float:
-        """Seconds a step takes: the mean of ``steps`` real steps on ``views`` (the first left out), after
-        which the weights, the optimiser, the schedule and the crops' random state are put back."""
+        """Seconds a step takes: the mean of ``steps`` real steps on ``views`` (the first left out, of two
+        or more), after which the weights, the optimiser, the schedule and the crops' random state are
+        put back."""
         weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         optimizer, step, rng = copy.deepcopy(self.optimizer.state_dict()), self.step, self.rng.bit_generator.state
         times = []
@@ -344,29 +345,3 @@ def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: 
         for p, start in pairs:
             n = start.shape[0]
             p[:n].sub_(p[:n] - start, alpha=strength)
-
-
-@dataclass
-class RemainingWork:
-    """What is left of a frozen fine-tune, each part at the rate measured for it, for the ETA a
-    person watches: the front's maps of the training images not yet read, the steps not yet taken,
-    the epoch ends still to come (held-out images scored, a checkpoint written) and the work after
-    the last step (new labels fitted again, the 10-crop baseline on the held-out images, the file)."""
-
-    images: int = 0
-    per_image: float = 0.0
-    steps: int = 0
-    per_step: float = 0.0
-    epoch_ends: int = 0
-    per_epoch_end: float = 0.0
-    after_steps: float = 0.0
-
-    def seconds(self) -> float:
-        return (self.images * self.per_image + self.steps * self.per_step + self.epoch_ends * self.per_epoch_end
-                + self.after_steps)
-
-
-def epoch_ends_after(step: int, total: int, steps_per_epoch: int) -> int:
-    """Epoch ends still to come after ``step`` of ``total`` (the last step ends an epoch too)."""
-    ends = total // steps_per_epoch - step // steps_per_epoch
-    return ends + (1 if total % steps_per_epoch and step < total else 0)

@@ -42,13 +42,12 @@ from .data import (
     split_samples,
     to_tensor,
 )
+from .eta import MeasuredRate, RemainingWork, epoch_ends_after
 from .finetune import (
     FrozenMethod,
     FrozenTrainer,
     HeldOutMaps,
-    RemainingWork,
     anchors,
-    epoch_ends_after,
     pull_toward_start,
     trainable_start,
     training_views,
@@ -589,6 +588,7 @@ def _copy_weights(net: nn.Module) -> dict:
 
 
 MEASURED_STEPS = 20  # steps of a frozen fine-tune timed before their rate replaces the trial's in the ETA
+TRIAL_STEPS = 10     # trial steps timed (the first left out) when the trunk has read its first images
 
 
 def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], train_samples: list[Sample],
@@ -625,28 +625,34 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
     refit = (state["new_label_fit_s"] * final_fit_cost(NEW_LABEL_FOLDS, state.get("new_label_images", []))
              if new_labels and cfg.new_labels == "fit" else 0.0)
     left = RemainingWork(steps=method.steps - trainer.step,
+                         stepping=MeasuredRate(trust_after=min(MEASURED_STEPS, method.steps // 10)),
                          epoch_ends=epoch_ends_after(trainer.step, method.steps, steps_per_epoch), after_steps=refit)
-    # the 10-crop baseline at the end runs the network on ten 256-px crops of each held-out image, at
-    # about the rate per pixel the front reads the training images
-    baseline_pixels = len(held_out.samples if held_out else []) * 10 * CROP * CROP
-
-    calibration = [0.0]  # seconds spent timing a few steps and a scoring, not reading images
+    read_so_far = {"images": 0, "time": time.time()}
+    trials = MeasuredRate()  # trial steps while the trunk reads: their recent rate is the steps' guess
 
     def read(done: int, total: int, views) -> None:
-        reading = time.time() - t_read - calibration[0]
-        left.images, left.per_image = total - done, reading / max(1, done)
-        left.after_steps = refit + reading / max(1, views.pixels) * baseline_pixels
-        if not left.per_step and views.maps:
-            t_trial = time.time()
+        now = time.time()
+        left.reading.add(done - read_so_far["images"], now - read_so_far["time"])
+        left.images = total - done
+        if views.maps and trials.measured:
+            # one trial step after each chunk: a machine whose load changes while the trunk reads
+            # runs the steps at the rate it has by then, not the one it had at the first chunk
             with trainer.threads():
-                left.per_step = trainer.trial_seconds(views)
+                trials.add(1, trainer.trial_seconds(views, steps=1))
+        elif views.maps:
+            # trial steps, an epoch end's scoring and the work of the end, timed, give the later
+            # phases their first estimates
+            with trainer.threads():
+                trials.add(TRIAL_STEPS - 1, (TRIAL_STEPS - 1) * trainer.trial_seconds(views, steps=TRIAL_STEPS))
                 t_val = time.time()
                 if held_out:
                     held_out.scores(net)
-                left.per_epoch_end = time.time() - t_val
-            calibration[0] = time.time() - t_trial
+                left.ending.guess = time.time() - t_val
+            left.after_steps = refit + _end_seconds(model, held_out, cfg, trainer, ckpt)
+        left.stepping.guess = trials.seconds_per_unit()
+        read_so_far.update(images=done, time=time.time())
         events.emit("frozen_features", part=method.part, images=total, images_done=done, views=len(views.maps),
-                    seconds=round(time.time() - t_read, 1), eta_s=round(left.seconds(), 1))
+                    seconds=round(time.time() - t_read, 1), eta_s=round(left.seconds(), 1), eta_parts=_rounded(left))
 
     t_read = time.time()
     index = {lab: i for i, lab in enumerate(model.labels)}
@@ -655,18 +661,13 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
     left.images = 0
     state["skipped_unlabelled"] = int((views.targets.sum(1) == 0).sum())
     best_state, best_scores = None, None
-    loss_sum, loss_n, t_report, t_saved, t_steps = 0.0, 0, 0.0, time.time(), None
+    loss_sum, loss_n, t_report, t_saved = 0.0, 0, 0.0, time.time()
     cancelled = False
     with CancelFlag() as cancel, trainer.threads():
         while trainer.step < method.steps and views.maps:
+            t_step = time.time()
             loss = trainer.train_step(views)
             step, now = trainer.step, time.time()
-            if t_steps is None:  # the first step pays one-off set-up: the rate is that of the steps after it
-                t_steps, first_step = now, step
-            elif step - first_step >= min(MEASURED_STEPS, method.steps // 10):
-                # the steps' wall-clock rate, epoch ends included (they come every so many steps); until
-                # enough steps are measured, the rate the trial steps had
-                left.per_step, left.per_epoch_end = (now - t_steps) / (step - first_step), 0.0
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
             epoch, in_epoch = (step - 1) // steps_per_epoch + 1, (step - 1) % steps_per_epoch + 1
             over_budget = cfg.time_budget_s is not None and now - started > cfg.time_budget_s
@@ -674,17 +675,22 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
             stop = cancelled or over_budget
             epoch_end = in_epoch == steps_per_epoch or step == method.steps or stop
             left.steps = method.steps - step
-            left.epoch_ends = epoch_ends_after(step, method.steps, steps_per_epoch)
+            left.epoch_ends = epoch_ends_after(step, method.steps, steps_per_epoch) + int(epoch_end)
+            per_step = left.stepping.seconds_per_unit()
             if now - t_report > 0.5 or epoch_end:
                 events.emit("step", epoch=epoch, epochs=recipe.epochs, step=step, total_steps=method.steps,
                             step_in_epoch=in_epoch, steps_per_epoch=steps_per_epoch, loss=loss_sum / loss_n,
-                            images_per_s=round(method.batch_size / max(left.per_step, 1e-6), 1),
-                            eta_s=round(left.seconds(), 1), lr=trainer.optimizer.param_groups[0]["lr"])
+                            images_per_s=round(method.batch_size / max(per_step, 1e-6), 1),
+                            eta_s=round(left.seconds(), 1), eta_parts=_rounded(left),
+                            lr=trainer.optimizer.param_groups[0]["lr"])
                 t_report = now
+            t_end = time.time()
+            if step > 1:  # the first step pays one-off set-up: the rate is that of the steps after it
+                left.stepping.add(1, t_end - t_step)
             if epoch_end:
                 record = {"epoch": epoch, "step": step, "train_loss": loss_sum / loss_n,
-                          "images_per_s": round(method.batch_size / max(left.per_step, 1e-6), 1),
-                          "seconds": round(left.per_step * in_epoch, 1)}
+                          "images_per_s": round(method.batch_size / max(per_step, 1e-6), 1),
+                          "seconds": round(per_step * in_epoch, 1)}
                 improved = True
                 if held_out:
                     scores = held_out.scores(net)
@@ -709,6 +715,8 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
                 events.emit("epoch", **record, improved=improved, elapsed_s=round(time.time() - started, 1),
                             **({"checkpoint": str(ckpt)} if saved else {}))
                 loss_sum, loss_n = 0.0, 0
+                left.ending.add(1, time.time() - t_end)
+                left.epoch_ends -= 1
             if over_budget:
                 events.emit("time_budget", epochs=epoch, total_steps=step, budget_s=cfg.time_budget_s)
             if stop:
@@ -724,6 +732,35 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
         if held_out:
             best_scores = {"single": held_out.scores(net), "truth": truth}
     return _finish(cfg, model, net, recipe, state, val_samples, best_scores, events, cancelled, started)
+
+
+def _end_seconds(model: TaggerModel, held_out: HeldOutMaps | None, cfg: TrainConfig, trainer: FrozenTrainer,
+                 ckpt: Path) -> float:
+    """What the work after the last step will take, besides the new labels' second fit: the 10-crop
+    baseline on the held-out images (its one-off set-up and one image, then a second image: the
+    cost of each) and the last checkpoint and the model file (a checkpoint written beside it now,
+    timed, then deleted)."""
+    seconds = 0.0
+    if held_out and held_out.samples:
+        t0 = time.time()
+        validation_scores(model, held_out.samples[:1], cfg.device, cfg.bf16, baseline=True, seed=cfg.seed,
+                          single=False)
+        t1 = time.time()
+        validation_scores(model, held_out.samples[1:2], cfg.device, cfg.bf16, baseline=True, seed=cfg.seed,
+                          single=False)
+        t2 = time.time()
+        per_image = t2 - t1 if len(held_out.samples) > 1 else t1 - t0
+        seconds += (t1 - t0) + per_image * (len(held_out.samples) - 1)
+    t3 = time.time()
+    timing = ckpt.with_name("timing.safetensors")
+    save_checkpoint(timing, model.net, trainer.optimizer, {})
+    seconds += 2 * (time.time() - t3)
+    timing.unlink(missing_ok=True)
+    return seconds
+
+
+def _rounded(left: RemainingWork) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in left.parts().items()}
 
 
 def _resume(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, model: TaggerModel, recipe: Recipe,

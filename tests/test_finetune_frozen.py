@@ -159,14 +159,6 @@ def test_resuming_with_another_part_learning_says_which(parent, tmp_path, monkey
     assert rc != 0 and "resume it with --learn head" in capsys.readouterr().err
 
 
-def test_epoch_ends_still_to_come():
-    assert [finetune.epoch_ends_after(s, 6, 3) for s in range(7)] == [2, 2, 2, 1, 1, 1, 0]
-    assert [finetune.epoch_ends_after(s, 5, 3) for s in range(6)] == [2, 2, 2, 1, 1, 0]
-    work = finetune.RemainingWork(images=4, per_image=0.5, steps=10, per_step=0.1, epoch_ends=2, per_epoch_end=1.0,
-                                  after_steps=3.0)
-    assert work.seconds() == pytest.approx(2 + 1 + 2 + 3)
-
-
 def test_a_trunk_without_pooling_learns_whole_as_the_block():
     spec = {"trunk": [["conv", 4, 3, 1, 1], ["conv", 4, 3, 1, 1]], "head": [], "dropout": 0.0, "norm": True}
     assert trainable_start(build_model(spec, 2), "block") == 0

@@ -220,7 +220,7 @@ def measure_cat(args: argparse.Namespace) -> int:
     fits = {}
     for spec in args.cat_fit or []:
         name, _, fields = spec.partition(":")
-        fits[name] = {k: int(v) if k in ("folds", "steps") else float(v)
+        fits[name] = {k: int(v) if k in ("folds", "steps") else v if k == "start" else float(v)
                       for k, v in (kv.split("=") for kv in fields.split(",") if kv)}
     train, _ = split_samples(samples_of(args.cat_data / "cat-train", read_truth(args.cat_data / "cat-train")), 0.1)
 

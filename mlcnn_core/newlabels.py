@@ -52,18 +52,19 @@ MIN_PER_FOLD = 4        # images with the label per fold for that cut to say any
 
 def fit_new_rows(model: TaggerModel, samples: list[Sample], new: list[str], device: str = "cpu",
                  bf16: bool | None = None, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-2,
-                 seed: int = 0, folds: int = 0) -> dict[str, dict]:
-    """Fit the last-layer rows of the ``new`` labels of ``model`` (in place) on ``samples``, from zero.
-    With ``folds`` ≥ 2, each row's bias is then moved to the cut found by cross-validation
-    (:func:`fit_rows`). Returns, per new label, its precision and recall on those images after the fit."""
+                 seed: int = 0, folds: int = 0, start: str = "zero") -> dict[str, dict]:
+    """Fit the last-layer rows of the ``new`` labels of ``model`` (in place) on ``samples``, from zero
+    (or from their ``start``, see :func:`fit_rows`). With ``folds`` ≥ 2, each row's bias is then moved
+    to the cut found by cross-validation (:func:`fit_rows`). Returns, per new label, its precision and
+    recall on those images after the fit."""
     return fit_rows(model, samples, new, device=device, bf16=bf16, steps=steps, lr=lr, weight_decay=weight_decay,
-                    seed=seed, folds=folds)
+                    seed=seed, folds=folds, start=start)
 
 
 def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], device: str = "cpu",
              bf16: bool | None = None, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-2,
              seed: int = 0, anchor: float | None = None, margin_below: float = MARGIN_BELOW,
-             negatives: float = 1.0, folds: int = 0) -> dict[str, dict]:
+             negatives: float = 1.0, folds: int = 0, start: str = "zero") -> dict[str, dict]:
     """Fit the last-layer rows of the ``fitted`` labels of ``model`` (in place) on ``samples``; the
     other rows stay as they are. With ``anchor`` None the rows start from zero (new labels); with a
     number they start from their current values and are held near them by ``anchor`` × the squared
@@ -75,6 +76,10 @@ def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], devic
     says little about where it cuts on others. With ``folds`` ≥ 2 the images are split in that many
     folds, the rows fitted on all folds but one score the one left out, and each row's bias is then
     moved by the shift that scores best (:data:`CUT_BETA`) on those out-of-fold images.
+
+    ``start`` (rows without an ``anchor``): "zero", or "prototype": each row starts from the
+    prototype of its label's positions (:func:`prototype_rows`), computed on the images each fit
+    is given; with ``steps`` 0 the prototype is the row.
     Returns, per fitted label, its precision and recall on those images after the fit."""
     labels = list(model.labels)
     new_idx = [labels.index(lab) for lab in fitted]
@@ -94,8 +99,10 @@ def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], devic
     w_start = last.weight.detach()[new_idx].float().to(dev)
     b_start = last.bias.detach()[new_idx].float().to(dev)
     _set_targets(groups, predictor, new_idx, old_idx, labels, None if anchor is None else (w_start, b_start))
+    if start not in ("zero", "prototype"):
+        raise ValueError(f"unknown start {start!r} of new rows: choose zero or prototype")
     fit = _RowFit(predictor, new_idx, old_idx, w_start, b_start, anchor, steps, lr, weight_decay, margin_below,
-                  negatives)
+                  negatives, prototype=start == "prototype" and anchor is None)
     w_new, b_new = fit(groups)
     if folds >= 2:
         b_new = b_new + _cross_validated_shift(fit, groups, folds)
@@ -121,8 +128,9 @@ class _RowFit:
 
     def __init__(self, predictor: Predictor, new_idx: list[int], old_idx: list[int], w_start: torch.Tensor,
                  b_start: torch.Tensor, anchor: float | None, steps: int, lr: float, weight_decay: float,
-                 margin_below: float, negatives: float):
+                 margin_below: float, negatives: float, prototype: bool = False):
         self.predictor, self.new_idx, self.old_idx = predictor, new_idx, old_idx
+        self.prototype = prototype
         self.w_start, self.b_start, self.anchor = w_start, b_start, anchor
         self.steps, self.lr, self.weight_decay = steps, lr, weight_decay
         self.margin_below, self.negatives = margin_below, negatives
@@ -135,8 +143,12 @@ class _RowFit:
 
     def __call__(self, groups: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         anchor, w_start, b_start = self.anchor, self.w_start, self.b_start
-        w_new = (torch.zeros_like(w_start) if anchor is None else w_start.clone()).requires_grad_(True)
-        b_new = b_start.clone().requires_grad_(True)
+        if self.prototype:
+            w_new, b_new = prototype_rows(self, groups)
+        else:
+            w_new, b_new = (torch.zeros_like(w_start) if anchor is None else w_start.clone()), b_start.clone()
+        w_new.requires_grad_(True)
+        b_new.requires_grad_(True)
         opt = torch.optim.Adam([w_new, b_new], lr=self.lr)
         total = sum(len(g["truth"]) for g in groups)
         for _ in range(self.steps):
@@ -160,6 +172,94 @@ class _RowFit:
         raws = self.raws(g, w, b)
         scores = final_scores(raws[0], self.predictor.config, _second(raws))[0].cpu().numpy()
         return self.predictor.threshold.select(scores)[:, self.new_idx]
+
+
+# How far the prototype's direction is scaled, in norms of the known rows: the scale whose rows, with
+# the bias the known rate gives, score best (CUT_BETA) on the images the prototype was made from.
+PROTOTYPE_SCALES = (0.5, 1.0, 2.0, 4.0)
+# The positions of an image with a label that make its prototype: this share of them, those most
+# unlike the images without it.
+PROTOTYPE_POSITIONS = 0.25
+
+
+@torch.no_grad()
+def prototype_rows(fit: _RowFit, groups: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the new labels imprinted from the last layer's input features (weight imprinting, Qi,
+    Brown & Lowe 2018, for a layer without normalised features): per label, the direction is the mean
+    feature of its positions minus the mean feature of every position of the images without it. An
+    image is tagged, not its positions: the label's positions are the quarter (PROTOTYPE_POSITIONS) of
+    each tagged image's positions that lie furthest along the difference of the two images' means.
+    The row is that direction scaled to a multiple of the known rows' mean norm (PROTOTYPE_SCALES), with
+    the bias at which prediction picks the label on as many of these images as carry it (the known
+    rate); the multiple that then scores best (F-beta, CUT_BETA) on them is kept."""
+    device = fit.w_start.device
+    width = fit.w_start.shape[1]
+    known_norm = float(fit.predictor.head.fcs[-1].weight.detach()[fit.old_idx].float().norm(dim=1).mean())
+    directions = []
+    for j in fit.new_idx:
+        pos_sum, pos_n, neg_sum, neg_n = torch.zeros(width, device=device), 0, torch.zeros(width, device=device), 0
+        tagged_maps = []
+        for g in groups:
+            has = g["truth"][:, j]
+            for h in g["hidden"]:
+                flat = h.float().flatten(2)  # [n, C, positions]
+                neg_sum += flat[~has].sum(dim=(0, 2))
+                neg_n += int((~has).sum()) * flat.shape[2]
+                tagged_maps.append(flat[has])
+                pos_sum += flat[has].sum(dim=(0, 2))
+                pos_n += int(has.sum()) * flat.shape[2]
+        if not pos_n or not neg_n:
+            directions.append(torch.zeros(width, device=device))
+            continue
+        neg_mean = neg_sum / neg_n
+        rough = pos_sum / pos_n - neg_mean
+        chosen_sum, chosen_n = torch.zeros(width, device=device), 0
+        for flat in tagged_maps:
+            if not len(flat):
+                continue
+            along = torch.einsum("ncp,c->np", flat, rough)
+            keep = max(1, round(PROTOTYPE_POSITIONS * flat.shape[2]))
+            top = along.topk(keep, dim=1).indices  # [n, keep]
+            chosen_sum += torch.gather(flat, 2, top[:, None, :].expand(-1, width, -1)).sum(dim=(0, 2))
+            chosen_n += top.numel()
+        direction = chosen_sum / chosen_n - neg_mean
+        directions.append(direction / direction.norm().clamp(min=1e-12))
+    direction = torch.stack(directions)
+    truth = np.concatenate([g["truth"][:, fit.new_idx].cpu().numpy() for g in groups])
+    rate = truth.mean(0)
+    best = None
+    for scale in PROTOTYPE_SCALES:
+        w = scale * known_norm * direction
+        b = _bias_for_rate(fit, groups, w, rate)
+        chosen = np.concatenate([fit.chosen(g, w, b) for g in groups])
+        tp, fp = (chosen & truth).sum(0), (chosen & ~truth).sum(0)
+        fn = (~chosen & truth).sum(0)
+        beta2 = CUT_BETA ** 2
+        score = (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)
+        if best is None:
+            best = [w.clone(), b.clone(), score]
+        better = torch.as_tensor(score > best[2], device=device)
+        best[0] = torch.where(better[:, None], w, best[0])
+        best[1] = torch.where(better, b, best[1])
+        best[2] = np.maximum(score, best[2])
+    return best[0], best[1]
+
+
+def _bias_for_rate(fit: _RowFit, groups: list[dict], w: torch.Tensor, rate: np.ndarray,
+                   low: float = -30.0, high: float = 30.0, rounds: int = 20) -> torch.Tensor:
+    """Per row, the bias at which prediction picks its label on a ``rate`` share of the images (bisection:
+    the share only grows with the bias)."""
+    lo = torch.full((len(fit.new_idx),), low, device=w.device)
+    hi = torch.full((len(fit.new_idx),), high, device=w.device)
+    target = torch.as_tensor(rate, device=w.device, dtype=torch.float32)
+    for _ in range(rounds):
+        mid = (lo + hi) / 2
+        picked = torch.as_tensor(np.concatenate([fit.chosen(g, w, mid) for g in groups]).mean(0),
+                                 device=w.device, dtype=torch.float32)
+        above = picked > target
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return (lo + hi) / 2
 
 
 def _cross_validated_shift(fit: _RowFit, groups: list[dict], folds: int) -> torch.Tensor:

@@ -64,3 +64,40 @@ def test_the_cut_of_a_new_row_is_placed_on_images_left_out_of_its_fit():
     # too few images with the label to split: the fitted bias stays
     few = positives[:3] + negatives
     assert float(_cross_validated_shift(_Margins(few), groups(few, 3), folds=2)) == 0.0
+
+
+class _MaxPosition:
+    """A stand-in for a row fit over features [n, 3, 2, 2]: an image is chosen when its best position
+    scores above 0 (w · h + b); the known rows have norm 2."""
+
+    new_idx, old_idx = [1], [0]
+    w_start = torch.zeros(1, 3)
+
+    def __init__(self):
+        last = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            last.weight[:] = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        self.predictor = type("P", (), {"head": type("H", (), {"fcs": [last]})()})()
+
+    def chosen(self, g, w, b):
+        along = torch.einsum("nchw,lc->nlhw", g["hidden"][0], w) + b[:, None, None]
+        return (along.flatten(2).max(dim=2).values > 0).numpy()
+
+
+def test_a_prototype_row_points_at_the_features_of_the_labels_positions():
+    from mlcnn_core.newlabels import prototype_rows
+
+    rng = np.random.default_rng(0)
+    background = torch.tensor([1.0, 0.5, 0.0])
+    cat = torch.tensor([1.0, 0.5, 3.0])
+    n, tagged = 24, 8
+    hidden = background[None, :, None, None].repeat(n, 1, 2, 2) + 0.05 * torch.as_tensor(rng.normal(size=(n, 3, 2, 2)),
+                                                                                          dtype=torch.float32)
+    hidden[:tagged, :, 0, 1] = cat  # one position of four shows the new label
+    truth = torch.tensor([[True, i < tagged] for i in range(n)])
+    w, b = prototype_rows(_MaxPosition(), [{"hidden": [hidden], "truth": truth}])
+    direction = w[0] / w[0].norm()
+    assert float(direction[2]) > 0.99  # the third feature: only the label's positions have it
+    assert any(abs(float(w[0].norm()) - m) < 1e-4 for m in (1.0, 2.0, 4.0, 8.0))  # a multiple of the known norm
+    chosen = _MaxPosition().chosen({"hidden": [hidden]}, w, b)[:, 0]
+    assert chosen[:tagged].all() and not chosen[tagged:].any()

@@ -32,15 +32,20 @@ from mlcnn_core.sidecars import read_txt, write_txt
 from tagger_app.main_window import MainWindow
 from tagger_app.settings import AppSettings
 
-TRAINING_TIMEOUT = 1800  # seconds; the trainer and the comparison run on the CPU
+TRAINING_TIMEOUT = 3 * 3600  # seconds; the trainer and the comparison run on the CPU, maybe a busy one
 
 
-def wait(app: QApplication, condition, timeout: float = 300) -> None:
+def wait(app: QApplication, condition, timeout: float = 300, progress=None) -> None:
+    """Run the event loop until ``condition()``; print ``progress()`` each time its text changes."""
     end = time.time() + timeout
+    shown = None
     while not condition():
         if time.time() > end:
             raise TimeoutError("the window did not get there in time")
         app.processEvents()
+        if progress is not None and progress() != shown:
+            shown = progress()
+            print(f"  {time.strftime('%H:%M:%S')} {shown}", flush=True)
         time.sleep(0.02)
 
 
@@ -105,7 +110,8 @@ def main_window_shot(app: QApplication, window: MainWindow, out: str, image: str
     show_map(app, window, best)
     settle(app)
     window.grab().save(out)
-    print(f"saved {out}: {image}, map of {best!r}")
+    print(f"saved {out}: {image}, map of {best!r}; proposed "
+          + ", ".join(f"{label} ({prediction.scores[label]:.2f})" for label in prediction.labels))
 
 
 def training_panel_shot(app: QApplication, window: MainWindow, out: str, epochs: int = 6, batch: int = 8) -> None:
@@ -119,6 +125,7 @@ def training_panel_shot(app: QApplication, window: MainWindow, out: str, epochs:
     panel.options.epochs_spin.setValue(epochs)
     panel.options.batch_spin.setValue(batch)
     panel.options.val_spin.setValue(0.3)
+    settle(app)
     print(f"{panel.n_train + panel.n_held_out} confirmed images, {panel.n_held_out} held out")
     ended, compared = [], []
     panel.trainingEnded.connect(ended.append)
@@ -126,7 +133,8 @@ def training_panel_shot(app: QApplication, window: MainWindow, out: str, epochs:
     if not panel.start_button.isEnabled():
         raise SystemExit(f"the panel cannot start training: {panel.result_summary.text() or panel.status_label.text()}")
     panel.start_button.click()
-    wait(app, lambda: compared or (ended and ended[-1] != "done"), timeout=TRAINING_TIMEOUT)
+    wait(app, lambda: compared or (ended and ended[-1] != "done"), timeout=TRAINING_TIMEOUT,
+         progress=panel.status_label.text)
     if panel.last_error:
         raise SystemExit(f"training or comparison failed: {panel.last_error}\n{panel.last_stderr}")
     panel.tabs_left.setCurrentIndex(0)  # Data
@@ -158,8 +166,8 @@ def activated_shot(app: QApplication, window: MainWindow, out: str, tag: str | N
     show_map(app, window, label)
     settle(app)
     window.grab().save(out)
-    print(f"saved {out}: {window.model.name}, {Path(shown.path).name}, map of {label!r}; "
-          f"predicted {prediction.labels}")
+    print(f"saved {out}: {window.model.name}, {Path(shown.path).name}, map of {label!r}; proposed "
+          + ", ".join(f"{lab} ({prediction.scores[lab]:.2f})" for lab in prediction.labels))
 
 
 def main(argv: list[str] | None = None) -> int:

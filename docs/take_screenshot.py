@@ -4,12 +4,15 @@ server (Xvfb):
 
     xvfb-run -a -s "-screen 0 1400x900x24" python docs/take_screenshot.py docs/screenshot-main-window.png
     xvfb-run -a -s "-screen 0 1400x900x24" python docs/take_screenshot.py --training-panel \\
-        --new-tag food:food- docs/screenshot-training-panel.png
+        --new-tag food:food- docs/screenshot-training-panel.png --activated docs/screenshot-new-model.png
+
+``docs/make_screenshots.sh`` runs both and shrinks the PNGs (pngquant, optipng): one command after a model change.
 
 The main window: the folder tagged by the starter model, one image's confidence map shown.
 ``--training-panel``: the demo's sidecars taken as confirmed tags, the starter model fine-tuned on
 them from the Training panel (``mlcnn train`` as the panel's subprocess, 6 epochs, batch 8, 30 %
-held out), the panel floated and grabbed once the comparison on the held-out images is in;
+held out), the panel floated and grabbed once the comparison on the held-out images is in (or
+the panel has said there are none to compare on);
 ``--new-tag TAG:PREFIX`` first adds a tag the model does not know to every sidecar with a label
 starting with PREFIX, as a person adding their own tag would.
 """

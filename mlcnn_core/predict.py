@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from .buckets import BucketQueues, bucket_shape, check_trunk, masked_trunk
 from .card import MAX_SHORT_SIDE, MIN_SHORT_SIDE, PredictConfig, card_reading  # noqa: F401 - re-exported
-from .data import SHORT_SIDE, ImageError, read_image, read_image_sized, resize_short_side, to_tensor
+from .data import SHORT_SIDE, ImageError, PixelTable, read_image, read_image_sized, resize_short_side, to_tensor
 from .model import fold_batchnorm
 from .modelfile import TaggerModel
 from .readahead import DECODE_AHEAD_BYTES, decode_ahead
@@ -241,6 +241,7 @@ class Predictor:
         self.head = net.head.eval().to(self.device)
         self._map_head = copy.deepcopy(self.head).to(self.dtype)
         self.mean = list(model.mean)
+        self._pixels = PixelTable(self.mean, self.dtype)
         self.bucket_step = bucket_step or 2 * trunk_stride(net.spec)
         self._images_read = 0
 
@@ -270,7 +271,7 @@ class Predictor:
 
     # --- the forward pass -------------------------------------------------------------------
     def _input(self, batch_uint8: np.ndarray) -> torch.Tensor:
-        return to_tensor(batch_uint8, self.mean).to(self.device, self.dtype)
+        return self._pixels(batch_uint8).to(self.device)
 
     @torch.inference_mode()
     def raw_maps(self, batch_resized: np.ndarray) -> torch.Tensor:

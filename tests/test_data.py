@@ -6,6 +6,7 @@ from mlcnn_core import data
 from mlcnn_core.data import (
     DatasetError,
     ImageError,
+    PixelTable,
     Sample,
     ScaledBatches,
     TrainingSet,
@@ -15,6 +16,7 @@ from mlcnn_core.data import (
     read_image,
     resize_short_side,
     split_samples,
+    to_tensor,
 )
 
 
@@ -200,3 +202,19 @@ def test_a_written_manifest_reads_back(tmp_path):
     manifest = tmp_path / "runs" / "confirmed-0.jsonl"
     data.write_manifest(manifest, images)
     assert data.samples_from_manifest(manifest) == [Sample(str(p), tuple(tags)) for p, tags in images]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_the_pixel_table_gives_what_to_tensor_gives_to_the_bit(dtype):
+    import torch
+
+    dtype = getattr(torch, dtype)
+    mean = [0.481, 0.4578, 0.408]
+    batch = np.zeros((2, 16, 17, 3), np.uint8)
+    batch[0].reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every value in every channel
+    batch[1] = np.random.default_rng(0).integers(0, 256, (16, 17, 3), dtype=np.uint8)
+    got, want = PixelTable(mean, dtype)(batch), to_tensor(batch, mean).to(dtype)
+    assert got.dtype == dtype and got.shape == want.shape == (2, 3, 16, 17)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+                       want.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .openmp import wait_passively
 from .recipes import RECIPES, TrainConfig
 
 EXIT_OK = 0
@@ -589,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wait_passively()
     from .data import DatasetError
     from .library import LibraryError
     from .modelfile import ModelFileError

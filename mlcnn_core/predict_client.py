@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .frames import FrameError, read_frame, write_frame
+from .openmp import wait_passively
 
 STDERR_TAIL_LINES = 20
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,7 @@ def _environment() -> dict[str, str]:
     env = dict(os.environ)
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(PACKAGE_ROOT) + (os.pathsep + path if path else "")
+    wait_passively(env)
     return env
 
 

@@ -220,3 +220,15 @@ def test_caption_rules_without_captions_are_refused_before_any_work(model_path, 
     assert main(["tag", str(folder), "--model", str(model_path), "--word-separator", "space"]) == EXIT_USAGE
     assert "--prefix" in capsys.readouterr().err
     assert not (folder / ".mlcnn-tagger").exists()
+
+
+def test_mlcnn_makes_torch_threads_wait_passively_before_torch_loads():
+    """libgomp reads OMP_WAIT_POLICY once, when torch is imported; spinning threads cost 10× on a busy machine."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; import mlcnn_core.cli as cli; loaded = 'torch' in sys.modules; "
+            "cli.main(['--version']); print(loaded, os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["False", "PASSIVE"]

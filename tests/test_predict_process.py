@@ -143,3 +143,16 @@ def test_a_process_that_cannot_start_is_an_error_not_an_exception_of_the_os(mode
     monkeypatch.setattr(client, "server_command", lambda: [str(tmp_path / "no-such-python")])
     with pytest.raises(ProcessCrashed, match="cannot start the prediction process"):
         PredictionProcess().load(str(model_path))
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the child's environment from /proc")
+def test_the_prediction_process_makes_torch_threads_wait_passively(model_path, monkeypatch):
+    """Spinning OpenMP threads would take the cores the app's GUI thread and the decoding threads need."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    process = PredictionProcess()
+    try:
+        process.load(str(model_path))
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+    finally:
+        process.close()

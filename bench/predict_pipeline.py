@@ -6,11 +6,26 @@ JPEGs (a colour gradient and a few filled shapes; no project code): ``fixed`` ho
 downloads looks (``small``, for the memory run: 120–480 px, as many aspect ratios, quicker to make
 and decode). They are kept under ``--folder`` (default: the system's temporary folder) and made
 again only when missing.
+
+``versions_table`` (``bench/speed.py --versions``) compares two checkouts of the code on the same
+folders, each row in a child process of its own (the OpenMP wait policy is fixed when torch loads),
+rows alternating within each round:
+
+    python bench/speed.py --versions before=/tmp/main-checkout after=. --images 200 --rounds 3
+
+A checkout's pipeline runs with the environment ``mlcnn`` gives it (``OMP_WAIT_POLICY`` as its
+``mlcnn_core/openmp.py`` sets it, if it has one); the model alone runs once with libgomp's default
+spinning and once with passive waiting. Each row prints img/s and the process's CPU time per image.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from multiprocessing import Pool
@@ -148,3 +163,89 @@ def rss_run(model_path: str, count: int, folder: str | None) -> None:
             print(f"{n:6d} images: RSS {rss:.0f} MB (peak {peak:.0f}), {step / (now - last):.1f} img/s", flush=True)
             last = now
     print(f"{count / (time.perf_counter() - start):.1f} img/s overall")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def row(what: str, kind: str, count: int, folder: str) -> dict:
+    """One row of :func:`versions_table`, in this process: ``pipeline`` (predict_files over the
+    ``kind`` folder) or ``alone`` (the forward pass on its views, decoded beforehand; for ``mixed``,
+    one shape with the mixed set's pixels)."""
+    paths = generated_folder(Path(folder), kind, count)
+    predictor = Predictor(load_model(starter_model_path()))
+    if what == "pipeline":
+        list(predictor.predict_files(paths[:16]))
+        def work() -> None:
+            list(predictor.predict_files(paths))
+    else:
+        views = [predictor.read_passes(p)[0] for p in paths]
+        if kind == "mixed":
+            views = _same_pixels(views, predictor.config.passes, np.random.default_rng(0))
+        _forward_batches(predictor, views[:8])
+        def work() -> None:
+            _forward_batches(predictor, views)
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    work()
+    seconds = time.perf_counter() - start
+    return {"img_s": count / seconds, "cpu_ms": 1000 * (_cpu_seconds() - cpu) / count}
+
+
+def _run_row(checkout: Path, env: dict, what: str, kind: str, count: int, folder: str) -> dict:
+    script = Path(__file__).resolve()
+    env = {**os.environ, **env, "PYTHONPATH": str(checkout)}
+    out = subprocess.run([sys.executable, str(script), what, kind, str(count), folder], env=env, cwd=checkout,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cli_environment(checkout: Path) -> dict:
+    """What the checkout's `mlcnn` adds to the environment before torch loads."""
+    if not (checkout / "mlcnn_core" / "openmp.py").exists():
+        return {}
+    code = ("import os; from mlcnn_core.openmp import wait_passively; wait_passively(); "
+            "print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(checkout)}
+    policy = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return {"OMP_WAIT_POLICY": policy.stdout.strip()}
+
+
+def versions_table(checkouts: dict[str, Path], count: int, rounds: int, folder: str | None) -> None:
+    folder = str(folder or Path(tempfile.gettempdir()) / "mlcnn-speed-bench")
+    for kind in ("fixed", "mixed"):
+        generated_folder(Path(folder), kind, count)
+    first = next(iter(checkouts.values()))
+    rows: dict[str, tuple] = {}
+    for kind in ("mixed", "fixed"):
+        rows[f"model alone, {kind}, default OpenMP wait"] = (first, {}, "alone", kind)
+        rows[f"model alone, {kind}, passive OpenMP wait"] = (first, {"OMP_WAIT_POLICY": "PASSIVE"}, "alone", kind)
+        for name, checkout in checkouts.items():
+            rows[f"pipeline, {kind}, {name}"] = (checkout, _cli_environment(checkout), "pipeline", kind)
+    for name, (checkout, env, _, _) in rows.items():
+        print(f"{name}: {checkout} {env or ''}", flush=True)
+    results: dict[str, list[dict]] = {name: [] for name in rows}
+    for r in range(rounds):
+        for name, (checkout, env, what, kind) in rows.items():
+            load = os.getloadavg()[0]
+            results[name].append(_run_row(checkout, env, what, kind, count, folder))
+            print(f"round {r + 1}, {name}: {results[name][-1]['img_s']:.1f} img/s, "
+                  f"{results[name][-1]['cpu_ms']:.1f} CPU ms/img, load average {load:.1f} → "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+    print("\n| what | img/s min / median / max | CPU ms per image, median |\n|---|---|---|")
+    for name, rs in results.items():
+        rates = [x["img_s"] for x in rs]
+        print(f"| {name} | {min(rates):.1f} / {statistics.median(rates):.1f} / {max(rates):.1f} | "
+              f"{statistics.median(x['cpu_ms'] for x in rs):.1f} |")
+    print("\nper round, pipeline / model alone (passive wait) of the same kind:")
+    for kind in ("mixed", "fixed"):
+        alone = [x["img_s"] for x in results[f"model alone, {kind}, passive OpenMP wait"]]
+        for name in checkouts:
+            pipe = [x["img_s"] for x in results[f"pipeline, {kind}, {name}"]]
+            print(f"  {kind}, {name}: " + ", ".join(f"{p / a:.0%}" for p, a in zip(pipe, alone, strict=True)))
+
+
+if __name__ == "__main__":
+    what, kind, count, folder = sys.argv[1:5]
+    print(json.dumps(row(what, kind, int(count), folder)))

@@ -15,6 +15,11 @@ sizes, in one run; rounds alternate so every row sees the same load (predict_pip
 
     python bench/speed.py --pipeline [--model starter] [--images 300] [--rounds 3]
 
+``--versions NAME=CHECKOUT NAME=CHECKOUT``: the same pipeline in two checkouts of the code, each row
+in its own process, rows alternating (predict_pipeline.versions_table).
+
+    python bench/speed.py --versions before=/tmp/main-checkout after=. [--images 200] [--rounds 3]
+
 ``--rss N``: resident memory while `predict_files` reads N generated mixed-size images.
 
     python bench/speed.py --rss 10000
@@ -69,11 +74,20 @@ def main() -> None:
     ap.add_argument("--archs", nargs="+", default=["compact", "paper"])
     ap.add_argument("--json")
     ap.add_argument("--pipeline", action="store_true", help="mlcnn predict's pipeline against the model alone")
+    ap.add_argument("--versions", nargs="+", metavar="NAME=CHECKOUT", help="compare checkouts' pipelines")
     ap.add_argument("--rss", type=int, metavar="N", help="resident memory while predicting N mixed-size images")
     ap.add_argument("--model", default="starter", help="model file for --pipeline/--rss (default: the starter)")
     ap.add_argument("--images", type=int, default=300, help="images per folder for --pipeline")
     ap.add_argument("--folder", help="where the generated folders are kept (default: a temporary folder)")
     args = ap.parse_args()
+    if args.versions:
+        from pathlib import Path
+
+        from predict_pipeline import versions_table
+
+        checkouts = {name: Path(path).resolve() for name, path in (v.split("=", 1) for v in args.versions)}
+        versions_table(checkouts, args.images, args.rounds, args.folder)
+        return
     if args.pipeline or args.rss:
         from predict_pipeline import pipeline_table, rss_run
 

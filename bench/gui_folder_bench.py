@@ -5,6 +5,8 @@
     python bench/gui_folder_bench.py --launch         # as `tagger-app FOLDER`: the starter model loads too
     python bench/gui_folder_bench.py --reopen         # then opens it again (library and thumbnails kept)
     python bench/gui_folder_bench.py --keywords       # each JPEG holds 3 embedded XMP keywords
+    python bench/gui_folder_bench.py --reopen --new-process   # ... in a new process: quit, launch again
+    python bench/gui_folder_bench.py --train 40       # fine-tune from the training panel; GUI gaps meanwhile
 
 What is measured, from the moment ``open_folder`` is called, on the GUI thread's clock:
 
@@ -23,10 +25,17 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
   model's loading too;
 * tagging (``--launch --tag N``): then Tag on the first N images, its time and the longest GUI-thread
   gap while it runs;
+* training (``--train N``): a folder of N images of ``data/emoji/noto-train`` with their caption files,
+  every image confirmed, launched with the starter model; the training panel shown and left idle for
+  20 s (the gaps the machine's load alone causes), then its Fine-tune with its default options, and
+  the longest GUI-thread gap from the click until the comparison of the new model with the old one
+  is shown (the trainer and the evaluator run in child processes);
 * peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
 
 Thumbnails are kept on disk (thumbnail_cache.py) in a temporary ``XDG_CACHE_HOME``, so the first
-opening decodes them and ``--reopen`` measures a second opening that reads them back.
+opening decodes them and ``--reopen`` measures a second opening that reads them back: in the same
+process (the app's thumbnails still in memory are dropped with its window), or with ``--new-process``
+in a new one, as a person quits and launches the app again (``--cache-dir`` names the cache, kept).
 
 Each run starts with a fresh library (the folder's ``.mlcnn-tagger`` is deleted) unless --keep-library.
 """
@@ -86,7 +95,7 @@ def embed_keywords(folder: Path) -> float:
 
 
 def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll: bool = True,
-        keywords: bool = False) -> dict:
+        keywords: bool = False, train: bool = False) -> dict:
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -176,6 +185,7 @@ def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll
     app.exec()
     gaps.stop()
     tagging = time_tagging(app, window, tag, timeout) if tag and window.model is not None else None
+    training = time_training(app, window, timeout) if train and window.model is not None else None
 
     # scroll to the end page by page, timing each rendering of the visible cells
     bar = view.verticalScrollBar()
@@ -205,6 +215,7 @@ def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "prediction_process_peak_mb": prediction_process_peak_mb(window),
         "tagging": tagging,
+        "training": training,
     }
     window.shutdown()
     window.deleteLater()
@@ -282,6 +293,68 @@ def time_tagging(app, window, count: int, timeout: float) -> dict:
             "longest_gui_gap_ms": 1000 * gaps.longest}
 
 
+def time_training(app, window, timeout: float) -> dict:
+    """Fine-tune the loaded model from the training panel (its default options) on the folder's
+    confirmed images and watch the GUI thread until the new model's comparison is shown."""
+    window._show_training()
+    panel = window.training_panel
+    ended: list[str] = []
+    panel.trainingEnded.connect(lambda how: ended.append(how) or how != "done" and app.exit(0))
+    panel.comparisonReady.connect(lambda: app.exit(0))
+    steps: list[float] = []
+    panel.trainer.progress.connect(lambda _event: steps.append(time.perf_counter()))
+    moments: dict[str, float] = {}
+    for name, signal in (("trainer started", panel.trainer.started), ("features read", panel.trainer.preparing),
+                         ("trainer finished", panel.trainer.finished), ("comparison shown", panel.comparisonReady)):
+        signal.connect(lambda *_a, name=name: moments.__setitem__(name, round(time.perf_counter() - start, 2)))
+    idle = idle_gaps(app, IDLE_CONTROL_S)
+    start = time.perf_counter()
+    gaps = GapWatch(start, lambda: time.perf_counter() - start > timeout and app.exit(0))
+    if not panel.start_training():
+        raise RuntimeError(f"the training panel did not start: {panel.status_label.text()}")
+    app.exec()
+    gaps.stop()
+    worst = sorted(gaps.gaps, key=lambda g: -g[1])[:5]
+    return {"images": panel.n_train, "held_out": panel.n_held_out, "ended": ended[0] if ended else "timeout",
+            "seconds": time.perf_counter() - start, "steps": len(steps), "moments": moments,
+            "first_step_s": round(steps[0] - start, 2) if steps else None,
+            "longest_gui_gap_ms": 1000 * gaps.longest, "longest_gui_gap_end_s": gaps.longest_end,
+            "gaps_over_20_ms": len(gaps.gaps), "worst_gaps": [(round(e, 2), round(1000 * g)) for e, g in worst],
+            "error": panel.last_error, "idle_longest_gui_gap_ms": 1000 * idle.longest,
+            "idle_gaps_over_20_ms": len(idle.gaps)}
+
+
+IDLE_CONTROL_S = 20.0
+
+
+def idle_gaps(app, seconds: float) -> GapWatch:
+    """The GUI thread watched while the app does nothing: what the machine's load alone costs it."""
+    start = time.perf_counter()
+    gaps = GapWatch(start, lambda: time.perf_counter() - start > seconds and app.exit(0))
+    app.exec()
+    gaps.stop()
+    return gaps
+
+
+def training_folder(folder: Path, count: int) -> None:
+    """``count`` images of the benchmark's noto-train set with their caption files, every one
+    confirmed in a fresh library (as a person who corrected them all)."""
+    from mlcnn_core.library import Library
+
+    source = Path(__file__).resolve().parent.parent / "data" / "emoji" / "noto-train"
+    shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
+    for image in sorted(source.glob("*.jpg"))[:count]:
+        for path in (image, image.with_suffix(".txt")):
+            if not (folder / path.name).exists():
+                shutil.copy2(path, folder / path.name)
+    library = Library.open(folder)
+    library.scan()
+    library.import_sidecars()
+    for record in library.images():
+        library.confirm_all(record.id)
+    library.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, help="folder to use (default: a temporary one, deleted afterwards)")
@@ -296,30 +369,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scroll", dest="scroll", action="store_false", help="do not scroll to the end")
     parser.add_argument("--keywords", action="store_true",
                         help="embed 3 XMP keywords in each JPEG and time until the gallery shows them all")
+    parser.add_argument("--new-process", action="store_true", help="with --reopen: the second opening in a new process")
+    parser.add_argument("--cache-dir", type=Path, help="XDG_CACHE_HOME to use and keep (default: a temporary one)")
+    parser.add_argument("--train", type=int, default=0, metavar="N",
+                        help="fine-tune from the training panel on N confirmed noto-train images (implies --launch)")
     args = parser.parse_args(argv)
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="gui-bench-cache-")
+    if args.train:
+        args.launch, args.count, args.scroll = True, args.train, False
+        os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="gui-bench-data-")  # the runs and models it keeps
+    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="gui-bench-cache-"))
+    os.environ["XDG_CACHE_HOME"] = str(cache)
 
     temporary = args.folder is None
     folder = Path(tempfile.mkdtemp(prefix="gui-bench-")) if temporary else args.folder
     folder.mkdir(parents=True, exist_ok=True)
+    second = None
     try:
-        gen_seconds = generate(folder, args.count, args.size)
-        if args.keywords:
-            gen_seconds += embed_keywords(folder)
-        if not args.keep_library:
-            shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
-        results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll, args.keywords))]
-        if args.reopen:
+        if args.train:
+            gen_seconds = 0.0
+            training_folder(folder, args.train)
+        else:
+            gen_seconds = generate(folder, args.count, args.size)
+            if args.keywords:
+                gen_seconds += embed_keywords(folder)
+            if not args.keep_library:
+                shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
+        results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll,
+                                          keywords=args.keywords, train=bool(args.train)))]
+        if args.reopen and args.new_process:
+            second = reopen_in_new_process(folder, cache, args)
+        elif args.reopen:
             results.append(("second opening", run(folder, args.timeout, args.launch, scroll=args.scroll,
                                                   keywords=args.keywords)))
     finally:
-        shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+        if args.cache_dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
     for title, result in results:
         print(f"--- {title}")
         report(folder, args, gen_seconds, temporary, result)
+    if second is not None:
+        print("--- second opening, in a new process (the same thumbnail cache and library)")
+        print(second, end="")
     return 0
+
+
+def reopen_in_new_process(folder: Path, cache: Path, args: argparse.Namespace) -> str:
+    """Open ``folder`` again in a new Python process with the same thumbnail cache and library, as
+    a person does who quits the app and launches it again; returns what that process printed."""
+    import subprocess
+
+    command = [sys.executable, str(Path(__file__).resolve()), "--folder", str(folder), "--count", str(args.count),
+               "--size", str(args.size), "--keep-library", "--cache-dir", str(cache),
+               "--timeout", str(args.timeout)]
+    command += ["--launch"] * args.launch + ["--no-scroll"] * (not args.scroll) + ["--keywords"] * args.keywords
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return done.stdout.split("--- first opening\n", 1)[-1]
 
 
 def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary: bool, result: dict) -> None:
@@ -356,6 +462,19 @@ def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary
             f"tagging the first {args.tag} images: {tagging['images']} tagged in {tagging['seconds']:.1f} s, "
             f"longest GUI-thread gap {tagging['longest_gui_gap_ms']:.0f} ms"
         )
+    training = result["training"]
+    if training is not None:
+        print(
+            f"fine-tuning from the training panel on {training['images']} images ({training['held_out']} held "
+            f"out): {training['ended']} after {training['seconds']:.1f} s with the comparison, "
+            f"{training['steps']} step events; longest GUI-thread gap {training['longest_gui_gap_ms']:.0f} ms "
+            f"({training['longest_gui_gap_end_s']:.1f} s after the click), {training['gaps_over_20_ms']} gaps "
+            f"over 20 ms; worst (s after the click, ms): {training['worst_gaps']}"
+            + (f"; error: {training['error']}" if training["error"] else "")
+        )
+        print(f"moments (s after the click): {training['moments']}, first step {training['first_step_s']}")
+        print(f"the same window idle for {IDLE_CONTROL_S:.0f} s just before: longest GUI-thread gap "
+              f"{training['idle_longest_gui_gap_ms']:.0f} ms, {training['idle_gaps_over_20_ms']} gaps over 20 ms")
 
 
 if __name__ == "__main__":

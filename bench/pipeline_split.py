@@ -1,7 +1,7 @@
 """Where `mlcnn predict`'s time goes: each stage of the prediction pipeline run one after the other on
 one folder, timed apart (CPU time and wall time per image).
 
-    python bench/pipeline_split.py FOLDER [--threads 1]
+    python bench/pipeline_split.py FOLDER [--threads 1] [--bucket-steps 64 128 --rounds 3]
 
 The stages are those of ``Predictor.predict_files`` (decoding, resizing to each pass, padding views
 into their shape bucket's batch, turning a batch into the network's input, the masked trunk, the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import statistics
 import time
 from collections import defaultdict
 
@@ -99,23 +100,37 @@ def main() -> None:
     ap.add_argument("folder")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--model", help="model file (default: the starter)")
+    ap.add_argument("--bucket-steps", type=int, nargs="+", metavar="PX",
+                    help="shape bucket steps to compare, one column each (default: the predictor's own)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds, the columns alternating; medians reported")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = find_images(args.folder)
-    predictor = Predictor(load_model(args.model or starter_model_path()))
-    run(predictor, paths, Clock())  # every batch shape once: oneDNN makes its kernels
-    clock = Clock()
-    start = time.perf_counter()
-    run(predictor, paths, clock)
-    total = time.perf_counter() - start
+    model = load_model(args.model or starter_model_path())
+    predictors = {step: Predictor(model, bucket_step=step) for step in args.bucket_steps or [None]}
+    for predictor in predictors.values():
+        run(predictor, paths, Clock())  # every batch shape once: oneDNN makes its kernels
+    clocks: dict = {step: [] for step in predictors}
+    for _ in range(args.rounds):
+        for step, predictor in predictors.items():
+            clock, start = Clock(), time.perf_counter()
+            run(predictor, paths, clock)
+            clock.wall["all"] = time.perf_counter() - start
+            clocks[step].append(clock)
     n = len(paths)
-    print(f"{args.folder}: {n} images, {torch.get_num_threads()} torch threads, {n / total:.1f} img/s one stage "
-          f"after the other")
-    print("\n| stage | CPU ms per image | wall ms per image |\n|---|---|---|")
-    for name in STAGES:
-        print(f"| {name} | {1000 * clock.cpu[name] / n:.2f} | {1000 * clock.wall[name] / n:.2f} |")
-    print(f"| all | {1000 * sum(clock.cpu.values()) / n:.2f} | {1000 * total / n:.2f} |")
+    print(f"{args.folder}: {n} images, {torch.get_num_threads()} torch threads, stages one after the other, "
+          f"median of {args.rounds} round(s)")
+    steps = [predictor.bucket_step for predictor in predictors.values()]
+    print("\n| stage | " + " | ".join(f"CPU / wall ms per image, {step}-px buckets" for step in steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    for name in (*STAGES, "all"):
+        cells = []
+        for runs in clocks.values():
+            cpu = statistics.median(sum(c.cpu.values()) if name == "all" else c.cpu[name] for c in runs)
+            wall = statistics.median(c.wall[name] for c in runs)
+            cells.append(f"{1000 * cpu / n:.2f} / {1000 * wall / n:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ unpickles anything: the prediction process (``predict_server.py``) and the app e
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import BinaryIO
 
 import numpy as np
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-MAX_ARRAY_BYTES = 2 * 1024 * 1024 * 1024
+MAX_ARRAY_BYTES = 2 * 1024 * 1024 * 1024  # all the arrays of one frame together
 DTYPES = frozenset({"bool", "uint8", "int16", "int32", "int64", "float16", "float32", "float64"})
 _LENGTH = struct.Struct("<I")
 
@@ -48,20 +49,26 @@ def read_frame(stream: BinaryIO) -> tuple[dict, list[np.ndarray]] | None:
     try:
         header = json.loads(_read_exactly(stream, length).decode("utf-8"))
         specs = header.pop("arrays", [])
-        shapes = [(str(s["dtype"]), [int(n) for n in s["shape"]]) for s in specs]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        shapes = [(s["dtype"], s["shape"]) for s in specs]
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise FrameError(f"bad frame header: {exc}") from exc
     if not isinstance(header, dict):
         raise FrameError("bad frame header: not a JSON object")
-    arrays = []
-    for dtype, shape in shapes:
-        if dtype not in DTYPES or any(n < 0 for n in shape):
-            raise FrameError(f"bad array in frame: {dtype} {shape}")
-        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if size > MAX_ARRAY_BYTES:
-            raise FrameError(f"array of {size} bytes in frame (at most {MAX_ARRAY_BYTES})")
-        arrays.append(np.frombuffer(_read_into(stream, bytearray(size)), dtype=dtype).reshape(shape))
-    return header, arrays
+    sizes = [_array_bytes(dtype, shape) for dtype, shape in shapes]
+    if sum(sizes) > MAX_ARRAY_BYTES:
+        raise FrameError(f"arrays of {sum(sizes)} bytes in frame (at most {MAX_ARRAY_BYTES})")
+    return header, [
+        np.frombuffer(_read_into(stream, bytearray(size)), dtype=dtype).reshape(shape)
+        for (dtype, shape), size in zip(shapes, sizes, strict=True)
+    ]
+
+
+def _array_bytes(dtype, shape) -> int:
+    """The size an array spec declares, checked before anything is allocated for it."""
+    if (not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list)
+            or not all(type(n) is int and n >= 0 for n in shape)):
+        raise FrameError(f"bad array in frame: {dtype} {shape}")
+    return math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: a huge shape cannot wrap around
 
 
 def _read_into(stream: BinaryIO, buffer: bytearray) -> bytearray:

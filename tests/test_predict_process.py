@@ -71,6 +71,27 @@ def test_frames_refuse_what_is_not_plain_numbers():
         read_frame(io.BytesIO(struct.pack("<I", 100) + b"{}"))
 
 
+def _frame(header: bytes, body: bytes = b"") -> io.BytesIO:
+    return io.BytesIO(struct.pack("<I", len(header)) + header + body)
+
+
+@pytest.mark.parametrize("specs", [
+    [{"dtype": "float32", "shape": [2**31, 2**31, 4]}],  # 2**64 bytes: wraps to 0 in int64
+    [{"dtype": "uint8", "shape": [2**30]}] * 3,  # each under the limit, together over it
+    [{"dtype": "uint8", "shape": "12"}],  # a string is not a shape
+    [{"dtype": "uint8", "shape": [1.5]}],
+    [{"dtype": ["uint8"], "shape": [1]}],
+])
+def test_frames_refuse_array_specs_that_lie_before_allocating(specs):
+    with pytest.raises(FrameError):
+        read_frame(_frame(json.dumps({"arrays": specs}).encode(), b"\0" * 64))
+
+
+def test_frames_refuse_a_header_nested_too_deep_to_decode():
+    with pytest.raises(FrameError, match="bad frame header"):
+        read_frame(_frame(b"[" * 100_000 + b"]" * 100_000))
+
+
 def test_server_reports_a_failing_batch_after_the_results_it_has(model_path, images):
     out = io.BytesIO()
     server = PredictionServer(out)

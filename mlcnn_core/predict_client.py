@@ -4,7 +4,9 @@ reads the frames back as plain values. Imports neither torch nor Qt.
 Blocking calls, meant for one worker thread: waiting on the pipe releases the interpreter lock, so
 the caller's GUI thread keeps running while the child imports torch, loads a model or predicts. A
 child that dies is reported as :class:`ProcessCrashed`; the next request starts a new one and loads
-the last model again.
+the last model again, unless its file changed since, or the process stopped
+:data:`MAX_CRASHES_IN_A_ROW` times without answering in between: then prediction stays stopped
+until a model is loaded again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .frames import FrameError, read_frame, write_frame
 from .openmp import wait_passively
 
 STDERR_TAIL_LINES = 20
+MAX_CRASHES_IN_A_ROW = 3
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,6 +91,9 @@ class PredictionProcess:
         self._process: subprocess.Popen | None = None
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._model_path: str | None = None
+        self._model_hash: str | None = None
+        self._crashes = 0  # in a row, with no answer to a prediction between them
+        self._stopped_why: str | None = None  # why the process is not started again until a load
         self._closed = False
 
     @property
@@ -98,12 +104,22 @@ class PredictionProcess:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def restarts(self) -> bool:
+        """Whether the next prediction starts a new process if this one stopped."""
+        return self._stopped_why is None
+
     def load(self, path: str) -> LoadedModel:
+        model = self._load(path)
+        self._model_path, self._model_hash = str(path), model.hash
+        self._crashes, self._stopped_why = 0, None
+        return model
+
+    def _load(self, path: str) -> LoadedModel:
         self._start()
         header, _ = self._request({"op": "load", "path": str(path)})
         if header.get("event") != "loaded":
             raise RequestFailed(str(header.get("message", header)))
-        self._model_path = str(path)
         model = header.get("model", {})
         return LoadedModel(
             header["name"], header["path"], list(header["labels"]), dict(header["card"]), header["device"],
@@ -113,17 +129,13 @@ class PredictionProcess:
     def predict(self, jobs: list[tuple[int, str]]) -> Iterator[ImagePrediction | ImageFailure]:
         """One result per job, in order; raises after the results already delivered when the batch fails."""
         if self._process is None:
-            if self._model_path is None:
-                raise RequestFailed("no model is loaded")
-            try:
-                self.load(self._model_path)
-            except RequestFailed as exc:
-                raise RequestFailed(f"cannot load the model again after the prediction process stopped: {exc}") from exc
+            self._restart()
         self._send({"op": "predict", "jobs": [{"key": int(k), "path": str(p)} for k, p in jobs]})
         finished = False
         try:
             while True:
                 header, arrays = self._receive()
+                self._crashes = 0
                 event = header.get("event")
                 if event in ("done", "error"):
                     finished = True
@@ -134,6 +146,19 @@ class PredictionProcess:
         finally:
             if not finished and self._process is not None:
                 self._drain()  # the caller stopped early: the rest of the answer must not meet the next request
+
+    def _restart(self) -> None:
+        if self._model_path is None:
+            raise RequestFailed("no model is loaded")
+        if self._stopped_why is not None:
+            raise RequestFailed(self._stopped_why)
+        try:
+            if self._load(self._model_path).hash != self._model_hash:
+                raise RequestFailed(f"{self._model_path} changed since it was loaded: open it again to use it")
+        except RequestFailed as exc:
+            self._stop()
+            self._stopped_why = f"cannot load the model again after the prediction process stopped: {exc}"
+            raise RequestFailed(self._stopped_why) from exc
 
     def _result(self, header: dict, arrays: list[np.ndarray]) -> ImagePrediction | ImageFailure:
         event = header.get("event")
@@ -237,6 +262,11 @@ class PredictionProcess:
         else:
             how = f"exit code {code}" if code is not None else why
         last = f": {self._stderr_tail[-1]}" if self._stderr_tail else ""
+        self._crashes += 1
+        if self._crashes >= MAX_CRASHES_IN_A_ROW:
+            message = f"the prediction process stopped {self._crashes} times in a row (last: {how}){last}"
+            self._stopped_why = f"{message}; load the model again to retry"
+            raise ProcessCrashed(message)
         raise ProcessCrashed(f"the prediction process stopped ({how}){last}")
 
     def _stop(self) -> None:

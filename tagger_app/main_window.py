@@ -482,8 +482,9 @@ class MainWindow(QMainWindow):
         name = record.path if record is not None else f"image {image_id}"
         self.statusBar().showMessage(f"Cannot predict {name}: {message}", 10000)
 
-    def _on_prediction_process_crashed(self, message: str) -> None:
-        self._report(f"Prediction stopped: {message}. It starts again with the next image.", error=True)
+    def _on_prediction_process_crashed(self, message: str, restarts: bool) -> None:
+        then = "It starts again with the next image." if restarts else "Open a model from the Model menu to go on."
+        self._report(f"Prediction stopped: {message}. {then}", error=True)
 
     def _tag(self, image_ids: list[int]) -> int:
         if self.library is None or not image_ids:

@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,5 +177,58 @@ def test_the_prediction_process_makes_torch_threads_wait_passively(model_path, m
         process.load(str(model_path))
         environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
         assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+    finally:
+        process.close()
+
+
+def test_a_model_file_changed_since_it_was_loaded_is_not_loaded_again_silently(model_path, images, tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(model_path.read_bytes())
+    process = PredictionProcess()
+    try:
+        process.load(str(path))
+        save_model(new_model("tiny", labels=["sky", "sea"], name="another"), path)  # e.g. a training run's --out
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(ProcessCrashed):
+            list(process.predict([(0, str(images[0]))]))
+        for _ in range(2):  # refused, and no process is started for it again
+            with pytest.raises(RequestFailed, match="changed since it was loaded"):
+                list(process.predict([(0, str(images[0]))]))
+            assert process.pid is None
+        assert process.load(str(path)).labels == ["sky", "sea"]  # opened again by the person: used
+    finally:
+        process.close()
+
+
+class _CountingPopen:
+    def __init__(self, real):
+        self.real, self.started = real, []
+
+    def __call__(self, *args, **kwargs):
+        self.started.append(self.real(*args, **kwargs))
+        return self.started[-1]
+
+
+CRASHES_ON_PREDICT = ("import os, signal, mlcnn_core.predict_server as s; "
+                      "s.PredictionServer._predict = lambda self, jobs: os.kill(os.getpid(), signal.SIGKILL); s.main()")
+
+
+def test_a_process_that_keeps_crashing_is_not_started_again_and_again(model_path, images, monkeypatch):
+    import mlcnn_core.predict_client as client
+
+    monkeypatch.setattr(client, "server_command", lambda: [sys.executable, "-c", CRASHES_ON_PREDICT])
+    popen = _CountingPopen(subprocess.Popen)
+    monkeypatch.setattr(client.subprocess, "Popen", popen)
+    process = PredictionProcess()
+    try:
+        process.load(str(model_path))
+        for _ in range(client.MAX_CRASHES_IN_A_ROW):
+            with pytest.raises(ProcessCrashed, match="SIGKILL"):
+                list(process.predict([(0, str(images[0]))]))
+        with pytest.raises(RequestFailed, match=f"stopped {client.MAX_CRASHES_IN_A_ROW} times in a row"):
+            list(process.predict([(0, str(images[0]))]))
+        assert len(popen.started) == client.MAX_CRASHES_IN_A_ROW and not process.restarts
+        process.load(str(model_path))  # the person opens it again: it is tried again
+        assert process.restarts and len(popen.started) == client.MAX_CRASHES_IN_A_ROW + 1
     finally:
         process.close()

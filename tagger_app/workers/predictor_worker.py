@@ -7,7 +7,7 @@ loads a model or predicts. Jobs sit in a queue shared with the GUI thread under 
 image jumps the queue, batches append, cancel empties it. Every result is stored in the library by
 the worker (its own SQLite connection) the moment it arrives, then handed to the GUI by signal. A
 child that dies is reported (``processCrashed``); the next request starts a new one with the same
-model.
+model, unless it keeps stopping (``predict_client.MAX_CRASHES_IN_A_ROW``).
 
 Scores: the core's per-label scores are sums of pruned confidences over the map's positions (each
 position keeps only its best label). The worker divides them by their total, giving each label's
@@ -85,7 +85,7 @@ class PredictorWorker(QObject):
     imageFailed = Signal(int, str)
     progress = Signal(int, int, float)  # done, total, seconds since the batch started
     batchFinished = Signal(int, int, bool)  # done, total, cancelled
-    processCrashed = Signal(str)
+    processCrashed = Signal(str, bool)  # message, whether the next prediction starts a new process
 
     _wake = Signal()
 
@@ -214,7 +214,7 @@ class PredictorWorker(QObject):
             if self._process.closed:
                 return
             if isinstance(exc, ProcessCrashed):
-                self.processCrashed.emit(str(exc))
+                self.processCrashed.emit(str(exc), self._process.restarts)
             if len(left) > 1:  # which image it was, and the others' predictions, come one at a time
                 for job in left:
                     self._run([job], library, rules)

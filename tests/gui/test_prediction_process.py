@@ -97,6 +97,7 @@ def test_a_crashed_prediction_process_is_reported_and_restarted(qtbot, window, i
         window.tag_all()
     assert finished.args == [10, 10, False]
     assert "Prediction stopped" in window.last_error and "SIGKILL" in window.last_error
+    assert "starts again with the next image" in window.last_error
     # the batch in flight is retried one image at a time in the new process: nothing is lost
     assert failures == []
     assert all(window.library.prediction(r.id) is not None for r in window.images.records())

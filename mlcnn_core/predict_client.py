@@ -212,13 +212,19 @@ class PredictionProcess:
         threading.Thread(target=self._drain_stderr, args=(process.stderr,), daemon=True,
                          name="prediction-stderr").start()
         self._process = process
+        if self._closed:  # close() ran while it started and did not see it
+            self._stop()
+            raise RequestFailed("the prediction process is closed")
 
     def _drain_stderr(self, stream) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._stderr_tail.append(line)
-                print(line, file=sys.stderr)
+                try:
+                    print(line, file=sys.stderr)
+                except (OSError, ValueError):
+                    pass  # the app's stderr is gone (a closed terminal): the pipe must still be emptied
 
     def _request(self, header: dict) -> tuple[dict, list[np.ndarray]]:
         self._send(header)

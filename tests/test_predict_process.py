@@ -7,6 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,45 @@ def test_a_process_that_keeps_crashing_is_not_started_again_and_again(model_path
         assert process.restarts and len(popen.started) == client.MAX_CRASHES_IN_A_ROW + 1
     finally:
         process.close()
+
+
+class _GoneStream:
+    def write(self, text):
+        raise OSError(5, "Input/output error")
+
+    def flush(self):
+        raise OSError(5, "Input/output error")
+
+
+NOISY_START = "import sys, mlcnn_core.predict_server as s; sys.stderr.write('warning\\n' * 100_000); s.main()"
+
+
+def test_a_childs_stderr_is_emptied_when_the_apps_own_is_gone(model_path, monkeypatch):
+    import mlcnn_core.predict_client as client
+
+    monkeypatch.setattr(client, "server_command", lambda: [sys.executable, "-c", NOISY_START])
+    monkeypatch.setattr(sys, "stderr", _GoneStream())  # e.g. the terminal the app started from was closed
+    process, loaded = PredictionProcess(), []
+    loader = threading.Thread(target=lambda: loaded.append(process.load(str(model_path))), daemon=True)
+    loader.start()
+    loader.join(120)
+    process.close()
+    assert loaded, "the child blocked on a full stderr pipe"
+
+
+def test_a_process_started_while_the_client_closes_is_stopped(model_path, monkeypatch):
+    import mlcnn_core.predict_client as client
+
+    process = PredictionProcess()
+    popen = _CountingPopen(subprocess.Popen)
+
+    def close_meanwhile(*args, **kwargs):
+        child = popen(*args, **kwargs)
+        process.close()  # the GUI thread quits the app while the worker thread starts the child
+        return child
+
+    monkeypatch.setattr(client.subprocess, "Popen", close_meanwhile)
+    with pytest.raises(RequestFailed, match="closed"):
+        process.load(str(model_path))
+    (child,) = popen.started
+    assert child.returncode is not None  # stopped and reaped, not left loading a model

@@ -25,7 +25,6 @@ Written captions (:meth:`TagRules.written`, applied where a sidecar is written):
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +47,13 @@ def display_confidences(scores: dict[str, float], rescored: bool) -> dict[str, f
 
 def _match_key(tag: str) -> str:
     return normalize_tag(tag).replace("_", " ").casefold()
+
+
+def _wildcard_pattern(pattern: str) -> re.Pattern:
+    """``*`` and ``?`` as wildcards and every other character as itself: ``[sic]`` is a tag, not
+    fnmatch's set of three letters."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in _match_key(pattern))
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
 
 
 def parse_tag_list(text: str) -> tuple[str, ...]:
@@ -74,7 +80,7 @@ class TagRules:
         object.__setattr__(self, "prefix", tuple(normalize_tags(self.prefix)))
         if any("," in t for t in self.prefix):
             raise ValueError("a caption prefix is comma-separated tags; a tag in it cannot hold a comma")
-        patterns = [re.compile(fnmatch.translate(_match_key(p))) for p in self.exclude]
+        patterns = [_wildcard_pattern(p) for p in self.exclude]
         object.__setattr__(self, "_patterns", patterns)
 
     def excluded(self, tag: str) -> bool:

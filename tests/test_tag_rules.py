@@ -24,6 +24,14 @@ def test_excluded_tags_match_whatever_their_case_separator_or_wildcard():
     assert rules.written(["cat", "watermark", "long hair"]) == ["cat"]
 
 
+def test_excluded_tags_take_brackets_and_other_signs_as_themselves():
+    rules = TagRules(exclude=["[sic]", "name (artist)", "a+b", "^_^"])
+    assert rules.excluded("[sic]") and not rules.excluded("s") and not rules.excluded("i")
+    assert rules.excluded("Name (Artist)") and rules.excluded("a+b") and not rules.excluded("aab")
+    assert rules.excluded("^_^") and not rules.excluded("^_^_^")
+    assert TagRules(exclude=["[!a]"]).excluded("[!a]") and not TagRules(exclude=["[!a]"]).excluded("b")
+
+
 def test_at_most_max_tags_proposals_the_most_confident_kept():
     confidences = {"a": 0.3, "b": 0.9, "c": 0.6}
     assert TagRules(max_tags=2).choose(["a", "b", "c"], confidences) == ["b", "c"]

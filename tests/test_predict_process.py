@@ -275,3 +275,22 @@ def test_a_process_started_while_the_client_closes_is_stopped(model_path, monkey
         process.load(str(model_path))
     (child,) = popen.started
     assert child.returncode is not None  # stopped and reaped, not left loading a model
+
+
+PRINTS_WHILE_LOADING = (
+    "import os, mlcnn_core.predict_server as s; load = s.PredictionServer._load\n"
+    "def noisy(self, path):\n"
+    "    print('a library says hello'); os.write(1, b'a C library too\\n'); load(self, path)\n"
+    "s.PredictionServer._load = noisy; s.main()"
+)
+
+
+def test_what_the_child_prints_to_stdout_does_not_corrupt_its_answers(model_path, monkeypatch):
+    import mlcnn_core.predict_client as client
+
+    monkeypatch.setattr(client, "server_command", lambda: [sys.executable, "-c", PRINTS_WHILE_LOADING])
+    process = PredictionProcess()
+    try:
+        assert process.load(str(model_path)).labels == LABELS
+    finally:
+        process.close()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from mlcnn_core.sidecars import normalize_tag, normalize_tags
 
 WORD_SEPARATORS: tuple[str, ...] = ("keep", "space", "underscore")
-_WORD_UNDERSCORE = re.compile(r"(?<=[^\W_])_+(?=[^\W_])")
+_WORD_UNDERSCORE = re.compile(r"(?<=[^\W_])_+|_+(?=[^\W_])")
 
 
 def display_confidences(scores: dict[str, float], rescored: bool) -> dict[str, float]:
@@ -100,9 +100,9 @@ class TagRules:
         return chosen[: self.max_tags] if self.max_tags is not None else chosen
 
     def word_form(self, tag: str) -> str:
-        """A tag as written under ``word_separator``. Only an underscore between two letters or
-        digits is a word separator, and tags of three characters or fewer are kept, so that
-        kaomoji (``^_^``, ``o_o``) stay as they are."""
+        """A tag as written under ``word_separator``. Only an underscore beside a letter or digit
+        is a word separator (``hatsune_miku_(cosplay)`` is ``hatsune miku (cosplay)``), and tags of
+        three characters or fewer are kept, so that kaomoji (``^_^``, ``o_o``) stay as they are."""
         tag = normalize_tag(tag)
         if self.word_separator == "keep" or len(tag) <= 3:
             return tag

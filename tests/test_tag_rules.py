@@ -42,6 +42,9 @@ def test_words_are_written_with_spaces_or_underscores_and_kaomoji_kept():
     assert [spaces.word_form(t) for t in ["long_hair", "^_^", "o_o", "looking_at_viewer"]] == [
         "long hair", "^_^", "o_o", "looking at viewer"]
     assert underscores.word_form("long hair") == "long_hair"
+    assert spaces.word_form("hatsune_miku_(cosplay)") == "hatsune miku (cosplay)"  # not half written
+    assert underscores.word_form("hatsune miku (cosplay)") == "hatsune_miku_(cosplay)"
+    assert spaces.word_form("^_^;") == "^_^;"
     assert TagRules().word_form("long_hair") == "long_hair"
 
 

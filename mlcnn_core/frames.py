@@ -34,7 +34,7 @@ def write_frame(stream: BinaryIO, header: dict, arrays: list[np.ndarray] = ()) -
     encoded = json.dumps(body, separators=(",", ":")).encode("utf-8")
     stream.write(_LENGTH.pack(len(encoded)) + encoded)
     for array in arrays:
-        stream.write(memoryview(array).cast("B"))
+        stream.write(array.reshape(-1).view(np.uint8))  # memoryview.cast refuses an empty array
     stream.flush()
 
 

@@ -64,6 +64,14 @@ def test_frames_round_trip_arrays_exactly():
     arrays[0][0, 0, 0] = 2.0  # the maps are the reader's own, not a view of a shared buffer
 
 
+def test_frames_carry_empty_arrays_without_losing_their_place_in_the_stream():
+    stream = io.BytesIO()
+    write_frame(stream, {"event": "x"}, [np.zeros((0, 5), np.float32), np.ones((2, 3), bool)])
+    write_frame(stream, {"event": "y"})
+    (first, arrays), (second, _) = frames_of(stream.getvalue())
+    assert [a.shape for a in arrays] == [(0, 5), (2, 3)] and arrays[1].all() and second == {"event": "y"}
+
+
 def test_frames_refuse_what_is_not_plain_numbers():
     with pytest.raises(FrameError):
         write_frame(io.BytesIO(), {}, [np.array([object()])])

@@ -75,7 +75,7 @@ class TagRulesDialog(QDialog):
         layout.addLayout(form)
         note = QLabel(
             "Proposals follow these rules from the next prediction on (Tag ▸ Tag all images proposes again); "
-            "captions follow them from the next write. Tags are comma-separated; * and ? match any text."
+            "captions follow them from the next write. Tags are comma-separated; * matches any text, ? one character."
         )
         note.setWordWrap(True)
         layout.addWidget(note)

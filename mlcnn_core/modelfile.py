@@ -15,6 +15,7 @@ import datetime as _dt
 import glob
 import json
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,10 @@ def _read_header(path: Path) -> tuple[dict, int, int]:
     The framing is tried first: a valid safetensors file may well start with byte 0x80 (a header
     length of 128 mod 256). Only a file that fails it is told apart as a pickle or a zip."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # opening a FIFO would wait for a writer for ever
+            raise ModelFileError(f"{path}: not a model file (a folder, a pipe or a device)")
+        size = info.st_size
         with open(path, "rb") as f:
             head = f.read(8)
             n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1

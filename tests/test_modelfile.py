@@ -2,6 +2,7 @@ import json
 import os
 import pickle
 import struct
+import threading
 
 import pytest
 import torch
@@ -198,3 +199,23 @@ def test_saving_removes_temporary_files_of_killed_saves(saved):
     ours.write_bytes(b"x")
     save_model(model, path)
     assert not stale.exists() and ours.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    errors = []
+
+    def read():
+        try:
+            read_card(fifo)
+        except ModelFileError as e:
+            errors.append(str(e))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # let the blocked open() return before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert errors and "not a model file" in errors[0]

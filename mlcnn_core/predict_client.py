@@ -90,6 +90,7 @@ class PredictionProcess:
     def __init__(self):
         self._process: subprocess.Popen | None = None
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._stderr_reader: threading.Thread | None = None
         self._model_path: str | None = None
         self._model_hash: str | None = None
         self._crashes = 0  # in a row, with no answer to a prediction between them
@@ -209,8 +210,9 @@ class PredictionProcess:
             )
         except OSError as exc:
             raise ProcessCrashed(f"cannot start the prediction process: {exc}") from exc
-        threading.Thread(target=self._drain_stderr, args=(process.stderr,), daemon=True,
-                         name="prediction-stderr").start()
+        self._stderr_reader = threading.Thread(target=self._drain_stderr, args=(process.stderr,), daemon=True,
+                                               name="prediction-stderr")
+        self._stderr_reader.start()
         self._process = process
         if self._closed:  # close() ran while it started and did not see it
             self._stop()
@@ -260,6 +262,7 @@ class PredictionProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 code = process.wait()
+            self._stderr_reader.join(2)  # the lines it wrote last, which say why, may still be in the pipe
         if code is not None and code < 0:
             try:
                 how = f"killed by {signal.Signals(-code).name}"

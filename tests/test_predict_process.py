@@ -243,6 +243,17 @@ def test_a_process_that_keeps_crashing_is_not_started_again_and_again(model_path
         process.close()
 
 
+DIES_AT_ONCE = "import sys; sys.stderr.write('noise\\n' * 50_000 + 'ValueError: the reason\\n'); sys.exit(3)"
+
+
+def test_a_process_that_dies_is_reported_with_the_last_line_it_wrote(model_path, monkeypatch):
+    import mlcnn_core.predict_client as client
+
+    monkeypatch.setattr(client, "server_command", lambda: [sys.executable, "-c", DIES_AT_ONCE])
+    with pytest.raises(ProcessCrashed, match=r"\(exit code 3\): ValueError: the reason$"):
+        PredictionProcess().load(str(model_path))
+
+
 class _GoneStream:
     def write(self, text):
         raise OSError(5, "Input/output error")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ class PredictionJob:
     path: Path
     store: bool = True  # False: only the maps are wanted (e.g. viewing an already reviewed image)
     batch: bool = False
+    batch_id: int = 0  # which batch it counts in (set by the worker)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class PredictorWorker(QObject):
         self._batch_total = 0
         self._batch_done = 0
         self._batch_start = 0.0
+        self._batch_id = 0  # a new one for each batch: a cancelled batch's images in flight count in none
         self._scheduled = False
         self._wake.connect(self._schedule)
 
@@ -111,6 +113,7 @@ class PredictorWorker(QObject):
             self._library = library
             self._queue.clear()
             self._batch_total = self._batch_done = 0
+            self._batch_id += 1
 
     def set_rules(self, rules: TagRules) -> None:
         """The person's proposal rules (threshold, excluded tags, maximum count) for what comes next."""
@@ -119,18 +122,18 @@ class PredictorWorker(QObject):
 
     def enqueue(self, jobs: list[PredictionJob], first: bool = False) -> None:
         with self._lock:
+            if any(j.batch for j in jobs) and self._batch_total == self._batch_done:
+                self._batch_total = self._batch_done = 0
+                self._batch_start = time.perf_counter()
+                self._batch_id += 1
+            jobs = [replace(j, batch_id=self._batch_id) if j.batch else j for j in jobs]
             if first:
                 known = {j.image_id for j in jobs}
                 self._queue = deque(j for j in self._queue if j.image_id not in known or j.batch)
                 self._queue.extendleft(reversed(jobs))
             else:
                 self._queue.extend(jobs)
-            added = sum(j.batch for j in jobs)
-            if added:
-                if self._batch_total == self._batch_done:
-                    self._batch_total = self._batch_done = 0
-                    self._batch_start = time.perf_counter()
-                self._batch_total += added
+            self._batch_total += sum(j.batch for j in jobs)
         self._wake.emit()
 
     def cancel_batch(self) -> None:
@@ -138,6 +141,7 @@ class PredictorWorker(QObject):
             self._queue = deque(j for j in self._queue if not j.batch)
             done, total = self._batch_done, self._batch_total
             self._batch_total = self._batch_done = 0
+            self._batch_id += 1
         if total:
             self.batchFinished.emit(done, total, True)
 
@@ -259,7 +263,7 @@ class PredictorWorker(QObject):
         if not job.batch:
             return
         with self._lock:
-            if not self._batch_total:
+            if not self._batch_total or job.batch_id != self._batch_id:
                 return
             self._batch_done += 1
             done, total, elapsed = (

@@ -119,3 +119,38 @@ def test_a_second_model_replaces_the_first_in_the_same_process(qtbot, window, im
     with qtbot.waitSignal(window.batchFinished, timeout=120_000):
         window.tag_all()
     assert {window.library.prediction(r.id).model_hash for r in window.images.records()} == {window.model.hash}
+
+
+
+def test_images_of_a_cancelled_batch_do_not_count_in_the_next(qtbot, window, tmp_path, tiny_model_path):
+    from PySide6.QtCore import Qt
+
+    from tagger_app.workers.predictor_worker import PredictionJob
+
+    folder = tmp_path / "images"
+    make_images(folder, 12)
+    open_folder(qtbot, window, folder)
+    load_model(qtbot, window, tiny_model_path)
+    worker = window.predictor.worker
+
+    def batch():
+        return [PredictionJob(r.id, window.library.abspath(r.path), batch=True) for r in window.images.records()]
+
+    delivered: list[int] = []  # since the second batch started
+    finished: list[tuple] = []
+
+    def restart_after_the_first_image(done, total, _elapsed):
+        # in the worker thread, while the other images of its request are still to come
+        if not finished:
+            worker.cancel_batch()
+            delivered.clear()
+            worker.enqueue(batch())
+
+    direct = Qt.ConnectionType.DirectConnection
+    worker.progress.connect(restart_after_the_first_image, direct)
+    worker.predicted.connect(lambda result: delivered.append(result.image_id), direct)
+    worker.batchFinished.connect(lambda *args: finished.append((args, len(set(delivered)))), direct)
+    worker.enqueue(batch())
+    qtbot.waitUntil(lambda: len(finished) == 2, timeout=240_000)
+    assert finished[0][0][2] is True  # the first, cancelled
+    assert finished[1] == ((12, 12, False), 12)  # finished when each of its 12 images had come, not before

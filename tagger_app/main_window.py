@@ -41,6 +41,7 @@ from tagger_app.widgets.viewer import ViewerPanel
 from tagger_app.workers.image_loader import FullImageLoader, ThumbnailLoader
 from tagger_app.workers.library_worker import (
     ExternalChanges,
+    FolderTagCounts,
     LibraryThread,
     OpenedFolder,
     OpenRequest,
@@ -83,6 +84,8 @@ class MainWindow(QMainWindow):
         self.error_dialogs = True
         self._maps: OrderedDict[int, PredictionResult] = OrderedDict()
         self._opening: str | None = None
+        self._counting_folder_tags = False  # a count is on the library worker
+        self._count_folder_tags_again = False  # a refresh was asked for during that count
 
         self.thumbnails = ThumbnailLoader(parent=self, disk=ThumbnailDiskCache())
         self.image_loader = FullImageLoader(parent=self)
@@ -296,6 +299,7 @@ class MainWindow(QMainWindow):
         lib_worker.openFailed.connect(self._on_folder_failed)
         lib_worker.sidecarsDone.connect(self._on_sidecars_done)
         lib_worker.externalChanges.connect(self._on_external_changes)
+        lib_worker.folderTagsCounted.connect(self._on_folder_tags_counted)
         self.gallery.currentImageChanged.connect(self.show_image)
         self.image_loader.loaded.connect(self._on_image_decoded)
         self.tag_panel.confirmRequested.connect(self.confirm_tag)
@@ -882,12 +886,30 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------- misc
 
     def refresh_folder_tags(self) -> None:
+        """Count the folder's tags and statuses on the library worker; while a count runs, asking
+        again runs one more count after it."""
         if self.library is None:
             self.folder_tags.model.set_counts([])
             return
-        self.folder_tags.model.set_counts(self.library.all_tags())
-        counts = self.library.status_counts()
-        self.counts_label.setText(" · ".join(f"{v} {k}" for k, v in counts.items()))
+        if self._counting_folder_tags:
+            self._count_folder_tags_again = True
+            return
+        self._counting_folder_tags = True
+        self.library_thread.folderTagsRequested.emit(self.library)
+
+    def _on_folder_tags_counted(self, counts: FolderTagCounts) -> None:
+        self._counting_folder_tags = False
+        if self._count_folder_tags_again:
+            self._count_folder_tags_again = False
+            self.refresh_folder_tags()
+        if counts.library is not self.library:  # another folder was opened meanwhile
+            return
+        if counts.error:
+            self._report(f"Cannot count the folder's tags: {counts.error}", error=False)
+        if not counts.counted:
+            return
+        self.folder_tags.model.set_counts(counts.tags)
+        self.counts_label.setText(" · ".join(f"{v} {k}" for k, v in counts.statuses.items()))
         self._update_completions()
 
     def _update_completions(self) -> None:

@@ -63,11 +63,23 @@ class ExternalChanges:
     embedded: bool = False
 
 
+@dataclass
+class FolderTagCounts:
+    """The open folder's tags with their image counts, and its images per status."""
+
+    library: Library
+    tags: list[tuple[str, int]] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    counted: bool = False  # False: the library was replaced before it could be counted, or the count failed
+    error: str = ""
+
+
 class LibraryWorker(QObject):
     opened = Signal(object)  # OpenedFolder
     openFailed = Signal(str, str)  # folder, message
     sidecarsDone = Signal(object)  # SidecarReport
     externalChanges = Signal(object)  # ExternalChanges
+    folderTagsCounted = Signal(object)  # FolderTagCounts
     _nextEmbeddedBatch = Signal()  # queued: other requests run between two batches
 
     WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
@@ -145,6 +157,19 @@ class LibraryWorker(QObject):
             except Exception as exc:  # noqa: BLE001 - SidecarError, sqlite3 errors, ...: report per image
                 report.failed[image_id] = str(exc)
         self.sidecarsDone.emit(report)
+
+    @Slot(object)
+    def count_folder_tags(self, library: Library) -> None:
+        """Count ``library``'s tags and statuses, unless another folder was opened since it was asked."""
+        counts = FolderTagCounts(library)
+        if library is self._library:
+            try:
+                counts.tags = library.all_tags()
+                counts.statuses = library.status_counts()
+                counts.counted = True
+            except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
+                counts.error = f"{type(exc).__name__}: {exc}"
+        self.folderTagsCounted.emit(counts)
 
     def _watch(self, library: Library, records: list[ImageRecord], request: OpenRequest) -> None:
         """Watch the folders holding the images, so sidecars other programs change are read again."""
@@ -229,6 +254,7 @@ class LibraryThread(QObject):
     openRequested = Signal(object)
     sidecarsRequested = Signal(object)
     embeddedKeywordsRequested = Signal()
+    folderTagsRequested = Signal(object)  # Library
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -239,6 +265,7 @@ class LibraryThread(QObject):
         self.openRequested.connect(self.worker.open_folder)
         self.sidecarsRequested.connect(self.worker.write_sidecars)
         self.embeddedKeywordsRequested.connect(self.worker.read_embedded_keywords)
+        self.folderTagsRequested.connect(self.worker.count_folder_tags)
         self.thread.start()
 
     def stop(self) -> None:

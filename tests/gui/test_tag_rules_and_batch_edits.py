@@ -109,6 +109,7 @@ def test_a_tag_list_completes_after_the_folder_tags_and_is_remembered(qtbot, win
     open_folder(qtbot, window, image_folder)
     window.library.set_tag(window.current_id, "smile", "added")
     window.refresh_folder_tags()
+    qtbot.waitUntil(lambda: "smile" in window.folder_tags.model.tags(), timeout=10_000)
     with qtbot.waitSignal(window.tag_list_loader.loaded, timeout=10_000):
         window.use_tag_list(str(tag_list))
     assert window.tag_panel.completions.stringList() == ["smile", "long_hair"]

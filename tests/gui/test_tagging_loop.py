@@ -126,7 +126,7 @@ def test_whole_loop(qtbot, window, image_folder, tiny_model_path):
 
     # the folder's tags with counts; rename across the folder, undoable
     window.refresh_folder_tags()
-    assert "hand-made" in window.folder_tags.model.tags()
+    qtbot.waitUntil(lambda: "hand-made" in window.folder_tags.model.tags(), timeout=10_000)
     assert window.rename_tag("hand-made", "handmade")
     assert window.library.tag_record(image_id, "handmade") is not None
     window.undo_stack.undo()

@@ -97,6 +97,7 @@ def _svg(creator: str, colour: str = "red") -> str:
 
 
 def test_topic_drawings_label_each_topic_folder_and_render_once(tmp_path, monkeypatch):
+    pytest.importorskip("cairosvg")
     monkeypatch.setattr(openclipart, "TOPICS", {"bird": ("animals/birds",), "toy": ("recreation/toys",)})
     root = tmp_path / "svg"
     for rel, text in {"animals/birds/owl.svg": _svg("Ann"), "animals/birds/sub/jay.svg": _svg("Bob", "blue"),

@@ -143,6 +143,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                        val_fraction=args.val_fraction, val_data=args.val_data, device=args.device,
                        bf16=False if args.no_bf16 else None, workers=args.workers, patience=args.patience,
                        norm_stats=args.norm_stats, anchor=args.anchor, learns=args.learn,
+                       distill=args.distill,
                        threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                        max_steps=args.max_steps, time_budget_min=args.time_budget, new_labels=args.new_labels,
                        short_sides=tuple(args.short_side_range) if args.short_side_range else None,
@@ -502,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learn", choices=["all", "block", "head", "last"],
                    help="with --init, what moves: every weight, the head and the trunk's last block, the head, or "
                         "its last layer; the frozen part's maps are computed once (default: head)")
+    t.add_argument("--distill", type=NON_NEGATIVE, metavar="W",
+                   help="with --init and --learn head/block/last: weight of the --init model's own outputs on the "
+                        "training images (LwF over every label: the old labels keep their share of each position)")
     t.add_argument("--threshold", default=defaults.threshold, choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
     t.add_argument("--new-labels", choices=["fit", "train"], default=defaults.new_labels,

@@ -49,6 +49,7 @@ class FrozenMethod:
     lr: float = 1e-3
     anchor: float = 0.0        # L2-SP toward the parent, per unit of rate (rate × anchor capped at 1)
     distill: float = 0.0       # weight of the parent's outputs on the same crops (LwF)
+    distill_over: str = "old"  # "old": the old rows' softmax only | "all": every row's (see _distillation)
     temperature: float = 2.0
     weight_decay: float = 0.0
     norm_stats: str = "frozen"  # "frozen" | "update": the trainable block's batch-norm statistics
@@ -161,6 +162,20 @@ def _trainable_parameters(net: MLCNN, start: int, part: str) -> list[nn.Paramete
     return [*trunk_part(net, start).parameters(), *net.head.parameters()]
 
 
+def _distillation(logits: torch.Tensor, teacher: torch.Tensor, old: int, method: FrozenMethod) -> torch.Tensor:
+    """KL from the parent's softmax over its ``old`` labels to the student's, at the method's
+    temperature (× t², Hinton et al.). ``distill_over`` "old" compares the old rows' softmax alone:
+    it keeps how the old labels rank against each other, but not their share of a position, which
+    new labels are free to take. "all" compares the student's softmax over every row, the new rows'
+    teacher probability being 0: each position keeps the parent's share for the old labels, so new
+    labels learnt from images tagged only with them cannot take every position of every image."""
+    t = method.temperature
+    target = F.log_softmax(teacher[:, :old] / t, dim=1)
+    rows = logits[:, :old] if method.distill_over == "old" else logits
+    student = F.log_softmax(rows / t, dim=1)[:, :old]
+    return t * t * (target.exp() * (target - student)).sum(dim=1).mean()
+
+
 class FrozenTrainer:
     """Trains ``trunk[start:]`` and the head of ``net`` (in place) on random crops of the frozen front's
     maps, one step at a time, so that a caller can report, validate, checkpoint and stop between
@@ -210,13 +225,9 @@ class FrozenTrainer:
         logits = self.net.head(self.back(x).mean(dim=(2, 3)))
         loss, _ = multilabel_softmax_loss(logits, views.targets[idx].to(x.device))
         if self.parent is not None:
-            old = self.old_labels
             with torch.no_grad():
-                teacher = self.parent.head(trunk_part(self.parent, self.start)(x).mean(dim=(2, 3)))[:, :old]
-            t = method.temperature
-            loss = loss + method.distill * t * t * F.kl_div(
-                F.log_softmax(logits[:, :old] / t, dim=1), F.log_softmax(teacher / t, dim=1),
-                reduction="batchmean", log_target=True)
+                teacher = self.parent.head(trunk_part(self.parent, self.start)(x).mean(dim=(2, 3)))
+            loss = loss + method.distill * _distillation(logits, teacher, self.old_labels, method)
         return loss
 
     def train_step(self, views: TrainingViews) -> float:

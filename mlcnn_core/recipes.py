@@ -36,6 +36,7 @@ class Recipe:
     norm_stats: str = "update"  # "update" | "frozen": batch norm's running statistics during training
     anchor: float = 0.0         # pull toward the starting weights, per unit of rate (fine-tunes; 0: off)
     learns: str = "all"         # "all" | "block" | "head" | "last": what moves (finetune.py freezes the rest)
+    distill: float = 0.0        # fine-tunes of the head or block: weight of the parent's outputs (LwF; 0: off)
 
 
 # Fewer held-out images than this are too few to judge by: a fine-tune keeps its parent's threshold,
@@ -120,6 +121,7 @@ class TrainConfig:
     norm_stats: str | None = None     # "update" | "frozen" (default: the recipe's)
     anchor: float | None = None       # L2-SP strength toward the --init model (default: the recipe's)
     learns: str | None = None         # "all" | "block" | "head" | "last" (default: the recipe's)
+    distill: float | None = None      # LwF weight toward the --init model's outputs (default: the recipe's)
     threshold: str = "auto"           # "linear" | "global" | "auto" (see train.threshold_kind)
     seed: int = 0
     resume: bool = False
@@ -145,7 +147,7 @@ class TrainConfig:
         overrides = {k: v for k, v in {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                                        "lr_max": self.lr_max, "patience": self.patience,
                                        "norm_stats": self.norm_stats, "anchor": self.anchor,
-                                       "learns": self.learns}.items() if v is not None}
+                                       "learns": self.learns, "distill": self.distill}.items() if v is not None}
         if "lr" in overrides and "lr_max" not in overrides and recipe.optimizer != "paper-rmsprop":
             overrides["lr_max"] = overrides["lr"]
         return replace(recipe, **overrides)
@@ -163,7 +165,7 @@ class TrainConfig:
                   ("--batch-size", "batch_size"), ("--lr", "lr"), ("--lr-max", "lr_max"),
                   ("--val-fraction", "val_fraction"), ("--device", "device"), ("--workers", "workers"),
                   ("--patience", "patience"), ("--norm-stats", "norm_stats"), ("--anchor", "anchor"),
-                  ("--learn", "learns"), ("--threshold", "threshold"), ("--seed", "seed"),
+                  ("--learn", "learns"), ("--distill", "distill"), ("--threshold", "threshold"), ("--seed", "seed"),
                   ("--events", "events"), ("--max-steps", "max_steps"), ("--time-budget", "time_budget_min"),
                   ("--new-labels", "new_labels"), ("--name", "name"))
         for flag, key in valued:

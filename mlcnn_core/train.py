@@ -600,7 +600,8 @@ def _train_frozen(cfg: TrainConfig, model: TaggerModel, new_labels: list[str], t
     too) and a checkpoint is written, which ``--resume`` continues from. Every step event's ETA
     counts all that is left: maps, steps, epoch ends, and the work after the last step."""
     method = FrozenMethod(part=recipe.learns, lr=recipe.lr, anchor=recipe.anchor, batch_size=recipe.batch_size,
-                          weight_decay=recipe.weight_decay, norm_stats=recipe.norm_stats)
+                          weight_decay=recipe.weight_decay, norm_stats=recipe.norm_stats,
+                          distill=recipe.distill, distill_over="all")
     net = model.net.to(device)
     start = trainable_start(net, method.part)
     steps_per_epoch = max(1, -(-len(train_samples) * method.views_per_image // method.batch_size))

@@ -42,6 +42,10 @@ def test_a_fine_tune_of_the_head_runs_a_fixed_number_of_steps():
         assert FINETUNE_FROZEN_STEPS <= r.epochs * steps_per_epoch < FINETUNE_FROZEN_STEPS + steps_per_epoch
 
 
+def cfg_distill_recipe():
+    return TrainConfig(data=["x"], out="y", init="model.safetensors", distill=0.5).recipe_for(90)
+
+
 def test_flags_override_the_fine_tune_defaults():
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors")
     assert cfg.recipe_for(90) == finetune_recipe(RECIPES["default"], 90)
@@ -50,6 +54,7 @@ def test_flags_override_the_fine_tune_defaults():
     cfg = TrainConfig(data=["x"], out="y", init="model.safetensors", epochs=3, lr=1e-3)
     recipe = cfg.recipe_for(90)
     assert recipe.epochs == 3 and recipe.lr == 1e-3 and recipe.lr_max == 1e-3
+    assert recipe.distill == 0 and cfg_distill_recipe().distill == 0.5
     scratch = TrainConfig(data=["x"], out="y").recipe_for(90)
     assert scratch == RECIPES["default"]
 

@@ -3,6 +3,7 @@
 import json
 import signal
 
+import numpy as np
 import pytest
 import torch
 from shapes import SHAPES, make_dataset
@@ -162,3 +163,52 @@ def test_resuming_with_another_part_learning_says_which(parent, tmp_path, monkey
 def test_a_trunk_without_pooling_learns_whole_as_the_block():
     spec = {"trunk": [["conv", 4, 3, 1, 1], ["conv", 4, 3, 1, 1]], "head": [], "dropout": 0.0, "norm": True}
     assert trainable_start(build_model(spec, 2), "block") == 0
+
+
+
+def _position_winners(net, maps) -> torch.Tensor:
+    """The label each position of each map gives the most (the per-position softmax's argmax)."""
+    net.eval()
+    with torch.no_grad():
+        return torch.cat([net.head.forward_map(m[None]).argmax(dim=1).flatten() for m in maps])
+
+
+def _light_drawings(folder, n: int, seed: int) -> list:
+    """A person's folder unlike the parent's scenes: dark strokes on a light background."""
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        image = Image.new("RGB", (96, 80), tuple(int(v) for v in rng.integers(225, 256, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):
+            draw.line([tuple(int(v) for v in rng.integers(0, 80, 2)) for _ in range(3)], fill=(40, 40, 40), width=3)
+        paths.append(folder / f"{i:03d}.png")
+        image.save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("over, keeps", [("all", True), ("old", False)])
+def test_distilling_every_label_keeps_the_old_labels_positions_against_a_new_label(tmp_path, over, keeps):
+    """A person's folder tagged only with a label the parent lacks says nothing of the old labels.
+    Distilled over the old rows alone, the parent's outputs keep how the old labels rank among
+    themselves, and the new label takes the positions of the parent's own scenes; distilled over every
+    row, the old labels keep most of the positions they won there."""
+    scenes = make_dataset(tmp_path / "scenes", 16, seed=6)
+    torch.manual_seed(0)
+    model = new_model("tiny", labels=[*SHAPES, "zz-new"], mean=[0.5, 0.5, 0.5])
+    net, start = model.net, len(model.net.trunk)
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    learn_old = FrozenMethod(part="head", steps=150, batch_size=16, lr=1e-2)
+    old_views = training_views(net, start, model.mean, [Sample(str(p), tuple(labs)) for p, labs in scenes], index,
+                               learn_old, torch.device("cpu"))
+    fit_frozen(net, start, old_views, learn_old, old_labels=len(SHAPES))
+    person = [Sample(str(p), ("zz-new",)) for p in _light_drawings(tmp_path / "person", 16, seed=7)]
+    method = FrozenMethod(part="head", steps=150, batch_size=16, lr=1e-2, distill=4.0, distill_over=over)
+    views = training_views(net, start, model.mean, person, index, method, torch.device("cpu"))
+    before = _position_winners(net, old_views.maps)
+    fit_frozen(net, start, views, method, old_labels=len(SHAPES))
+    after = _position_winners(net, old_views.maps)
+    kept = float((after == before).float().mean())
+    assert (kept > 0.5) is keeps, f"the old labels keep {kept:.0%} of the positions they won"

@@ -34,6 +34,7 @@ configs = st.builds(
     norm_stats=maybe(st.sampled_from(["update", "frozen"])),
     anchor=maybe(st.floats(min_value=0.0, max_value=1e4, allow_subnormal=False)),
     learns=maybe(st.sampled_from(["all", "block", "head", "last"])),
+    distill=maybe(st.floats(min_value=0.0, max_value=100.0, allow_subnormal=False)),
     threshold=st.sampled_from(["auto", "linear", "global"]),
     seed=st.integers(-(2**31), 2**31),
     resume=st.booleans(),

@@ -262,6 +262,12 @@ def probe_choice(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]
     return c, float(cuts[int(np.argmax(accuracy))])
 
 
+def with_suffix(out: Path, suffix: str) -> Path:
+    """``out`` with ``suffix`` appended: ``--out`` names results without a suffix, and may hold dots
+    (``val-distill0.5``)."""
+    return out.with_name(out.name + suffix)
+
+
 def fine_tune(model: Path, folder: Path, out: Path, seed: int, extra: list[str]) -> tuple[object, float, dict]:
     """``mlcnn train --init MODEL --data FOLDER`` in process; (the model it wrote, wall seconds, :func:`phases`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                       ks=sorted({k for r in runs for k in r["ks"]}),
                       rows=[row for r in runs for row in r["rows"]], commands=[r["command"] for r in runs],
                       seconds=None)
-        args.out.with_suffix(".json").write_text(json.dumps(merged, indent=1), encoding="utf-8")
-        write_markdown(merged, args.out.with_suffix(".md"))
+        with_suffix(args.out, ".json").write_text(json.dumps(merged, indent=1), encoding="utf-8")
+        write_markdown(merged, with_suffix(args.out, ".md"))
         return 0
     configure_cpu()
     device = torch.device("cpu")
@@ -426,10 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{probe['accuracy']:.3f} (cut {cut:.2f}) | old acc "
                   + " ".join(f"{n} {m['accuracy']:.3f}" for n, m in row["after"].items()), flush=True)
             results["seconds"] = round(time.perf_counter() - t_start, 1)
-            args.out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+            with_suffix(args.out, ".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     results["seconds"] = round(time.perf_counter() - t_start, 1)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    write_markdown(results, args.out.with_suffix(".md"))
+    with_suffix(args.out, ".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    write_markdown(results, with_suffix(args.out, ".md"))
     return 0
 
 

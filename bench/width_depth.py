@@ -31,9 +31,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from emoji_scenes import read_truth  # noqa: E402
+from finetune_methods import samples_of  # noqa: E402
 
 from mlcnn_core import spec as specs  # noqa: E402
-from mlcnn_core.data import Sample  # noqa: E402
 from mlcnn_core.evaluate import evaluate  # noqa: E402
 from mlcnn_core.modelfile import load_model  # noqa: E402
 from mlcnn_core.recipes import TrainConfig  # noqa: E402
@@ -76,11 +76,6 @@ def gflops(path: Path, side: int = 288) -> float:
     return ForwardFlops(Predictor(load_model(path), device="cpu")).single_pass(side, side) / 1e9
 
 
-def read_set(folder: Path, limit: int | None) -> list[Sample]:
-    rows = read_truth(folder)[:limit] if limit else read_truth(folder)
-    return [Sample(str(folder / r["image"]), tuple(r["labels"])) for r in rows]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", action="append", required=True, type=Path)
@@ -118,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(out)
         row = {"gflops_288": gflops(out), "train_seconds": seconds, "sets": {}}
         for folder in args.val + args.test:
-            r = evaluate(model, read_set(folder, args.limit), baseline=False)["single_pass"]
+            r = evaluate(model, samples_of(folder, read_truth(folder)[:args.limit]), baseline=False)["single_pass"]
             row["sets"][folder.name] = {k: r[k] for k in ("precision", "recall", "accuracy", "mAP")}
             print(f"{name:>12} {folder.name:>14} acc {100 * r['accuracy']:.1f}  P {100 * r['precision']:.1f}  "
                   f"mAP {100 * r['mAP']:.1f}", flush=True)

@@ -81,6 +81,8 @@ def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], devic
     prototype of its label's positions (:func:`prototype_rows`), computed on the images each fit
     is given; with ``steps`` 0 the prototype is the row.
     Returns, per fitted label, its precision and recall on those images after the fit."""
+    if start not in ("zero", "prototype"):
+        raise ValueError(f"unknown start {start!r} of new rows: choose zero or prototype")
     labels = list(model.labels)
     new_idx = [labels.index(lab) for lab in fitted]
     old_idx = [i for i in range(len(labels)) if i not in set(new_idx)]
@@ -99,8 +101,6 @@ def fit_rows(model: TaggerModel, samples: list[Sample], fitted: list[str], devic
     w_start = last.weight.detach()[new_idx].float().to(dev)
     b_start = last.bias.detach()[new_idx].float().to(dev)
     _set_targets(groups, predictor, new_idx, old_idx, labels, None if anchor is None else (w_start, b_start))
-    if start not in ("zero", "prototype"):
-        raise ValueError(f"unknown start {start!r} of new rows: choose zero or prototype")
     fit = _RowFit(predictor, new_idx, old_idx, w_start, b_start, anchor, steps, lr, weight_decay, margin_below,
                   negatives, prototype=start == "prototype" and anchor is None)
     w_new, b_new = fit(groups)

@@ -146,6 +146,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                        distill=args.distill,
                        threshold=args.threshold, seed=args.seed, resume=args.resume, events=args.events,
                        max_steps=args.max_steps, time_budget_min=args.time_budget, new_labels=args.new_labels,
+                       replay=args.replay, replay_weight=args.replay_weight,
                        short_sides=tuple(args.short_side_range) if args.short_side_range else None,
                        name=args.name)
 
@@ -213,6 +214,25 @@ def _json_line(row: dict) -> str:
     """One JSON line; a file name that is not valid UTF-8 (held as surrogate escapes) is written
     with ``\\udcXX`` escapes, which JSON readers accept and Python turns back into the same bytes."""
     return json.dumps(row, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import load_samples
+    from .modelfile import load_model
+    from .replay import make_replay, replay_path_for, save_replay
+
+    model = load_model(args.model)
+    samples = load_samples(args.data)
+    if args.images:
+        order = np.random.default_rng(args.seed).permutation(len(samples))[:args.images]
+        samples = [samples[i] for i in sorted(order)]
+    replay = make_replay(model, samples, seed=args.seed)
+    out = save_replay(replay, args.out or replay_path_for(args.model))
+    print(f"{out}: {len(replay.features)} crops of {len(samples)} images, "
+          f"{out.stat().st_size / 1e6:.1f} MB")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -508,10 +528,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "training images (LwF over every label: the old labels keep their share of each position)")
     t.add_argument("--threshold", default=defaults.threshold, choices=["auto", "linear", "global"],
                    help="auto: a fine-tune keeps its parent's kind; else linear with ≥ 200 held-out images")
-    t.add_argument("--new-labels", choices=["fit", "train"], default=defaults.new_labels,
+    t.add_argument("--new-labels", choices=["auto", "fit", "train", "cut"], default=defaults.new_labels,
                    help="with --init, labels the model lacks: fit: their output rows are fitted to the test form "
                         "of the training images before and after the fine-tune (positions without the label are "
-                        "negatives); train: learnt by the fine-tune alone, in the training form")
+                        "negatives); train: learnt by the fine-tune alone, in the training form; cut: learnt so, "
+                        "each with a cut of its own placed by 3-fold cross-validation of the fine-tune; auto: fit "
+                        "when most images with a new label also carry labels the model knew, else train")
+    t.add_argument("--replay", default=defaults.replay, metavar="FILE|auto|none",
+                   help="with --init and --learn head/last: crops of the model's own training scenes replayed in "
+                        "each step, so a folder tagged only with new words does not wipe the labels it knew "
+                        "(auto: the --init model's NAME.replay.safetensors, when there is one)")
+    t.add_argument("--replay-weight", type=NON_NEGATIVE, default=defaults.replay_weight, metavar="W",
+                   help="weight of the replayed crops' loss against the person's images' (default %(default)s)")
     t.add_argument("--short-side-range", type=int, nargs=2, metavar=("LO", "HI"),
                    help="scale augmentation: each batch resizes its images so their shorter side is a random "
                         "size in [LO, HI] (log-uniform), then crops min(size, 256) square: below 256 whole scenes "
@@ -585,6 +613,15 @@ def build_parser() -> argparse.ArgumentParser:
     proposal_flags(g)
     reading_flags(g)
     g.set_defaults(func=cmd_tag)
+
+    r = sub.add_parser("replay", help="make a model's replay set: crops of its own training scenes, which a "
+                                      "fine-tune of the head replays so that it keeps the labels it knew")
+    r.add_argument("--model", required=True, help="the model file")
+    r.add_argument("--data", action="append", required=True, help="the model's training data (folder or .jsonl)")
+    r.add_argument("--images", type=COUNT, help="a seeded random choice of this many images (default: all)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", help="default: the model's NAME.replay.safetensors, where fine-tunes look for it")
+    r.set_defaults(func=cmd_replay)
 
     i = sub.add_parser("info", help="print a model's card")
     i.add_argument("model", nargs="?", help="model file (default: the starter model)")

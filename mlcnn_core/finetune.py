@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -55,6 +55,7 @@ class FrozenMethod:
     norm_stats: str = "frozen"  # "frozen" | "update": the trainable block's batch-norm statistics
     short_sides: tuple[int, ...] = FROZEN_SHORT_SIDES
     mirror: bool = True
+    replay_weight: float = 0.0  # weight of a batch of replayed training crops in each step (replay.py)
 
     @property
     def views_per_image(self) -> int:
@@ -183,8 +184,13 @@ class FrozenTrainer:
     or distilled). The L2-SP anchors and the distillation teacher are the weights ``net`` has when
     the trainer is made: make it before loading a checkpoint into ``net``."""
 
-    def __init__(self, net: MLCNN, start: int, method: FrozenMethod, old_labels: int, seed: int = 0):
+    def __init__(self, net: MLCNN, start: int, method: FrozenMethod, old_labels: int, seed: int = 0,
+                 replay: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.net, self.start, self.method, self.old_labels = net, start, method, old_labels
+        if replay is not None and start != len(net.trunk):
+            raise ValueError("a replay set holds the trunk's pooled output: only a fine-tune of the head uses it")
+        # (pooled features [n, C], targets [n, l]) of crops of the model's training scenes (replay.py)
+        self.replay = replay if method.replay_weight > 0 else None
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.back = trunk_part(net, start)
@@ -228,6 +234,13 @@ class FrozenTrainer:
             with torch.no_grad():
                 teacher = self.parent.head(trunk_part(self.parent, self.start)(x).mean(dim=(2, 3)))
             loss = loss + method.distill * _distillation(logits, teacher, self.old_labels, method)
+        if self.replay is not None:
+            features, targets = self.replay
+            pick = torch.as_tensor(self.rng.choice(len(features), size=min(method.batch_size, len(features)),
+                                                   replace=False))
+            replayed, _ = multilabel_softmax_loss(self.net.head(features[pick].to(x.device)),
+                                                  targets[pick].to(x.device))
+            loss = loss + method.replay_weight * replayed
         return loss
 
     def train_step(self, views: TrainingViews) -> float:
@@ -279,13 +292,14 @@ class FrozenTrainer:
 
 
 def fit_frozen(net: MLCNN, start: int, views: TrainingViews, method: FrozenMethod, old_labels: int,
-               seed: int = 0, on_step: Callable[[int, int, float], bool] | None = None) -> int:
+               seed: int = 0, on_step: Callable[[int, int, float], bool] | None = None,
+               replay: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
     """Train ``trunk[start:]`` and the head of ``net`` (in place) on random crops of ``views``
     (:class:`FrozenTrainer`). ``on_step(step, steps, loss)`` is called after each step; returning
     True stops. Returns the steps taken."""
     if not views.maps:
         return 0
-    trainer = FrozenTrainer(net, start, method, old_labels, seed)
+    trainer = FrozenTrainer(net, start, method, old_labels, seed, replay=replay)
     try:
         with trainer.threads():
             while trainer.step < method.steps:
@@ -322,15 +336,17 @@ class HeldOutMaps:
         return np.array([multi_hot(s.labels, index) > 0 for s in self.samples]).reshape(-1, len(labels))
 
     @torch.no_grad()
-    def scores(self, net: MLCNN) -> np.ndarray:
-        """Each image's final score vector [n, l], as prediction scores it (test form, section 2.6)."""
+    def scores(self, net: MLCNN, only: Iterable[int] | None = None) -> np.ndarray:
+        """Each image's (of ``only`` these) final score vector [n, l], as prediction scores it (test
+        form, section 2.6)."""
         net.eval()
         back = trunk_part(net, self.start)
         out = []
-        for i in range(len(self.samples)):
+        chosen = range(len(self.samples)) if only is None else list(only)
+        for i in chosen:
             raws = [net.head.forward_map(back(m[i][None])) for m in self.maps]
             out.append(final_scores(raws[0], self.config, raws[1] if len(raws) > 1 else None)[0][0].cpu().numpy())
-        return np.array(out).reshape(len(self.samples), -1)
+        return np.array(out).reshape(len(chosen), -1)
 
 
 def anchors(net: MLCNN, old_labels: int, params: list[nn.Parameter] | None = None
@@ -356,3 +372,66 @@ def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: 
         for p, start in pairs:
             n = start.shape[0]
             p[:n].sub_(p[:n] - start, alpha=strength)
+
+
+
+# What a new label's score may be multiplied by before it meets the model's threshold: its own cut.
+# Rows learnt on a person's images beside replayed (or distilled) old scenes rank the new label's
+# images well but score them far under the threshold the old labels were cut at.
+NEW_LABEL_SCALES = 2.0 ** np.linspace(-2.0, 6.0, 33)
+NEW_LABEL_MIN_TAGGED = 2   # images with a new label per fold for its cut to be placed (else its scale is 1)
+
+
+def cross_validated_label_scales(parent: MLCNN, start: int, mean: list[float], config: PredictConfig,
+                                 select: Callable[[np.ndarray], np.ndarray], samples: list[Sample],
+                                 views: TrainingViews, method: FrozenMethod, old_labels: int, folds: int,
+                                 seed: int = 0, beta: float = 0.5,
+                                 replay: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """Per new label (the rows after ``old_labels``), the factor on its score at which prediction,
+    thresholded by ``select`` (scores [n, l] → chosen [n, l]), picks it best on images the head did
+    not learn from: the training images are split in ``folds``, the head is trained from ``parent`` (a
+    copy; ``method.steps`` steps, as :class:`FrozenTrainer` trains it, with ``replay``) on the views of
+    all folds but one, and the images of the one left out are scored in the test form. The factor kept
+    (of NEW_LABEL_SCALES) is the one with the best F-beta over all folds (``beta`` < 1 weighs
+    precision more: a tag that fires where it is absent is what a person sees and corrects), the middle
+    one of a tie. A factor moves the cut only: each label's ranking of images, and so its AP, stays.
+    ``samples`` are the training images in the order ``views`` were made from them."""
+    readable = [s for s in samples if s.image not in set(views.unreadable)]
+    per_image = method.views_per_image
+    n_new = views.targets.shape[1] - old_labels
+    if len(readable) != views.images or len(views.maps) != views.images * per_image or n_new <= 0:
+        return np.ones(max(n_new, 0))
+    fold_of = np.random.default_rng(seed).permutation(len(readable)) % folds
+    truth = views.targets[::per_image, old_labels:].numpy() > 0                  # [images, new]
+    tagged = np.array([truth[fold_of == f].sum(0) for f in range(folds)])        # [folds, new]
+    placed = (tagged >= NEW_LABEL_MIN_TAGGED).all(0)
+    if not placed.any():
+        return np.ones(n_new)
+    held_maps = HeldOutMaps(parent, start, mean, config, readable, next(parent.parameters()).device)
+    index_of = {s.image: i for i, s in enumerate(readable)}
+    held_images = np.array([index_of[s.image] for s in held_maps.samples])
+    scales = np.ones((len(NEW_LABEL_SCALES), views.targets.shape[1]))
+    scales[:, old_labels:] = NEW_LABEL_SCALES[:, None]
+    hits = np.zeros((len(NEW_LABEL_SCALES), n_new, 3))  # true positives, false positives, false negatives
+    for fold in range(folds):
+        keep = np.flatnonzero(np.repeat(fold_of != fold, per_image))
+        net = copy.deepcopy(parent)
+        fold_views = TrainingViews([views.maps[i] for i in keep], views.targets[keep], int((fold_of != fold).sum()),
+                                   [])
+        fit_frozen(net, start, fold_views, method, old_labels, seed=seed + 1 + fold, replay=replay)
+        held = np.flatnonzero(fold_of[held_images] == fold)
+        scores = held_maps.scores(net, only=held)                                   # [held, l]
+        for n, j in enumerate(held):
+            chosen = select(scores[n] * scales)[:, old_labels:]                     # [scales, new]
+            row_truth = truth[held_images[j]]
+            hits[:, :, 0] += chosen & row_truth
+            hits[:, :, 1] += chosen & ~row_truth
+            hits[:, :, 2] += ~chosen & row_truth
+    tp, fp, fn = hits[..., 0], hits[..., 1], hits[..., 2]
+    beta2 = beta ** 2
+    score = (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)
+    out = np.ones(n_new)
+    for j in np.flatnonzero(placed & tp.any(0)):
+        best = np.flatnonzero(score[:, j] >= score[:, j].max() - 1e-9)
+        out[j] = float(NEW_LABEL_SCALES[best[len(best) // 2]])
+    return out

@@ -39,6 +39,12 @@ def starter_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def replay_path_for(model_path: str | os.PathLike) -> Path:
+    """Where a model's replay set lives (replay.py): ``NAME.safetensors`` → ``NAME.replay.safetensors``."""
+    p = Path(model_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".replay.safetensors")
+
+
 def _read_header(path: Path) -> tuple[dict, int, int]:
     """The safetensors JSON header, its length and the file size, after checking the framing.
 
@@ -190,6 +196,8 @@ def add_labels(model: TaggerModel, new: list[str]) -> None:
     grow_labels(model.net, len(new))
     card = dict(model.card, labels=model.labels + list(new))
     def grown(threshold: dict) -> dict:
+        if threshold.get("label_scales"):
+            threshold = dict(threshold, label_scales=list(threshold["label_scales"]) + [1.0] * len(new))
         if threshold.get("kind") != "linear":
             return threshold
         return dict(threshold, weights=list(threshold["weights"]) + [0.0] * len(new))
@@ -204,8 +212,6 @@ def add_labels(model: TaggerModel, new: list[str]) -> None:
 
 def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
     """Write atomically (temporary file, fsync, rename): a killed process leaves the old file."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     card = dict(model.card)
     if len(card["labels"]) != model.net.num_labels:
@@ -215,14 +221,22 @@ def save_model(model: TaggerModel, path: str | os.PathLike) -> Path:
     broken = next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:
         raise ModelFileError(f"{path}: not written: tensor {broken} holds NaN or infinite values")
+    return write_safetensors(tensors, path, {CARD_KEY: json.dumps(card)})
+
+
+def write_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> Path:
+    """Write a ``.safetensors`` file atomically (temporary file, fsync, rename): a killed process
+    leaves the old file. Readable by others as the umask allows, like any document."""
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={CARD_KEY: json.dumps(card)})
+        save_file(tensors, str(tmp), metadata=metadata)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a model file is meant to be shared, like any document
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -128,7 +128,10 @@ class TrainConfig:
     events: str | None = None         # file path, "-" for stdout, None for a terminal progress bar
     max_steps: int | None = None      # stop early (tests, quick benchmarks)
     time_budget_min: float | None = None  # fewer epochs when the planned ones would not fit in this time
-    new_labels: str = "fit"           # "fit": new labels' rows fitted on the test form (newlabels.py); "train"
+    new_labels: str = "auto"          # "fit": rows fitted on the test form (newlabels.py); "train": learnt with
+                                      # the head; "cut": so, with cuts of their own; "auto": by the data
+    replay: str = "auto"              # head fine-tunes: a replay file, "auto" (the --init model's, if any), "none"
+    replay_weight: float = 1.0        # weight of the replayed crops' loss in each step
     short_sides: tuple[int, int] | None = None  # scale augmentation: (lo, hi) short side before the crop
     name: str | None = None           # the model's name in its card (default: kept from --init, else empty)
 
@@ -167,7 +170,8 @@ class TrainConfig:
                   ("--patience", "patience"), ("--norm-stats", "norm_stats"), ("--anchor", "anchor"),
                   ("--learn", "learns"), ("--distill", "distill"), ("--threshold", "threshold"), ("--seed", "seed"),
                   ("--events", "events"), ("--max-steps", "max_steps"), ("--time-budget", "time_budget_min"),
-                  ("--new-labels", "new_labels"), ("--name", "name"))
+                  ("--new-labels", "new_labels"), ("--replay", "replay"), ("--replay-weight", "replay_weight"),
+                  ("--name", "name"))
         for flag, key in valued:
             value = getattr(self, key)
             if value != default[key]:

@@ -31,6 +31,9 @@ class Threshold:
     bias: float = 0.0
     weights: list[float] = field(default_factory=list)
     at_least_one: bool = False     # always keep the best label when none passes
+    # per label, what its score is multiplied by before it meets the threshold (empty: 1 for all): a
+    # label a person added has its own cut, placed by cross-validation (finetune.cross_validated_label_scales)
+    label_scales: list[float] = field(default_factory=list)
 
     def thresholds(self, scores: np.ndarray) -> np.ndarray:
         scores = np.atleast_2d(scores)
@@ -41,23 +44,32 @@ class Threshold:
     def select(self, scores: np.ndarray) -> np.ndarray:
         """Boolean [n, l]: labels above their image's threshold (never a label scoring 0)."""
         scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-        chosen = (scores > self.thresholds(scores)[:, None]) & (scores > 0)
+        scaled = scores * np.asarray(self.label_scales, dtype=np.float64) if self.label_scales else scores
+        chosen = (scaled > self.thresholds(scores)[:, None]) & (scores > 0)
         if self.at_least_one:
             empty = ~chosen.any(axis=1) & (scores.max(axis=1) > 0)
-            chosen[np.flatnonzero(empty), scores[empty].argmax(axis=1)] = True
+            chosen[np.flatnonzero(empty), scaled[empty].argmax(axis=1)] = True
         return chosen
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.label_scales:
+            del d["label_scales"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, num_labels: int) -> Threshold:
         t = cls(kind=str(d.get("kind", "global")), bias=float(d.get("bias", 0.0)),
-                weights=[float(w) for w in d.get("weights", [])], at_least_one=bool(d.get("at_least_one", False)))
+                weights=[float(w) for w in d.get("weights", [])], at_least_one=bool(d.get("at_least_one", False)),
+                label_scales=[float(v) for v in d.get("label_scales", [])])
         if t.kind not in ("linear", "global"):
             raise ValueError(f"unknown threshold kind {t.kind!r}")
         if t.kind == "linear" and len(t.weights) != num_labels:
             raise ValueError(f"threshold has {len(t.weights)} weights for {num_labels} labels")
+        if t.label_scales and (len(t.label_scales) != num_labels
+                               or not all(np.isfinite(v) and v > 0 for v in t.label_scales)):
+            raise ValueError(f"threshold has {len(t.label_scales)} label scales for {num_labels} labels, or one "
+                             "that is not a positive number")
         return t
 
 

@@ -56,3 +56,15 @@ def make_dataset(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (9
             path.with_suffix(".txt").write_text(", ".join(labels), encoding="utf-8")
         out.append((path, labels))
     return out
+
+
+def train_tiny_model(root: Path, images: int = 120, seed: int = 1) -> Path:
+    """A tiny model trained for 4 epochs on ``images`` shape scenes in ``root/train``: a parent to
+    fine-tune."""
+    from mlcnn_core.cli import main
+
+    make_dataset(root / "train", images, seed=seed)
+    out = root / "parent.safetensors"
+    assert main(["train", "--data", str(root / "train"), "--out", str(out), "--arch", "tiny", "--epochs", "4",
+                 "--batch-size", "16", "--workers", "0", "--events", str(root / "ev.jsonl")]) == 0
+    return out

@@ -6,7 +6,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from shapes import SHAPES, make_dataset
+from shapes import SHAPES, make_dataset, train_tiny_model
 
 from mlcnn_core import finetune
 from mlcnn_core.cli import main
@@ -19,12 +19,7 @@ from mlcnn_core.spec import arch_spec
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
-    root = tmp_path_factory.mktemp("frozen")
-    make_dataset(root / "train", 120, seed=1)
-    out = root / "parent.safetensors"
-    assert main(["train", "--data", str(root / "train"), "--out", str(out), "--arch", "tiny", "--epochs", "4",
-                 "--batch-size", "16", "--workers", "0", "--events", str(root / "ev.jsonl")]) == 0
-    return out
+    return train_tiny_model(tmp_path_factory.mktemp("frozen"))
 
 
 def test_trainable_start_cuts_after_the_last_pooling():

@@ -125,7 +125,9 @@ def test_finetune_grows_labels_and_resume(trained, tmp_path):
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert events[: len(first)] == first  # a resumed run adds to its events
     resumed = events[len(first):]
-    assert resumed[1]["event"] == "resumed" and resumed[1]["epoch"] == 2
+    assert [e["event"] for e in resumed[:2]] == ["labels_added", "new_labels_mode"]
+    assert resumed[1]["mode"] == "fit"  # every weight learns
+    assert resumed[2]["event"] == "resumed" and resumed[2]["epoch"] == 2
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
 
 

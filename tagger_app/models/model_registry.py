@@ -17,7 +17,7 @@ from pathlib import Path
 from PySide6.QtCore import QModelIndex, QObject, Qt
 
 from mlcnn_core.library import user_data_dir
-from mlcnn_core.modelfile import read_card
+from mlcnn_core.modelfile import read_card, replay_path_for
 from tagger_app.models.column_table_model import ColumnTableModel
 
 
@@ -110,6 +110,8 @@ class ModelRegistry:
             target = self.new_model_path(stem)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(target))
+        if replay_path_for(source).is_file():  # its replay set goes with it, for its own fine-tunes
+            shutil.move(str(replay_path_for(source)), str(replay_path_for(target)))
         return KeptModel(target, card)
 
 

@@ -149,6 +149,17 @@ class TrainerProcess(QObject):
             self.logLine.emit("New labels added to the model: " + ", ".join(event.get("labels", [])))
         elif kind == "new_labels_fitted":
             self.logLine.emit(_describe_fit(event))
+        elif kind == "new_labels_mode":
+            how = {"fit": "fitted to how prediction reads them", "train": "learnt with the head",
+                   "cut": "learnt with the head, each with a cut of its own"}.get(event.get("mode"), event.get("mode"))
+            self.logLine.emit(f"New labels {how}: {event.get('why', '')}")
+        elif kind == "new_labels_cut":
+            scales = event.get("scales", {})
+            self.logLine.emit("New labels' own cuts (score × factor): "
+                              + ", ".join(f"{lab} × {v:g}" for lab, v in scales.items()))
+        elif kind == "replay":
+            self.logLine.emit(f"Replaying {event.get('crops')} crops of the model's training scenes beside the "
+                              "confirmed images, so that it keeps the labels it knew")
         elif kind == "time_budget":
             self.logLine.emit(f"Time limit: {event.get('epochs')} epochs fit, the schedule is fitted to them")
         elif kind in ("done", "cancelled"):

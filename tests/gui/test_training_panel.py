@@ -178,6 +178,7 @@ def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
     assert card["labels"][-2:] == ["sunset", "unreadable-only"] and card["provenance"]["epochs_run"] == 0
     log = panel.log.toPlainText()
     assert "New labels fitted before training" in log
+    assert "New labels fitted to how prediction reads them: " in log, log   # why, as auto chose
     assert "Warning: no readable training image has unreadable-only" in log, log
     assert panel.curves.loss == [] and panel.activate_button.isEnabled()
     before, after = load_file(str(tiny_model_path)), load_file(panel.new_model)

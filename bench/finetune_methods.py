@@ -38,6 +38,7 @@ from mlcnn_core.metrics import average_precision, mean_average_precision, set_me
 from mlcnn_core.modelfile import add_labels, load_model  # noqa: E402
 from mlcnn_core.newlabels import fit_rows  # noqa: E402
 from mlcnn_core.predict import PredictConfig  # noqa: E402
+from mlcnn_core.replay import load_replay  # noqa: E402
 from mlcnn_core.runtime import configure_cpu  # noqa: E402
 from mlcnn_core.threshold import Threshold  # noqa: E402
 
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     ap.add_argument("--set", action="append", default=[], metavar="NAME:FIELD=VALUE,...",
                     help="an extra candidate, e.g. head-lr3:part=head,lr=3e-3")
+    ap.add_argument("--replay", type=Path, help="a replay file (mlcnn replay) for candidates with replay_weight > 0")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, help="folder for the evaluation sets' frozen maps (reused)")
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         candidates[name] = (parsed, fields)
 
     parent = load_model(args.model)
+    replay = None
+    if args.replay:
+        replayed = load_replay(args.replay, parent.net)
+        replay = (replayed.features, replayed.targets_for(parent.labels))
     threshold = Threshold.from_dict(parent.card["threshold"], len(parent.labels))
     index = {lab: i for i, lab in enumerate(parent.labels)}
     block_start = trainable_start(parent.net, "block")
@@ -196,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             if key not in cache:
                 cache[key] = training_views(net, start, parent.mean, samples, index, method, device)
             t_views = time.perf_counter() - t1
-            fit_frozen(net, start, cache[key], method, len(parent.labels), seed=args.seed)
+            fit_frozen(net, start, cache[key], method, len(parent.labels), seed=args.seed,
+                       replay=replay if method.replay_weight > 0 else None)
             t_fit = time.perf_counter() - t1 - t_views
             record(k, name, net, t_views, t_fit)
     write_markdown(results, args.out.with_suffix(".md"))

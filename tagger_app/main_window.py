@@ -157,7 +157,7 @@ class MainWindow(QMainWindow):
         if self.training_panel is None:
             from tagger_app.widgets.training_panel import TrainingPanel
 
-            self.training_panel = TrainingPanel(self)
+            self.training_panel = TrainingPanel(self, library_thread=self.library_thread)
             self.training_panel.activateModelRequested.connect(self.load_model)
             self.training_dock.setWidget(self.training_panel)
             self._update_training_panel()

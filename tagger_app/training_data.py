@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlcnn_core.data import Sample, split_samples
+from mlcnn_core.data import Sample, split_samples, write_manifest
 from mlcnn_core.library import (
     LIBRARY_DIRNAME,
     LIBRARY_FILENAME,
@@ -59,6 +59,35 @@ def existing_library(folder: str | Path) -> Library | None:
         return Library.open(folder)
     except LibraryError:
         return None
+
+
+def read_sources(library: Library | None, other_folders: list[str]) -> tuple[list[TrainingSource], list[str]]:
+    """The confirmed images of ``library`` and of the ``other_folders`` that have a library; and the
+    folders that have none (or are gone)."""
+    sources, missing = [], []
+    if library is not None:
+        sources.append(TrainingSource(library.root, library.confirmed_images()))
+    for folder in other_folders:
+        other = existing_library(folder)
+        if other is None:
+            missing.append(folder)
+            continue
+        try:
+            sources.append(TrainingSource(other.root, other.confirmed_images()))
+        finally:
+            other.close()
+    return sources, missing
+
+
+def write_manifests(run_dir: Path, sources: list[TrainingSource]) -> list[str]:
+    """One ``confirmed-<i>.jsonl`` manifest in ``run_dir`` per source with images; their paths."""
+    manifests = []
+    for i, source in enumerate(sources):
+        if source.images:
+            path = run_dir / f"confirmed-{i}.jsonl"
+            write_manifest(path, source.images)
+            manifests.append(str(path))
+    return manifests
 
 
 def count_labels(sources: list[TrainingSource], val_fraction: float) -> LabelCounts:

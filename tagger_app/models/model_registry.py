@@ -27,8 +27,21 @@ def models_dir() -> Path:
 
 @dataclass
 class KeptModel:
+    """A kept model as read from disk (by the registry, off the GUI thread): the table shows it without
+    touching the file again."""
+
     path: Path
     card: dict
+    saved: str = ""  # when the file was written (a fine-tune's card keeps its parent's ``created``)
+    real_path: str = ""  # the path with links resolved, to tell the active model
+
+    @classmethod
+    def read(cls, path: Path, card: dict) -> KeptModel:
+        try:
+            saved = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+        except OSError:
+            saved = ""
+        return cls(path, card, saved, str(path.resolve()))
 
     @property
     def name(self) -> str:
@@ -38,15 +51,6 @@ class KeptModel:
     @property
     def labels(self) -> list[str]:
         return list(self.card.get("labels", []))
-
-    @property
-    def saved(self) -> str:
-        """When the file was written (a fine-tune's card keeps its parent's ``created``)."""
-        try:
-            stamp = self.path.stat().st_mtime
-        except OSError:
-            return ""
-        return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def arch(self) -> str:
@@ -83,7 +87,7 @@ class ModelRegistry:
         kept = []
         for path in self.root.glob("*.safetensors"):
             try:
-                kept.append(KeptModel(path, read_card(path)))
+                kept.append(KeptModel.read(path, read_card(path)))
             except ValueError:
                 continue
         kept.sort(key=lambda m: (m.saved, m.path.name), reverse=True)
@@ -112,24 +116,24 @@ class ModelRegistry:
         shutil.move(str(source), str(target))
         if replay_path_for(source).is_file():  # its replay set goes with it, for its own fine-tunes
             shutil.move(str(replay_path_for(source)), str(replay_path_for(target)))
-        return KeptModel(target, card)
+        return KeptModel.read(target, card)
 
 
 class KeptModelsModel(ColumnTableModel):
-    """The kept models as a table: name, when saved, summary; marks the active one."""
+    """The kept models as a table: name, when saved, summary; marks the active one. Its rows come from
+    :meth:`ModelRegistry.models`, read off the GUI thread (workers/model_keeper.py)."""
 
     COLUMNS = ("Model", "Saved", "About")
     PathRole = Qt.ItemDataRole.UserRole + 1
 
-    def __init__(self, registry: ModelRegistry, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.registry = registry
         self.rows: list[KeptModel] = []
         self._active = ""
 
-    def refresh(self) -> None:
+    def set_models(self, models: list[KeptModel]) -> None:
         self.beginResetModel()
-        self.rows = self.registry.models()
+        self.rows = list(models)
         self.endResetModel()
 
     def set_active(self, path: str | Path | None) -> None:
@@ -144,7 +148,7 @@ class KeptModelsModel(ColumnTableModel):
         model = self.model_at(index.row())
         if model is None:
             return None
-        active = str(model.path.resolve()) == self._active
+        active = model.real_path == self._active
         if role == Qt.ItemDataRole.DisplayRole:
             if index.column() == 0:
                 return ("● " if active else "") + model.name

@@ -6,14 +6,15 @@ person would type; the panel only sets options on it), draws its progress, then 
 model with the current one on the held-out confirmed images (``mlcnn evaluate``) and offers to make
 it the active model. Kept models live in the user data folder; any of them can be made active again.
 
-It never imports torch and never blocks: every subprocess reports by signal. Intents go out as
-signals (``activateModelRequested``); the main window does the loading.
+It never imports torch and never blocks: every subprocess reports by signal; the libraries are read
+(and a run's manifests written) on the library worker, behind the edits asked for before, and the
+kept models are moved and listed by a ModelKeeper. Intents go out as signals
+(``activateModelRequested``); the main window does the loading.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
@@ -34,12 +35,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mlcnn_core.data import write_manifest
 from mlcnn_core.library import Library
-from mlcnn_core.modelfile import read_card
 from mlcnn_core.recipes import TrainConfig
 from tagger_app.durations import format_duration
-from tagger_app.models.model_registry import KeptModelsModel, ModelRegistry
+from tagger_app.models.model_registry import KeptModel, KeptModelsModel, ModelRegistry
 from tagger_app.models.training_tables import (
     FEW,
     MIN_EXAMPLES,
@@ -52,15 +51,11 @@ from tagger_app.models.training_tables import (
     comparison_summary,
     overall_table,
 )
-from tagger_app.training_data import (
-    TrainingSource,
-    count_labels,
-    existing_library,
-    model_stem,
-    training_runs_dir,
-)
+from tagger_app.training_data import LabelCounts, TrainingSource, count_labels, model_stem, training_runs_dir
 from tagger_app.widgets.training_curves import LogView, TrainingCurves
 from tagger_app.widgets.training_options import TrainingOptions
+from tagger_app.workers.library_worker import LibraryThread, TrainingData, TrainingDataRequest
+from tagger_app.workers.model_keeper import ModelKeeper
 from tagger_app.workers.predictor_worker import ModelSummary
 from tagger_app.workers.trainer_process import EvaluationProcess, TrainerProcess
 
@@ -79,19 +74,33 @@ def _table_view(model, stretch_last: bool) -> QTableView:
 class TrainingPanel(QWidget):
     """Shows the training data, runs and watches the trainer, compares and offers the new model.
 
-    The main window calls :meth:`set_library`, :meth:`set_current_model` (with the loaded model's
-    summary) and :meth:`shutdown`, and loads the model of ``activateModelRequested``."""
+    The main window gives it its library thread, calls :meth:`set_library`, :meth:`set_current_model`
+    (with the loaded model's summary) and :meth:`shutdown`, and loads the model of
+    ``activateModelRequested``. Without a library thread the panel runs one of its own."""
 
     activateModelRequested = Signal(str)  # path of the model to make active
     trainingEnded = Signal(str)  # "done" | "cancelled" | "failed"
     comparisonReady = Signal()
+    dataShown = Signal()  # what training would use was read and is shown
 
     def __init__(
-        self, parent: QWidget | None = None, registry: ModelRegistry | None = None, runs_dir: str | Path | None = None
+        self,
+        parent: QWidget | None = None,
+        registry: ModelRegistry | None = None,
+        runs_dir: str | Path | None = None,
+        library_thread: LibraryThread | None = None,
     ):
         super().__init__(parent)
         self.registry = registry or ModelRegistry()
         self.runs_dir = Path(runs_dir) if runs_dir is not None else training_runs_dir()
+        self._own_library_thread = library_thread is None
+        self.library_thread = library_thread or LibraryThread(self)
+        self._data_token = 0  # requests for what training would use; only the latest is shown
+        self._reading = False  # a refresh's read is on the library worker
+        self._read_again = False  # asked for during that read
+        self._starting: TrainingDataRequest | None = None  # the click's read: the run starts when it is back
+        self._keeping = False  # the finished run's model is being moved into the kept models
+        self._done_event: dict = {}
         self.library: Library | None = None
         self.other_folders: list[str] = []
         self.current_model: str | None = None
@@ -116,7 +125,8 @@ class TrainingPanel(QWidget):
         self.evaluator = EvaluationProcess(self)
         self.label_counts = LabelCountsModel(self)
         self.comparison = ComparisonModel(self)
-        self.kept_models = KeptModelsModel(self.registry, self)
+        self.kept_models = KeptModelsModel(self)
+        self.keeper = ModelKeeper(self.registry, self)
 
         self._build()
         self._connect()
@@ -260,6 +270,10 @@ class TrainingPanel(QWidget):
         self.evaluator.finished.connect(self._on_compared)
         self.evaluator.progress.connect(self._on_compare_progress)
         self.evaluator.failed.connect(self._on_compare_failed)
+        self.library_thread.worker.trainingDataRead.connect(self._on_data_read)
+        self.keeper.listed.connect(self._on_models_listed)
+        self.keeper.kept.connect(self._on_kept)
+        self.keeper.keepFailed.connect(self._on_keep_failed)
 
     # ------------------------------------------------------------------ state from the main window
 
@@ -283,24 +297,30 @@ class TrainingPanel(QWidget):
         """The model the predictor has loaded (its labels tell which confirmed tags would be new)."""
         self.current_model = model.path if model else None
         self.current_labels = set(model.labels) if model else None
-        self.kept_models.refresh()
+        self.keeper.list_models()
         self.kept_models.set_active(self.current_model)
         self._update_mode()
         self._recount()
         self._offer_new_model()
 
     def shutdown(self) -> None:
-        """Stop any subprocess (the trainer keeps its checkpoint)."""
+        """Stop any subprocess (the trainer keeps its checkpoint) and the panel's own threads."""
         if self.trainer.process is not None:
             self.trainer.process.terminate()
             self.trainer.process.waitForFinished(10_000)
         self.evaluator.cancel()
+        self.keeper.wait(10_000)
+        if self._own_library_thread:
+            self.library_thread.stop()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        if not self.trainer.is_running():
+        if not self._busy():
             self.refresh_data()
-        self.kept_models.refresh()
+        self.keeper.list_models()
+
+    def _on_models_listed(self, models: list[KeptModel]) -> None:
+        self.kept_models.set_models(models)
         self.kept_models.set_active(self.current_model)
 
     # ------------------------------------------------------------------ what training would use
@@ -311,23 +331,50 @@ class TrainingPanel(QWidget):
         return [item for item in items if item.checkState() == Qt.CheckState.Checked]
 
     def refresh_data(self) -> None:
-        sources = []
-        if self.library is not None:
-            sources.append(TrainingSource(self.library.root, self.library.confirmed_images()))
-        for item in self._checked_other_items():
-            library = existing_library(item.text())
-            if library is None:
-                item.setToolTip("No confirmed images here (or the folder is gone)")
-                continue
-            try:
-                sources.append(TrainingSource(library.root, library.confirmed_images()))
-            finally:
-                library.close()
-        self.sources = sources
-        self._recount()
+        """Read what training would use on the library worker; asked for while a read runs, it is
+        read once more after that one."""
+        self._data_token += 1
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        self.library_thread.trainingDataRequested.emit(self._data_request())
 
-    def _recount(self) -> None:
-        counts = count_labels(self.sources, self.options.held_out())
+    def _data_request(self, run_dir: Path | None = None) -> TrainingDataRequest:
+        folders = [item.text() for item in self._checked_other_items()]
+        return TrainingDataRequest(self.library, folders, self.options.held_out(), self._data_token, run_dir)
+
+    def _on_data_read(self, data: TrainingData) -> None:
+        request = data.request
+        if request is self._starting:
+            self._starting = None
+            self._begin_run(data)
+            return
+        if request.run_dir is not None:  # the read of a start that was cancelled
+            return
+        self._reading = False
+        if self._read_again:
+            self._read_again = False
+            self.refresh_data()
+        if request.token == self._data_token and request.library is self.library:
+            self._show_data(data)
+
+    def _show_data(self, data: TrainingData) -> None:
+        self.other_list.blockSignals(True)  # a tooltip is an itemChanged too, which would read again
+        for i in range(self.other_list.count()):
+            item = self.other_list.item(i)
+            item.setToolTip("No confirmed images here (or the folder is gone)" if item.text() in data.missing else "")
+        self.other_list.blockSignals(False)
+        self.sources = data.sources
+        same_split = data.request.val_fraction == self.options.held_out()
+        self._recount(data.counts if same_split else None)
+        if data.error:
+            self.last_error = f"Cannot read the confirmed images: {data.error}"
+            self.data_summary.setText(self.last_error)
+        self.dataShown.emit()
+
+    def _recount(self, counts: LabelCounts | None = None) -> None:
+        counts = counts or count_labels(self.sources, self.options.held_out())
         self.n_train, self.n_held_out = counts.n_train, counts.n_held_out
         known = self.current_labels if self.options.finetune() else None
         self.label_counts.set_counts(counts.train, counts.held_out, known)
@@ -355,7 +402,7 @@ class TrainingPanel(QWidget):
                 )
         self.data_summary.setText(text)
         self._request_defaults()
-        self._set_running(self.trainer.is_running())
+        self._set_running(self._busy())
 
     def _new_labels(self) -> list[str]:
         return [r[0] for r in self.label_counts.rows if r[3].startswith("new")]
@@ -369,7 +416,7 @@ class TrainingPanel(QWidget):
             self.options.finetune_radio.setToolTip("No model is loaded: load one (Model menu) or train from scratch")
         self._recount_known_only()
         self._request_defaults()
-        self._set_running(self.trainer.is_running())
+        self._set_running(self._busy())
 
     def _recount_known_only(self) -> None:
         if self.label_counts.rows or self.sources:
@@ -394,10 +441,14 @@ class TrainingPanel(QWidget):
         return self.options.config(data, str(run_dir / self.model_file_name(run_dir)), self.current_model)
 
     def _show_command(self) -> None:
-        if not self.trainer.is_running():
+        if not self._busy():
             self.command_label.setText(self.request().command_line())
 
     # ------------------------------------------------------------------ running
+
+    def _busy(self) -> bool:
+        """A run is starting (its data being read), running, or its model being kept."""
+        return self._starting is not None or self.trainer.is_running() or self._keeping
 
     def _set_running(self, running: bool) -> None:
         can_start = (
@@ -413,25 +464,36 @@ class TrainingPanel(QWidget):
         self.options.set_state(running, bool(self._new_labels()), bool(self._checked_other_items()))
 
     def start_training(self) -> bool:
-        """Write the confirmed images as manifests in a new run folder and start ``mlcnn train``."""
-        if self.trainer.is_running() or self.evaluator.is_running():
-            return False
-        self.refresh_data()
-        if self.n_train == 0:
-            self._fail_message("Nothing to train on: no confirmed images outside the held-out part.")
+        """Read the confirmed images as they are now (on the library worker, behind every edit made
+        before the click), write them as manifests in a new run folder and start ``mlcnn train``
+        once they are back. False if a run is on or no model is loaded to fine-tune."""
+        if self._busy() or self.evaluator.is_running():
             return False
         if self.options.finetune() and not self.current_model:
             self._fail_message("No current model to fine-tune: load one, or train from scratch.")
             return False
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
-        self._run_dir = self.runs_dir / stamp
-        manifests = []
-        for i, source in enumerate(self.sources):
-            if source.images:
-                path = self._run_dir / f"confirmed-{i}.jsonl"
-                write_manifest(path, source.images)
-                manifests.append(str(path))
-        req = self.request(manifests, self._run_dir)
+        self._data_token += 1
+        self._starting = self._data_request(self.runs_dir / stamp)
+        self.library_thread.trainingDataRequested.emit(self._starting)
+        self.status_label.setText("Reading the confirmed images…")
+        self._set_running(True)
+        return True
+
+    def _begin_run(self, data: TrainingData) -> None:
+        """The click's data is back: show it, and start the run on it."""
+        request = data.request
+        if request.library is not self.library:
+            return self._start_failed("Another folder was opened: look at its data and start again.")
+        self._show_data(data)
+        if data.error:
+            return self._start_failed(self.last_error)
+        if data.counts.n_train == 0:
+            return self._start_failed("Nothing to train on: no confirmed images outside the held-out part.")
+        if self.options.finetune() and not self.current_model:
+            return self._start_failed("No current model to fine-tune: load one, or train from scratch.")
+        self._run_dir = request.run_dir
+        req = self.request(data.manifests, self._run_dir)
         self._promised_labels = self._new_labels() if req.init else []
         self.missing_labels = []
         self._val_fraction = req.val_fraction
@@ -452,10 +514,19 @@ class TrainingPanel(QWidget):
         self.log.clear()
         self.trainer.start(req)
         self._set_running(True)
-        return True
+
+    def _start_failed(self, message: str) -> None:
+        self._fail_message(message)
+        self._set_running(False)
+        self.trainingEnded.emit("failed")
 
     def cancel_training(self) -> None:
-        if self.trainer.is_running():
+        if self._starting is not None:  # its data is still being read: it never starts
+            self._starting = None
+            self.status_label.setText("Cancelled")
+            self._set_running(False)
+            self.trainingEnded.emit("cancelled")
+        elif self.trainer.is_running():
             self.status_label.setText("Cancelling after the current step…")
             self.trainer.cancel()
 
@@ -492,33 +563,31 @@ class TrainingPanel(QWidget):
     def _on_done(self, event: dict) -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
-        try:
-            kept = self.registry.keep(event["model"], stem=model_stem(bool(self._train_config.init)))
-        except (OSError, ValueError) as e:
-            self._on_failed(f"The trained model could not be kept: {e}", "")
-            return
+        self._done_event = event
+        self._keeping = True
+        self.status_label.setText("Keeping the new model…")
+        self.keeper.keep(event["model"], model_stem(bool(self._train_config.init)), event.get("checkpoint") or "")
+
+    def _on_kept(self, kept: KeptModel) -> None:
+        self._keeping = False
+        event = self._done_event
         self.new_model = str(kept.path)
-        checkpoint_dir = Path(event.get("checkpoint") or "").parent
-        if checkpoint_dir.name.endswith(".ckpt"):  # only a cancelled run needs its checkpoint to resume
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        self.kept_models.refresh()
-        self.kept_models.set_active(self.current_model)
+        self.keeper.list_models()
         self._done_text = f"Done in {format_duration(float(event.get('seconds', 0)))}: {kept.path.name}"
         self.status_label.setText(self._done_text)
         self.log.appendPlainText(f"Model kept as {kept.path}")
-        self._check_promised_labels(kept.path)
+        self._check_promised_labels(set(kept.labels))
         self._offer_new_model()
         self._set_running(False)
         self.trainingEnded.emit("done")
         self._compare()
 
-    def _check_promised_labels(self, model: Path) -> None:
-        """Every label the Data tab promised as "will be added" must be in the new model: say so if not."""
-        try:
-            labels = set(read_card(model)["labels"])
-        except ValueError as e:
-            labels = set()
-            self.log.appendPlainText(str(e))
+    def _on_keep_failed(self, message: str) -> None:
+        self._on_failed(f"The trained model could not be kept: {message}", "")
+
+    def _check_promised_labels(self, labels: set[str]) -> None:
+        """Every label the Data tab promised as "will be added" must be in the new model (whose card
+        has ``labels``): say so if not."""
         self.missing_labels = [label for label in self._promised_labels if label not in labels]
         if self.missing_labels:
             text = (
@@ -548,6 +617,7 @@ class TrainingPanel(QWidget):
         self.trainingEnded.emit("cancelled")
 
     def _on_failed(self, message: str, stderr_tail: str) -> None:
+        self._keeping = False
         self.last_error, self.last_stderr = message, stderr_tail
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)

@@ -8,12 +8,16 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from mlcnn_core import sidecars
 from mlcnn_core.library import ImageRecord, Library, LibraryError, TagRecord
 from mlcnn_core.tag_rules import NO_RULES, TagRules
+
+if TYPE_CHECKING:
+    from tagger_app.training_data import LabelCounts, TrainingSource
 
 
 @dataclass
@@ -74,12 +78,36 @@ class FolderTagCounts:
     error: str = ""
 
 
+@dataclass
+class TrainingDataRequest:
+    """What the training panel would train on: the open library's confirmed images and those of
+    the ``other_folders`` ticked beside it, split by ``val_fraction``; with ``run_dir``, a run starts
+    on them and their manifests are written there (when there is anything to train on)."""
+
+    library: Library | None
+    other_folders: list[str]
+    val_fraction: float
+    token: int = 0  # the panel's count of requests: it shows only its latest
+    run_dir: Path | None = None
+
+
+@dataclass
+class TrainingData:
+    request: TrainingDataRequest
+    sources: list[TrainingSource] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # ticked folders without a library
+    counts: LabelCounts | None = None  # None: not read
+    manifests: list[str] = field(default_factory=list)
+    error: str = ""
+
+
 class LibraryWorker(QObject):
     opened = Signal(object)  # OpenedFolder
     openFailed = Signal(str, str)  # folder, message
     sidecarsDone = Signal(object)  # SidecarReport
     externalChanges = Signal(object)  # ExternalChanges
     folderTagsCounted = Signal(object)  # FolderTagCounts
+    trainingDataRead = Signal(object)  # TrainingData
     _nextEmbeddedBatch = Signal()  # queued: other requests run between two batches
 
     WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
@@ -171,6 +199,27 @@ class LibraryWorker(QObject):
                 counts.error = f"{type(exc).__name__}: {exc}"
         self.folderTagsCounted.emit(counts)
 
+    @Slot(object)
+    def read_training_data(self, request: TrainingDataRequest) -> None:
+        """Read (and for a run, write as manifests) the confirmed images a training run would use.
+        Queued behind the edits and folder openings asked for before it, so it sees them."""
+        from tagger_app.training_data import count_labels, read_sources, write_manifests  # cv2: not at launch
+
+        data = TrainingData(request)
+        replaced = request.library is not None and self._library is not None and request.library is not self._library
+        if replaced:  # another folder was opened since it was asked: its library is being closed
+            data.error = "another folder was opened"
+            self.trainingDataRead.emit(data)
+            return
+        try:
+            data.sources, data.missing = read_sources(request.library, request.other_folders)
+            data.counts = count_labels(data.sources, request.val_fraction)
+            if request.run_dir is not None and data.counts.n_train > 0:
+                data.manifests = write_manifests(request.run_dir, data.sources)
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors, a full disk...: report, never crash the thread
+            data.error = f"{type(exc).__name__}: {exc}"
+        self.trainingDataRead.emit(data)
+
     def _watch(self, library: Library, records: list[ImageRecord], request: OpenRequest) -> None:
         """Watch the folders holding the images, so sidecars other programs change are read again."""
         if self._watcher is None:
@@ -255,6 +304,7 @@ class LibraryThread(QObject):
     sidecarsRequested = Signal(object)
     embeddedKeywordsRequested = Signal()
     folderTagsRequested = Signal(object)  # Library
+    trainingDataRequested = Signal(object)  # TrainingDataRequest
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -266,6 +316,7 @@ class LibraryThread(QObject):
         self.sidecarsRequested.connect(self.worker.write_sidecars)
         self.embeddedKeywordsRequested.connect(self.worker.read_embedded_keywords)
         self.folderTagsRequested.connect(self.worker.count_folder_tags)
+        self.trainingDataRequested.connect(self.worker.read_training_data)
         self.thread.start()
 
     def stop(self) -> None:

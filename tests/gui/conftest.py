@@ -92,3 +92,35 @@ def model_summary(path, labels: list[str] | None = None):
     card = read_card(path) if labels is None else {"labels": labels}
     return ModelSummary(name=Path(path).stem, path=str(path), labels=list(card["labels"]), card=card, device="cpu",
                         hash="")
+
+
+def record_calls(monkeypatch, cls) -> list[tuple[str, int]]:
+    """Wrap every public method of ``cls`` (classmethods too) to note its name and the calling thread."""
+    import inspect
+    import threading
+
+    calls: list[tuple[str, int]] = []
+    for name, attr in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if isinstance(attr, classmethod):
+            def wrapped(klass, *args, _f=attr.__func__, _name=name, **kwargs):
+                calls.append((_name, threading.get_ident()))
+                return _f(klass, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, classmethod(wrapped))
+        elif inspect.isfunction(attr):
+            def wrapped(self, *args, _f=attr, _name=name, **kwargs):
+                calls.append((_name, threading.get_ident()))
+                return _f(self, *args, **kwargs)
+
+            monkeypatch.setattr(cls, name, wrapped)
+    return calls
+
+
+def on_this_thread(calls: list[tuple[str, int]]) -> list[str]:
+    """The names of the recorded calls made on the calling (GUI) thread, but ``abspath`` (no disk)."""
+    import threading
+
+    return [name for name, thread in calls if thread == threading.get_ident() and name != "abspath"]
+

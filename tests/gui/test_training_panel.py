@@ -53,6 +53,12 @@ def panel(qtbot, tmp_path, tiny_model_path):
     widget.shutdown()
 
 
+def shown(qtbot, panel: TrainingPanel, change) -> None:
+    """Make a change the panel reads the libraries again for (on the library worker), and wait until it shows it."""
+    with qtbot.waitSignal(panel.dataShown, timeout=30_000):
+        change()
+
+
 def set_quick_options(panel: TrainingPanel, epochs: int = 2) -> None:
     panel.options.epochs_spin.setValue(epochs)
     panel.options.batch_spin.setValue(4)
@@ -70,6 +76,7 @@ def test_panel_does_not_import_torch():
         "from tagger_app.models.model_registry import ModelRegistry\n"
         "import tempfile; d = tempfile.mkdtemp()\n"
         "p = TrainingPanel(registry=ModelRegistry(d), runs_dir=d); p.show(); app.processEvents()\n"
+        "from PySide6.QtTest import QTest; QTest.qWait(500); p.shutdown()\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -81,7 +88,7 @@ def test_new_labels_are_those_the_loaded_model_lacks(qtbot, panel, tmp_path):
     library = confirmed_library(tmp_path / "images")
     gone = tmp_path / "moved-away.safetensors"
     panel.set_current_model(model_summary(gone, labels=[*LABELS, "sunset"]))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     rows = {r[0]: r for r in panel.label_counts.rows}
     assert not any("new" in r[3] for r in rows.values()) and "New labels" not in panel.data_summary.text()
     assert panel.current_model == str(gone) and panel.log.toPlainText() == ""
@@ -91,7 +98,7 @@ def test_new_labels_are_those_the_loaded_model_lacks(qtbot, panel, tmp_path):
 def test_shows_what_training_would_use(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images")
     panel.set_current_model(model_summary(tiny_model_path))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     panel.options.val_spin.setValue(VAL_FRACTION)
     rows = {r[0]: r for r in panel.label_counts.rows}
     assert set(rows) == {"red", "green", "blue", "stripes", "dots", "sunset"}
@@ -167,7 +174,7 @@ def test_teach_only_new_labels(qtbot, panel, tmp_path, tiny_model_path):
     library.set_tag(junk.id, "unreadable-only", "added")
     library.confirm_all(junk.id)
     panel.set_current_model(model_summary(tiny_model_path))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     panel.options.val_spin.setValue(VAL_FRACTION)
     panel.options.device_combo.setCurrentText("cpu")
     panel.options.new_only_check.setChecked(True)
@@ -197,7 +204,7 @@ def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tm
     held = next(r for r in library.images() if is_held_out(r.path, VAL_FRACTION))
     library.set_tag(held.id, "lotus", "added")
     panel.set_current_model(model_summary(tiny_model_path))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     panel.options.val_spin.setValue(VAL_FRACTION)
     panel.options.device_combo.setCurrentText("cpu")
     rows = {r[0]: r for r in panel.label_counts.rows}
@@ -210,7 +217,7 @@ def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tm
     assert panel.missing_labels == [] and panel.label_warning.isHidden()
     # a promised label the new model lacks is named
     panel._promised_labels = ["lotus", "sunset"]
-    panel._check_promised_labels(Path(tiny_model_path))
+    panel._check_promised_labels(set(read_card(tiny_model_path)["labels"]))
     assert panel.missing_labels == ["lotus", "sunset"]
     assert not panel.label_warning.isHidden() and "lotus, sunset" in panel.label_warning.text()
     library.close()
@@ -219,7 +226,7 @@ def test_a_new_tag_whose_only_image_would_be_held_out_is_learnt(qtbot, panel, tm
 def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images")
     panel.set_current_model(model_summary(tiny_model_path))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     set_quick_options(panel, epochs=3)
     activated = []
     panel.activateModelRequested.connect(activated.append)
@@ -270,12 +277,13 @@ def test_fine_tune_compare_activate_switch_back(qtbot, panel, tmp_path, tiny_mod
     assert not panel.activate_button.isEnabled()
     panel.set_current_model(model_summary(panel.new_model))
     assert not panel.activate_button.isEnabled() and "in use" in panel.activate_button.text()
-    assert panel.kept_models.rowCount() == 1
+    qtbot.waitUntil(lambda: panel.kept_models.rowCount() == 1)
     assert panel.kept_models.data(panel.kept_models.index(0, 0)).startswith("●")
     # switch back to an earlier model from the kept list
     older = ModelRegistry(tmp_path / "models").new_model_path("older")
     older.write_bytes(Path(tiny_model_path).read_bytes())
-    panel.kept_models.refresh()
+    with qtbot.waitSignal(panel.keeper.listed):
+        panel.keeper.list_models()
     row = next(i for i in range(panel.kept_models.rowCount()) if panel.kept_models.model_at(i).path == older)
     panel.kept_view.selectRow(row)
     panel.use_kept_button.click()
@@ -320,7 +328,7 @@ def test_a_worse_new_model_is_not_offered_like_a_better_one(qtbot, panel, tmp_pa
 def test_cancel_keeps_checkpoint(qtbot, panel, tmp_path, tiny_model_path):
     library = confirmed_library(tmp_path / "images", new_tag=None)
     panel.set_current_model(model_summary(tiny_model_path))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     set_quick_options(panel, epochs=200)
     ended = []
     panel.trainingEnded.connect(ended.append)
@@ -345,7 +353,7 @@ def test_crashing_trainer_is_reported(qtbot, panel, tmp_path, tiny_model_path):
     data = bytearray(Path(tiny_model_path).read_bytes())
     broken.write_bytes(bytes(data[: len(data) // 2]))  # a truncated model: the card reads, the weights don't
     panel.set_current_model(model_summary(broken))
-    panel.set_library(library)
+    shown(qtbot, panel, lambda: panel.set_library(library))
     set_quick_options(panel)
     with qtbot.waitSignal(panel.trainingEnded, timeout=TIMEOUT) as ended:
         assert panel.start_training()
@@ -379,17 +387,17 @@ def test_other_libraries_add_training_data(qtbot, panel, tmp_path, tiny_model_pa
     never_opened = tmp_path / "never"
     never_opened.mkdir()
     panel.set_current_model(model_summary(tiny_model_path))
-    panel.set_library(here, [str(here.root), str(tmp_path / "there"), str(never_opened)])
+    shown(qtbot, panel, lambda: panel.set_library(here, [str(here.root), str(tmp_path / "there"), str(never_opened)]))
     assert panel.other_list.count() == 2
     assert panel.n_train + panel.n_held_out == 6
     panel.options.keep_combo.setCurrentIndex(2)  # learn a new style: replaying another library is suggested...
     assert not panel.options.keep_note.isHidden()
-    panel.other_list.item(0).setCheckState(Qt.CheckState.Checked)
+    shown(qtbot, panel, lambda: panel.other_list.item(0).setCheckState(Qt.CheckState.Checked))
     assert panel.n_train + panel.n_held_out == 12
     assert panel.options.keep_note.isHidden()  # ...until one is ticked
     assert panel.request().command_line().count("--data ") == 2
     assert "extra" in {r[0] for r in panel.label_counts.rows}
-    panel.other_list.item(1).setCheckState(Qt.CheckState.Checked)
+    shown(qtbot, panel, lambda: panel.other_list.item(1).setCheckState(Qt.CheckState.Checked))
     assert not (never_opened / ".mlcnn-tagger").exists()  # the panel never creates a library
     here.close()
 
@@ -416,7 +424,7 @@ def test_in_the_main_window_confirm_train_activate_predict(
     window._show_training()
     panel = window.training_panel
     assert panel is not None and panel.isVisible()
-    assert panel.n_train + panel.n_held_out == 10
+    qtbot.waitUntil(lambda: panel.n_train + panel.n_held_out == 10, timeout=30_000)
     assert panel.current_model == str(tiny_model_path)
     assert any(r[0] == "sunset" and r[3].startswith("new") for r in panel.label_counts.rows)
     set_quick_options(panel, epochs=2)

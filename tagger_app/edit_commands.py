@@ -1,9 +1,16 @@
-"""Undoable edits of the library (QUndoStack commands). Each one restores exact tag rows on undo."""
+"""Undoable edits of the library (QUndoStack commands). Each one restores exact tag rows on undo.
+
+The library is written on the library worker, never on the GUI thread: a command's redo and undo
+hand an :class:`EditJob` to ``submit`` (the main window sends it to the worker's queue, where jobs run
+in the order asked, behind anything asked before them). The snapshots an undo restores are taken
+there too, and kept in the command's :class:`TagEdit`, which only the worker touches.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from PySide6.QtGui import QUndoCommand
 
@@ -13,56 +20,51 @@ from mlcnn_core.library import Library, LibraryError, Snapshot
 STORE_ERRORS = (sqlite3.Error, LibraryError, OSError)
 
 
-def _ignore(_message: str) -> None:
-    pass
+class TagEdit:
+    """The library side of one undoable edit of some images' tags: ``apply`` performs it the first
+    time and returns the images it changed; later redos restore the state it produced, undos the
+    state before. Runs on the library worker only, one call after the other."""
+
+    def __init__(self, image_ids: Callable[[Library], Iterable[int]], apply: Callable[[Library], list[int]]):
+        self.image_ids, self.apply = image_ids, apply
+        self.before: dict[int, Snapshot] = {}
+        self.after: dict[int, Snapshot] = {}
+
+    def redo(self, library: Library) -> list[int]:
+        if self.after:
+            library.restore_snapshots(self.after)
+        else:
+            before = library.snapshot_images(self.image_ids(library))
+            touched = self.apply(library)
+            if not touched:
+                return []
+            self.before = {i: before[i] for i in touched}
+            self.after = library.snapshot_images(touched)
+        return list(self.after)
+
+    def undo(self, library: Library) -> list[int]:
+        if not self.before:  # its first redo failed or changed nothing: there is nothing to restore
+            return []
+        library.restore_snapshots(self.before)
+        return list(self.before)
 
 
-class ImageTagsCommand(QUndoCommand):
-    """An edit of one image's tags. ``apply`` performs it the first time; later redos restore the
-    state it produced, undos the state before. ``changed(image_ids)`` is called after each."""
+@dataclass
+class EditJob:
+    """One redo or undo of a command, to run on the library worker."""
 
-    def __init__(
-        self,
-        text: str,
-        library: Library,
-        image_id: int,
-        apply: Callable[[Library], object],
-        changed: Callable[[list[int]], None],
-        failed: Callable[[str], None] = _ignore,
-    ):
-        super().__init__(text)
-        self.library, self.image_id, self.apply, self.changed, self.failed = library, image_id, apply, changed, failed
-        self.before: Snapshot | None = None
-        self.after: Snapshot | None = None
-
-    def redo(self) -> None:
-        try:
-            if self.after is None:
-                self.before = self.library.snapshot_tags(self.image_id)
-                self.apply(self.library)
-                self.after = self.library.snapshot_tags(self.image_id)
-            else:
-                self.library.restore_snapshot(self.image_id, self.after)
-        except STORE_ERRORS as exc:
-            self.setObsolete(True)
-            self.failed(f"{self.text()}: cannot store the edit ({exc})")
-            return
-        self.changed([self.image_id])
-
-    def undo(self) -> None:
-        assert self.before is not None
-        try:
-            self.library.restore_snapshot(self.image_id, self.before)
-        except STORE_ERRORS as exc:
-            self.failed(f"Undo {self.text()}: cannot store the edit ({exc})")
-            return
-        self.changed([self.image_id])
+    library: Library
+    text: str  # what failed, for the message: "Confirm “sky”", "Undo Confirm “sky”"
+    run: Callable[[Library], list[int]]  # returns the images it changed
+    command: TagEditCommand
+    first: bool = False  # the command's first redo: changing nothing (or failing) drops the command
+    current_id: int = -1  # the image shown when it was asked: its tags and scores come back too
+    shown: list[int] = field(default_factory=list)  # images already shown as edited: read back even if it fails
 
 
-class ImagesTagsCommand(QUndoCommand):
-    """An edit of several images' tags (a selection, or every image with a tag), one transaction;
-    undo restores each image it changed exactly. ``apply`` returns those images: none makes the
-    command obsolete, so an edit that changed nothing does not sit on the stack."""
+class TagEditCommand(QUndoCommand):
+    """An undoable edit of the tags of some images (one image, a selection, or every image with a
+    tag), performed on the library worker through ``submit``."""
 
     def __init__(
         self,
@@ -70,38 +72,33 @@ class ImagesTagsCommand(QUndoCommand):
         library: Library,
         image_ids: Callable[[Library], Iterable[int]],
         apply: Callable[[Library], list[int]],
-        changed: Callable[[list[int]], None],
-        failed: Callable[[str], None] = _ignore,
+        submit: Callable[[EditJob], None],
+        shown: Iterable[int] = (),
     ):
         super().__init__(text)
-        self.library, self.image_ids, self.apply, self.changed, self.failed = library, image_ids, apply, changed, failed
-        self.before: dict[int, Snapshot] = {}
-        self.after: dict[int, Snapshot] = {}
+        self.library, self.submit, self.label = library, submit, text
+        self.edit = TagEdit(image_ids, apply)
+        self.shown = list(shown)
+        self._pushed = False
 
     def redo(self) -> None:
-        try:
-            if not self.after:
-                before = self.library.snapshot_images(self.image_ids(self.library))
-                touched = self.apply(self.library)
-                if not touched:
-                    self.setObsolete(True)
-                    return
-                self.before = {i: before[i] for i in touched}
-                self.after = self.library.snapshot_images(touched)
-            else:
-                self.library.restore_snapshots(self.after)
-        except STORE_ERRORS as exc:
-            self.setObsolete(True)
-            self.failed(f"{self.text()}: cannot store the edit ({exc})")
-            return
-        self.changed(list(self.after))
+        first, self._pushed = not self._pushed, True
+        self.submit(EditJob(self.library, self.label, self.edit.redo, self, first, shown=self.shown if first else []))
 
     def undo(self) -> None:
-        try:
-            self.library.restore_snapshots(self.before)
-        except STORE_ERRORS as exc:
-            self.failed(f"Undo {self.text()}: cannot store the edit ({exc})")
-        self.changed(list(self.before))
+        self.submit(EditJob(self.library, f"Undo {self.label}", self.edit.undo, self))
+
+
+def image_edit(
+    text: str, library: Library, image_id: int, apply: Callable[[Library], object], submit: Callable[[EditJob], None]
+) -> TagEditCommand:
+    """An edit of one image's tags (``apply`` returns anything); its change is shown before it is stored."""
+
+    def applied(lib: Library) -> list[int]:
+        apply(lib)
+        return [image_id]
+
+    return TagEditCommand(text, library, lambda _lib: [image_id], applied, submit, shown=[image_id])
 
 
 def images_with_tag(library: Library, tag: str) -> list[int]:
@@ -109,17 +106,8 @@ def images_with_tag(library: Library, tag: str) -> list[int]:
     return [image_id for image_id, tags in library.tag_records_by_image().items() if any(t.tag == tag for t in tags)]
 
 
-class FolderTagCommand(ImagesTagsCommand):
+def folder_tag_edit(
+    text: str, library: Library, tag: str, apply: Callable[[Library], list[int]], submit: Callable[[EditJob], None]
+) -> TagEditCommand:
     """Rename or delete a tag across the folder."""
-
-    def __init__(
-        self,
-        text: str,
-        library: Library,
-        tag: str,
-        apply: Callable[[Library], list[int]],
-        changed: Callable[[list[int]], None],
-        failed: Callable[[str], None] = _ignore,
-    ):
-        super().__init__(text, library, lambda lib: images_with_tag(lib, tag), apply, changed, failed)
-        self.tag = tag
+    return TagEditCommand(text, library, lambda lib: images_with_tag(lib, tag), apply, submit)

@@ -1,7 +1,8 @@
 """The main window: builds the parts and wires their signals. It computes nothing itself.
 
-Threads: the GUI thread shows and edits (tiny SQLite transactions for a person's edits); the library
-thread opens folders and writes sidecars; the predictor thread talks to the prediction process, which
+Threads: the GUI thread shows and edits (a person's edit is shown at once, and stored by the library
+thread, in the order made); the library thread opens folders, stores edits, reads what training
+would use and writes sidecars; the predictor thread talks to the prediction process, which
 owns the model (torch is imported there, never in the app); thread pools decode thumbnails and the
 viewed image.
 """
@@ -27,10 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mlcnn_core.library import Library
+from mlcnn_core.library import Library, TagRecord
 from tagger_app.durations import format_duration
-from tagger_app.edit_commands import FolderTagCommand, ImagesTagsCommand, ImageTagsCommand
+from tagger_app.edit_commands import EditJob, TagEditCommand, folder_tag_edit, image_edit
 from tagger_app.models.image_list_model import ImageListModel
+from tagger_app.models.tag_models import with_all_confirmed, with_decision
 from tagger_app.settings import AppSettings
 from tagger_app.widgets.gallery import GalleryPanel
 from tagger_app.widgets.info_dialogs import ShortcutsDialog, TextDialog, format_model_card
@@ -40,6 +42,7 @@ from tagger_app.widgets.tag_rules_dialog import TagRulesDialog
 from tagger_app.widgets.viewer import ViewerPanel
 from tagger_app.workers.image_loader import FullImageLoader, ThumbnailLoader
 from tagger_app.workers.library_worker import (
+    EditResult,
     ExternalChanges,
     FolderTagCounts,
     LibraryThread,
@@ -68,6 +71,7 @@ class MainWindow(QMainWindow):
     predictionShown = Signal(int)  # image id whose result arrived
     batchFinished = Signal(int, int, bool)  # done, total, cancelled
     sidecarsWritten = Signal(object)  # SidecarReport
+    editStored = Signal(object)  # EditResult: an edit (or its undo) was stored, or failed
 
     def __init__(self, settings: AppSettings | None = None, load_default_model: bool = True):
         super().__init__()
@@ -86,6 +90,7 @@ class MainWindow(QMainWindow):
         self._opening: str | None = None
         self._counting_folder_tags = False  # a count is on the library worker
         self._count_folder_tags_again = False  # a refresh was asked for during that count
+        self.edits_pending = 0  # edits (and undos) sent to the library worker and not yet stored
 
         self.thumbnails = ThumbnailLoader(parent=self, disk=ThumbnailDiskCache())
         self.image_loader = FullImageLoader(parent=self)
@@ -300,6 +305,7 @@ class MainWindow(QMainWindow):
         lib_worker.sidecarsDone.connect(self._on_sidecars_done)
         lib_worker.externalChanges.connect(self._on_external_changes)
         lib_worker.folderTagsCounted.connect(self._on_folder_tags_counted)
+        lib_worker.edited.connect(self._on_edit_stored)
         self.gallery.currentImageChanged.connect(self.show_image)
         self.image_loader.loaded.connect(self._on_image_decoded)
         self.tag_panel.confirmRequested.connect(self.confirm_tag)
@@ -606,42 +612,50 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------- edits
 
-    def _edit_current(self, text: str, apply: Callable[[Library], object]) -> bool:
+    def _edit_current(self, text: str, apply: Callable[[Library], object], shown: list[TagRecord]) -> bool:
+        """Push an undoable edit of the current image: its tags are shown as ``shown`` at once; the
+        library worker stores it (a failure is reported, and the tags shown as they really are)."""
         if self.library is None or self.current_id < 0:
             return False
-        errors: list[str] = []
-
-        def failed(message: str) -> None:
-            errors.append(message)
-            self._edit_failed(message)
-
-        # a command that fails is marked obsolete and deleted by the stack inside push()
-        self.undo_stack.push(ImageTagsCommand(text, self.library, self.current_id, apply, self._after_edit, failed))
-        return not errors
+        image_id = self.current_id
+        self.undo_stack.push(image_edit(text, self.library, image_id, apply, self._submit_edit))
+        self.tag_panel.show_edit(shown)
+        self.gallery.proxy.update_tags(image_id, {t.tag for t in shown if t.is_positive})
+        return True
 
     def confirm_tag(self, tag: str) -> bool:
         image_id = self.current_id
-        return self._edit_current(f"Confirm “{tag}”", lambda lib: lib.set_tag(image_id, tag, "confirmed"))
+        shown = with_decision(self.tag_panel.model.records(), tag, "confirmed")
+        return self._edit_current(f"Confirm “{tag}”", lambda lib: lib.set_tag(image_id, tag, "confirmed"), shown)
 
     def reject_tag(self, tag: str) -> bool:
         image_id = self.current_id
-        return self._edit_current(f"Reject “{tag}”", lambda lib: lib.set_tag(image_id, tag, "rejected"))
+        shown = with_decision(self.tag_panel.model.records(), tag, "rejected")
+        return self._edit_current(f"Reject “{tag}”", lambda lib: lib.set_tag(image_id, tag, "rejected"), shown)
 
     def remove_tag(self, tag: str) -> bool:
         image_id = self.current_id
-        return self._edit_current(f"Remove “{tag}”", lambda lib: lib.remove_tag(image_id, tag))
+        shown = with_decision(self.tag_panel.model.records(), tag, None)
+        return self._edit_current(f"Remove “{tag}”", lambda lib: lib.remove_tag(image_id, tag), shown)
 
     def add_tag(self, tag: str) -> bool:
-        if self.library is None or self.current_id < 0:
-            return False
+        """A tag the person typed: added, or confirmed where the machine or a sidecar had it."""
         image_id = self.current_id
-        existing = self.library.tag_record(image_id, tag)
-        state = "confirmed" if existing is not None and existing.source != "human" else "added"
-        return self._edit_current(f"Add “{tag}”", lambda lib: lib.set_tag(image_id, tag, state))
+        shown_before = next((t for t in self.tag_panel.model.records() if t.tag == tag), None)
+        shown_state = "confirmed" if shown_before is not None and shown_before.source != "human" else "added"
+        shown = with_decision(self.tag_panel.model.records(), tag, shown_state)
+
+        def add(lib: Library) -> str:
+            existing = lib.tag_record(image_id, tag)
+            return lib.set_tag(image_id, tag, "confirmed" if existing is not None and existing.source != "human"
+                               else "added")
+
+        return self._edit_current(f"Add “{tag}”", add, shown)
 
     def confirm_all(self) -> bool:
         image_id = self.current_id
-        return self._edit_current("Confirm all tags", lambda lib: lib.confirm_all(image_id))
+        shown = with_all_confirmed(self.tag_panel.model.records())
+        return self._edit_current("Confirm all tags", lambda lib: lib.confirm_all(image_id), shown)
 
     def rename_tag(self, old: str, new: str | None = None) -> bool:
         if self.library is None:
@@ -653,16 +667,9 @@ class MainWindow(QMainWindow):
         new = " ".join(new.split())
         if not new or new == old:
             return False
-        self.undo_stack.push(
-            FolderTagCommand(
-                f"Rename “{old}” to “{new}”",
-                self.library,
-                old,
-                lambda lib: lib.rename_tag(old, new),
-                self._after_edit,
-                self._edit_failed,
-            )
-        )
+        self.undo_stack.push(folder_tag_edit(
+            f"Rename “{old}” to “{new}”", self.library, old, lambda lib: lib.rename_tag(old, new), self._submit_edit
+        ))
         return True
 
     def delete_tag(self, tag: str, confirm: bool = True) -> bool:
@@ -673,14 +680,7 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 return False
         self.undo_stack.push(
-            FolderTagCommand(
-                f"Delete “{tag}”",
-                self.library,
-                tag,
-                lambda lib: lib.delete_tag(tag),
-                self._after_edit,
-                self._edit_failed,
-            )
+            folder_tag_edit(f"Delete “{tag}”", self.library, tag, lambda lib: lib.delete_tag(tag), self._submit_edit)
         )
         return True
 
@@ -690,26 +690,15 @@ class MainWindow(QMainWindow):
         return self.gallery.selected_image_ids() or ([self.current_id] if self.current_id >= 0 else [])
 
     def _edit_selection(self, text: str, apply: Callable[[Library, list[int]], list[int]]) -> bool:
-        """Push an undoable edit of the selected images; False when nothing changed or it failed."""
+        """Push an undoable edit of the selected images; an edit that changes nothing is dropped
+        from the stack once the library worker says so."""
         ids = self._selection()
         if self.library is None or not ids:
             return False
-        errors: list[str] = []
-
-        def failed(message: str) -> None:
-            errors.append(message)
-            self._edit_failed(message)
-
-        before = self.undo_stack.count()
         self.undo_stack.push(
-            ImagesTagsCommand(f"{text} ({len(ids)} images)" if len(ids) > 1 else text, self.library,
-                              lambda _lib: ids, lambda lib: apply(lib, ids), self._after_edit, failed)
+            TagEditCommand(f"{text} ({len(ids)} images)" if len(ids) > 1 else text, self.library,
+                           lambda _lib: ids, lambda lib: apply(lib, ids), self._submit_edit)
         )
-        if errors:
-            return False
-        if self.undo_stack.count() == before:  # the command changed nothing and made itself obsolete
-            self.statusBar().showMessage(f"{text}: no image changed", 8000)
-            return False
         return True
 
     def _ask(self, title: str, label: str, text: str = "") -> str | None:
@@ -758,22 +747,52 @@ class MainWindow(QMainWindow):
         if tag:
             self.delete_tag(tag)
 
-    def _edit_failed(self, message: str) -> None:
-        self._report(message, error=True)
+    def _submit_edit(self, job: EditJob) -> None:
+        job.current_id = self.current_id
+        self.edits_pending += 1
+        self.library_thread.editRequested.emit(job)
 
-    def _after_edit(self, image_ids: list[int]) -> None:
-        if self.library is None:
+    def _on_edit_stored(self, result: EditResult) -> None:
+        self.edits_pending -= 1
+        job = result.job
+        if job.library is not self.library:
             return
+        if result.error:
+            self._report(result.error, error=True)
+        if job.first and (result.error or not result.changed):
+            self._drop_edit(job.command)
+            if not result.error:
+                self.statusBar().showMessage(f"{job.text}: no image changed", 8000)
+        self._show_stored(result)
+        self.editStored.emit(result)
+
+    def _drop_edit(self, command: TagEditCommand) -> None:
+        """Take an edit that failed or changed nothing off the undo stack (an obsolete command is
+        deleted there, not undone); one with edits above it goes when undo reaches it."""
+        try:
+            command.setObsolete(True)
+        except RuntimeError:  # the stack was cleared meanwhile (another folder is opening)
+            return
+        top = self.undo_stack.index() - 1
+        if top >= 0 and self.undo_stack.command(top) is command:
+            self.undo_stack.undo()
+
+    def _show_stored(self, result: EditResult) -> None:
         confirmed = []
-        tag_sets = self.library.positive_tag_sets(image_ids)
-        for record in self.library.records(image_ids):
+        for record in result.records:
             self.images.update_record(record)
-            self.gallery.proxy.update_tags(record.id, tag_sets[record.id])
-            if record.status == "confirmed":
+            self.gallery.proxy.update_tags(record.id, result.tags.get(record.id, set()))
+            if record.status == "confirmed" and record.id in result.changed:
                 confirmed.append(record.id)
-        if self.current_id in image_ids:
+        if result.current_tags is not None and result.job.current_id == self.current_id:
+            record = next(r for r in result.records if r.id == self.current_id)
+            cached = self._maps.get(self.current_id)
+            scores = cached.confidences if cached is not None else result.current_scores
+            self.tag_panel.set_image(self.current_id, record.path, record.status, result.current_tags, scores)
+        elif self.current_id in result.changed:  # the person went on to an image the edit changed
             self._refresh_tag_panel()
-        self._folder_tags_timer.start()
+        if result.changed:
+            self._folder_tags_timer.start()
         if confirmed and self.settings.write_on_confirm:
             self.write_sidecars(confirmed, "human")
 

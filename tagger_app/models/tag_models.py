@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
@@ -26,6 +28,22 @@ ORIGIN_STYLE = {
 def is_undecided(record: TagRecord) -> bool:
     """A proposal or an imported tag that no person has confirmed or rejected."""
     return record.source != "human"
+
+
+def with_decision(records: list[TagRecord], tag: str, state: str | None) -> list[TagRecord]:
+    """An image's tags after a person's decision on ``tag`` (``confirmed``, ``added``, ``rejected``;
+    ``None``: removed), as the library will store it."""
+    if state is None:
+        return [r for r in records if r.tag != tag]
+    old = next((r for r in records if r.tag == tag), None)
+    if old is None:
+        return [*records, TagRecord(tag, "human", state, None)]
+    return [replace(r, source="human", state=state) if r.tag == tag else r for r in records]
+
+
+def with_all_confirmed(records: list[TagRecord]) -> list[TagRecord]:
+    """An image's tags after "confirm all": every proposal and imported tag is the person's."""
+    return [replace(r, source="human", state="confirmed") if is_undecided(r) else r for r in records]
 
 
 class ImageTagModel(QAbstractTableModel):
@@ -56,6 +74,9 @@ class ImageTagModel(QAbstractTableModel):
 
     def records(self) -> list[TagRecord]:
         return self._records
+
+    def scores(self) -> dict[str, float]:
+        return self._scores
 
     def record(self, row: int) -> TagRecord:
         return self._records[row]

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mlcnn_core.library import TagRecord
 from tagger_app.models.image_list_model import STATUS_COLORS
 from tagger_app.models.tag_models import (
     ConfidenceRole,
@@ -129,13 +130,15 @@ class TagPanel(QWidget):
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
         self.table.clicked.connect(self._on_clicked)
         self._image_id = -1
+        self._title = ""
+        self._status: str | None = None
 
     def set_image(self, image_id: int, title: str, status: str | None, records, scores=None) -> None:
         """Show an image's tags. The same image again keeps its rows in place and the selected tag
         selected; a new image selects its first undecided tag (else its first)."""
         same_image = image_id == self._image_id and image_id >= 0
         keep = self.selected_tag() if same_image else None
-        self._image_id = image_id
+        self._image_id, self._title, self._status = image_id, title, status
         self.model.set_tags(records, scores, keep_order=same_image)
         color = STATUS_COLORS.get(status or "", QColor(0, 0, 0)).name()
         self.title.setText(f"<b>{title}</b> — <span style='color:{color}'>{status or ''}</span>" if title else title)
@@ -147,6 +150,10 @@ class TagPanel(QWidget):
 
     def clear(self) -> None:
         self.set_image(-1, "No image", None, [])
+
+    def show_edit(self, records: list[TagRecord]) -> None:
+        """The shown image's tags as a person's edit leaves them, before the library has stored it."""
+        self.set_image(self._image_id, self._title, self._status, records, self.model.scores())
 
     def set_completions(self, tags: list[str], tag_list: Sequence[str] = ()) -> None:
         """The add field completes ``tags`` (the model's labels, the folder's tags) alphabetically, then

@@ -17,6 +17,7 @@ from mlcnn_core.library import ImageRecord, Library, LibraryError, TagRecord
 from mlcnn_core.tag_rules import NO_RULES, TagRules
 
 if TYPE_CHECKING:
+    from tagger_app.edit_commands import EditJob
     from tagger_app.training_data import LabelCounts, TrainingSource
 
 
@@ -101,6 +102,20 @@ class TrainingData:
     error: str = ""
 
 
+@dataclass
+class EditResult:
+    """What a person's edit (one redo or undo) changed, as stored: the images' records and positive
+    tags, and the tags and scores of the image shown when it was asked, where the edit touched it."""
+
+    job: EditJob
+    changed: list[int] = field(default_factory=list)
+    records: list[ImageRecord] = field(default_factory=list)
+    tags: dict[int, set[str]] = field(default_factory=dict)
+    current_tags: list[TagRecord] | None = None
+    current_scores: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
 class LibraryWorker(QObject):
     opened = Signal(object)  # OpenedFolder
     openFailed = Signal(str, str)  # folder, message
@@ -108,6 +123,7 @@ class LibraryWorker(QObject):
     externalChanges = Signal(object)  # ExternalChanges
     folderTagsCounted = Signal(object)  # FolderTagCounts
     trainingDataRead = Signal(object)  # TrainingData
+    edited = Signal(object)  # EditResult
     _nextEmbeddedBatch = Signal()  # queued: other requests run between two batches
 
     WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
@@ -198,6 +214,31 @@ class LibraryWorker(QObject):
             except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
                 counts.error = f"{type(exc).__name__}: {exc}"
         self.folderTagsCounted.emit(counts)
+
+    @Slot(object)
+    def apply_edit(self, job: EditJob) -> None:
+        """Store a person's edit (or its undo), then read back the images it changed, and the ones
+        the GUI already shows as edited, so that a failed edit is shown as it really is."""
+        result = EditResult(job)
+        library = job.library
+        if self._library is not None and library is not self._library:  # the folder was replaced: its rows are gone
+            self.edited.emit(result)
+            return
+        try:
+            result.changed = job.run(library)
+        except Exception as exc:  # noqa: BLE001 - a full disk, a locked library...: report, never crash the thread
+            result.error = f"{job.text}: cannot store the edit ({exc})"
+        ids = sorted(set(result.changed) | set(job.shown))
+        try:
+            result.records = library.records(ids)
+            result.tags = library.positive_tag_sets(ids)
+            if job.current_id in ids:
+                result.current_tags = library.tags(job.current_id)
+                prediction = library.prediction(job.current_id)
+                result.current_scores = prediction.scores if prediction else {}
+        except Exception as exc:  # noqa: BLE001
+            result.error = result.error or f"{job.text}: cannot read the edit back ({type(exc).__name__}: {exc})"
+        self.edited.emit(result)
 
     @Slot(object)
     def read_training_data(self, request: TrainingDataRequest) -> None:
@@ -291,6 +332,11 @@ class LibraryWorker(QObject):
         if self._embedded_queue:
             self._nextEmbeddedBatch.emit()
 
+    @Slot()
+    def finish(self) -> None:
+        """Queued behind every request made before: end the thread's event loop."""
+        QThread.currentThread().quit()
+
     def _txt_plan(self, library: Library, naming: str) -> dict[Path, Path | None]:
         if naming not in self._txt_plans:
             self._txt_plans[naming] = sidecars.plan_txt_paths((Path(r.path) for r in library.images()), naming)
@@ -305,6 +351,8 @@ class LibraryThread(QObject):
     embeddedKeywordsRequested = Signal()
     folderTagsRequested = Signal(object)  # Library
     trainingDataRequested = Signal(object)  # TrainingDataRequest
+    editRequested = Signal(object)  # EditJob
+    stopRequested = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -317,8 +365,11 @@ class LibraryThread(QObject):
         self.embeddedKeywordsRequested.connect(self.worker.read_embedded_keywords)
         self.folderTagsRequested.connect(self.worker.count_folder_tags)
         self.trainingDataRequested.connect(self.worker.read_training_data)
+        self.editRequested.connect(self.worker.apply_edit)
+        self.stopRequested.connect(self.worker.finish)
         self.thread.start()
 
     def stop(self) -> None:
-        self.thread.quit()
+        """Stop the thread once it has done what was asked before (a person's last edits are stored)."""
+        self.stopRequested.emit()
         self.thread.wait(10_000)

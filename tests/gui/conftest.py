@@ -124,3 +124,7 @@ def on_this_thread(calls: list[tuple[str, int]]) -> list[str]:
 
     return [name for name, thread in calls if thread == threading.get_ident() and name != "abspath"]
 
+
+def stored(qtbot, window, timeout=10_000) -> None:
+    """Wait until the library worker has stored every edit (and undo) the window sent it."""
+    qtbot.waitUntil(lambda: window.edits_pending == 0, timeout=timeout)

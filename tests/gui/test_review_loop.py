@@ -3,7 +3,7 @@ next undecided one, T + text + Enter adds a tag and gives the keys back, N goes 
 Rows stay where they are while an image is reviewed; the viewer shows the selected tag's map."""
 
 import numpy as np
-from conftest import LABELS, load_model, make_images, open_folder
+from conftest import LABELS, load_model, make_images, open_folder, stored
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QApplication
@@ -86,6 +86,7 @@ def test_twenty_images_reviewed_with_the_keyboard_alone(qtbot, window, tmp_path,
         assert window.tag_panel.add_field.text() == ""
         assert panel_tags(window)[: len(order)] == order
 
+        stored(qtbot, window)
         records = {r.tag: r for r in window.library.tags(image_id)}
         assert {t for t, r in records.items() if r.state in ("confirmed", "added")} == keep
         assert {t for t, r in records.items() if r.state == "rejected"} == drop
@@ -108,9 +109,11 @@ def test_x_then_c_never_flips_the_rejected_tag_back(qtbot, window, image_folder,
     window.tag_panel.select_tag(window.tag_panel.model.record(0).tag)
     rejected = window.tag_panel.selected_tag()
     window.tag_panel.reject_selected()
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, rejected).state == "rejected"
     assert window.tag_panel.selected_tag() != rejected
     window.tag_panel.confirm_selected()
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, rejected).state == "rejected"
 
 

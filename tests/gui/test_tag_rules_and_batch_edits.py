@@ -1,7 +1,7 @@
 """The tag rules (threshold, excluded tags, maximum count, caption prefix, word separator) saved and
 applied by the app, and edits of a selection of images, each undoable."""
 
-from conftest import LABELS, load_model, open_folder
+from conftest import LABELS, load_model, open_folder, stored
 from PySide6.QtCore import QItemSelection, QItemSelectionModel
 
 from mlcnn_core.tag_rules import TagRules
@@ -64,18 +64,25 @@ def test_a_tag_added_to_a_selection_removed_and_undone(qtbot, window, image_fold
     ids = _select(window, [0, 1, 2])
     assert len(ids) == 3
     assert window.add_tag_to_selection("ohwx")
+    stored(qtbot, window)
     assert all(window.library.tag_record(i, "ohwx").state == "added" for i in ids)
     assert window.gallery.proxy.rowCount() == 10
     window.gallery.set_tag_filter("ohwx")  # the grid's tag sets follow the edit
     assert window.gallery.proxy.rowCount() == 3
     window.gallery.set_tag_filter("")
-    assert not window.add_tag_to_selection("ohwx"), "an edit that changes nothing is not pushed"
+    assert window.add_tag_to_selection("ohwx")
+    stored(qtbot, window)
+    assert window.undo_stack.count() == 1, "an edit that changes nothing does not stay on the stack"
+    assert "no image changed" in window.statusBar().currentMessage()
     window.undo_stack.undo()
+    stored(qtbot, window)
     assert all(window.library.tag_record(i, "ohwx") is None for i in ids)
     window.undo_stack.redo()
     assert window.remove_tag_from_selection("ohwx")
+    stored(qtbot, window)
     assert all(window.library.tag_record(i, "ohwx") is None for i in ids)
     window.undo_stack.undo()
+    stored(qtbot, window)
     assert all(window.library.tag_record(i, "ohwx") is not None for i in ids)
 
 
@@ -95,11 +102,15 @@ def test_find_and_replace_and_move_to_front_write_the_selection_captions(qtbot, 
         (txt,) = done.args[0].written[image_id]
         assert txt.read_text(encoding="utf-8") == "smile, character x, long hair\n"
     assert window.tag_panel.model.record(0).tag == "smile"  # the panel shows the order
-    assert not window.move_tag_to_front("smile"), "already first"
+    count = window.undo_stack.count()
+    assert window.move_tag_to_front("smile")
+    stored(qtbot, window)
+    assert window.undo_stack.count() == count, "already first: nothing changed"
     with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000):
         window.undo_stack.undo()
     with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000):
         window.undo_stack.undo()
+    stored(qtbot, window)
     assert all(sorted(window.library.positive_tags(i)) == ["character_x", "long_hair", "smile"] for i in ids)
 
 

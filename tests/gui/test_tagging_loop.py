@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import LABELS, load_model, make_images, open_folder
+from conftest import LABELS, load_model, make_images, open_folder, stored
 
 from mlcnn_core import sidecars
 from mlcnn_core.predict_client import RequestFailed
@@ -80,12 +80,18 @@ def test_whole_loop(qtbot, window, image_folder, tiny_model_path):
     assert window.tag_panel.model.rowCount() == len(window.library.tags(image_id))
     proposal = machine[0].tag
     assert window.confirm_tag(proposal)
+    assert window.tag_panel.model.records()[window.tag_panel.model.row_of(proposal)].source == "human"  # at once
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, proposal).source == "human"
     assert window.add_tag("hand-made")
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, "hand-made").state == "added"
     window.undo_stack.undo()
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, "hand-made") is None
+    assert window.tag_panel.model.row_of("hand-made") is None
     window.undo_stack.redo()
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, "hand-made").state == "added"
 
     # confirm all: the image becomes confirmed and its sidecar is written atomically
@@ -101,8 +107,10 @@ def test_whole_loop(qtbot, window, image_folder, tiny_model_path):
 
     # undo of "confirm all" restores the proposals exactly
     window.undo_stack.undo()
+    stored(qtbot, window)
     assert window.library.image(image_id).status == "predicted"
     window.undo_stack.redo()
+    stored(qtbot, window)
     assert window.library.image(image_id).status == "confirmed"
 
     # keyboard-first: next unreviewed skips the confirmed image
@@ -128,10 +136,13 @@ def test_whole_loop(qtbot, window, image_folder, tiny_model_path):
     window.refresh_folder_tags()
     qtbot.waitUntil(lambda: "hand-made" in window.folder_tags.model.tags(), timeout=10_000)
     assert window.rename_tag("hand-made", "handmade")
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, "handmade") is not None
     window.undo_stack.undo()
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, "hand-made") is not None
     assert window.delete_tag("hand-made", confirm=False)
+    stored(qtbot, window)
     assert window.library.tag_record(image_id, "hand-made") is None
 
 
@@ -359,9 +370,12 @@ def test_an_edit_that_cannot_be_stored_is_reported_and_dropped(qtbot, window, im
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(window.library, "set_tag", disk_full)
-    assert not window.add_tag("lost")
-    assert "disk is full" in window.last_error
-    assert window.undo_stack.count() == 0
+    assert window.add_tag("lost")
+    assert window.tag_panel.model.row_of("lost") is not None  # shown at once...
+    stored(qtbot, window)
+    assert "disk is full" in window.last_error  # ...then reported,
+    assert window.undo_stack.count() == 0  # dropped from the stack,
+    assert window.tag_panel.model.row_of("lost") is None  # and shown as it really is
 
 
 def test_sidecar_settings_dialog_round_trip(window):
@@ -394,6 +408,7 @@ def test_keyboard_next_previous_and_confirm_all(qtbot, window, image_folder, tin
         qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert window.library.image(first).status == "confirmed"
     qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    stored(qtbot, window)
     assert window.library.image(first).status == "predicted"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LABELS, make_images, model_summary
+from conftest import LABELS, make_images, model_summary, stored
 from PySide6.QtCore import Qt
 from safetensors.numpy import load_file
 
@@ -419,6 +419,7 @@ def test_in_the_main_window_confirm_train_activate_predict(
         if n % 2 == 0:
             assert window.add_tag("sunset")
         assert window.confirm_all()
+    stored(qtbot, window)
     assert window.library.status_counts()["confirmed"] == 10
 
     window._show_training()

@@ -784,8 +784,8 @@ class MainWindow(QMainWindow):
             self.gallery.proxy.update_tags(record.id, result.tags.get(record.id, set()))
             if record.status == "confirmed" and record.id in result.changed:
                 confirmed.append(record.id)
-        if result.current_tags is not None and result.job.current_id == self.current_id:
-            record = next(r for r in result.records if r.id == self.current_id)
+        record = next((r for r in result.records if r.id == self.current_id), None)
+        if result.current_tags is not None and record is not None and result.job.current_id == self.current_id:
             cached = self._maps.get(self.current_id)
             scores = cached.confidences if cached is not None else result.current_scores
             self.tag_panel.set_image(self.current_id, record.path, record.status, result.current_tags, scores)

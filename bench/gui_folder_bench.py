@@ -29,7 +29,9 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
   every image confirmed, launched with the starter model; the training panel shown and left idle for
   20 s (the gaps the machine's load alone causes), then its Fine-tune with its default options, and
   the longest GUI-thread gap from the click until the comparison of the new model with the old one
-  is shown (the trainer and the evaluator run in child processes);
+  is shown (the trainer and the evaluator run in child processes), and the time the GUI thread
+  spends in the panel's handlers of the click (``start_training``, and ``_begin_run`` where the run
+  starts once the confirmed images are read off the GUI thread);
 * peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
 
 Thumbnails are kept on disk (thumbnail_cache.py) in a temporary ``XDG_CACHE_HOME``, so the first
@@ -307,6 +309,7 @@ def time_training(app, window, timeout: float) -> dict:
     for name, signal in (("trainer started", panel.trainer.started), ("features read", panel.trainer.preparing),
                          ("trainer finished", panel.trainer.finished), ("comparison shown", panel.comparisonReady)):
         signal.connect(lambda *_a, name=name: moments.__setitem__(name, round(time.perf_counter() - start, 2)))
+    handlers = {name: time_calls(panel, name) for name in ("start_training", "_begin_run") if hasattr(panel, name)}
     idle = idle_gaps(app, IDLE_CONTROL_S)
     start = time.perf_counter()
     gaps = GapWatch(start, lambda: time.perf_counter() - start > timeout and app.exit(0))
@@ -321,7 +324,23 @@ def time_training(app, window, timeout: float) -> dict:
             "longest_gui_gap_ms": 1000 * gaps.longest, "longest_gui_gap_end_s": gaps.longest_end,
             "gaps_over_20_ms": len(gaps.gaps), "worst_gaps": [(round(e, 2), round(1000 * g)) for e, g in worst],
             "error": panel.last_error, "idle_longest_gui_gap_ms": 1000 * idle.longest,
-            "idle_gaps_over_20_ms": len(idle.gaps)}
+            "idle_gaps_over_20_ms": len(idle.gaps),
+            "click_handlers_ms": {name: round(1000 * sum(times), 1) for name, times in handlers.items()}}
+
+
+def time_calls(obj, name: str) -> list[float]:
+    """Replace the method ``name`` of ``obj`` by one that notes how long each call took (seconds)."""
+    method, times = getattr(obj, name), []
+
+    def timed(*args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            times.append(time.perf_counter() - begin)
+
+    setattr(obj, name, timed)
+    return times
 
 
 IDLE_CONTROL_S = 20.0
@@ -473,6 +492,7 @@ def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary
             + (f"; error: {training['error']}" if training["error"] else "")
         )
         print(f"moments (s after the click): {training['moments']}, first step {training['first_step_s']}")
+        print(f"GUI-thread time in the click's handlers (ms): {training['click_handlers_ms']}")
         print(f"the same window idle for {IDLE_CONTROL_S:.0f} s just before: longest GUI-thread gap "
               f"{training['idle_longest_gui_gap_ms']:.0f} ms, {training['idle_gaps_over_20_ms']} gaps over 20 ms")
 

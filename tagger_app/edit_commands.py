@@ -107,7 +107,12 @@ def images_with_tag(library: Library, tag: str) -> list[int]:
 
 
 def folder_tag_edit(
-    text: str, library: Library, tag: str, apply: Callable[[Library], list[int]], submit: Callable[[EditJob], None]
+    text: str,
+    library: Library,
+    tag: str,
+    apply: Callable[[Library], list[int]],
+    submit: Callable[[EditJob], None],
+    shown: Iterable[int] = (),
 ) -> TagEditCommand:
-    """Rename or delete a tag across the folder."""
-    return TagEditCommand(text, library, lambda lib: images_with_tag(lib, tag), apply, submit)
+    """Rename or delete a tag across the folder (``shown``: the images already shown with the change)."""
+    return TagEditCommand(text, library, lambda lib: images_with_tag(lib, tag), apply, submit, shown)

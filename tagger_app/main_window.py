@@ -32,7 +32,7 @@ from mlcnn_core.library import Library, TagRecord
 from tagger_app.durations import format_duration
 from tagger_app.edit_commands import EditJob, TagEditCommand, folder_tag_edit, image_edit
 from tagger_app.models.image_list_model import ImageListModel
-from tagger_app.models.tag_models import with_all_confirmed, with_decision
+from tagger_app.models.tag_models import with_all_confirmed, with_decision, with_renamed
 from tagger_app.settings import AppSettings
 from tagger_app.widgets.gallery import GalleryPanel
 from tagger_app.widgets.info_dialogs import ShortcutsDialog, TextDialog, format_model_card
@@ -668,7 +668,8 @@ class MainWindow(QMainWindow):
         if not new or new == old:
             return False
         self.undo_stack.push(folder_tag_edit(
-            f"Rename “{old}” to “{new}”", self.library, old, lambda lib: lib.rename_tag(old, new), self._submit_edit
+            f"Rename “{old}” to “{new}”", self.library, old, lambda lib: lib.rename_tag(old, new), self._submit_edit,
+            self._show_folder_tag_edit(old, new),
         ))
         return True
 
@@ -679,10 +680,21 @@ class MainWindow(QMainWindow):
             answer = QMessageBox.question(self, "Delete a tag", f"Remove “{tag}” from every image in this folder?")
             if answer != QMessageBox.StandardButton.Yes:
                 return False
-        self.undo_stack.push(
-            folder_tag_edit(f"Delete “{tag}”", self.library, tag, lambda lib: lib.delete_tag(tag), self._submit_edit)
-        )
+        self.undo_stack.push(folder_tag_edit(
+            f"Delete “{tag}”", self.library, tag, lambda lib: lib.delete_tag(tag), self._submit_edit,
+            self._show_folder_tag_edit(tag, None),
+        ))
         return True
+
+    def _show_folder_tag_edit(self, old: str, new: str | None) -> list[int]:
+        """A tag renamed (or deleted) across the folder, shown at once in the grid and the tag panel;
+        returns the images shown changed (read back from the library even if the edit fails)."""
+        shown = self.gallery.proxy.images_with_tag(old)
+        self.gallery.proxy.rename_tag(old, new)
+        if self.current_id >= 0 and self.tag_panel.model.row_of(old) is not None:
+            self.tag_panel.show_edit(with_renamed(self.tag_panel.model.records(), old, new))
+            shown.append(self.current_id)
+        return shown
 
     # ---- edits of the selected images (the current one when none is selected)
 

@@ -40,6 +40,24 @@ class ImageFilterModel(QSortFilterProxyModel):
         self._tags[image_id] = tags
         # the row's own dataChanged re-filters it (dynamic filtering)
 
+    def images_with_tag(self, tag: str) -> list[int]:
+        return [image_id for image_id, tags in self._tags.items() if tag in tags]
+
+    def rename_tag(self, old: str, new: str | None) -> None:
+        """``old`` renamed to ``new`` (``None``: deleted) on every image, as an edit shows it before it is stored."""
+
+        def change():
+            for tags in self._tags.values():
+                if old in tags:
+                    tags.discard(old)
+                    if new:
+                        tags.add(new)
+
+        if self._predicate is None:
+            change()
+        else:
+            self._refilter(change)
+
     def set_statuses(self, statuses: Iterable[str] | None) -> None:
         self._refilter(lambda: setattr(self, "_statuses", None if statuses is None else set(statuses)))
 

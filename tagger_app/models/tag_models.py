@@ -46,6 +46,19 @@ def with_all_confirmed(records: list[TagRecord]) -> list[TagRecord]:
     return [replace(r, source="human", state="confirmed") if is_undecided(r) else r for r in records]
 
 
+def with_renamed(records: list[TagRecord], old: str, new: str | None) -> list[TagRecord]:
+    """An image's tags after ``old`` is renamed to ``new`` (``None``: deleted) across the folder; on a
+    clash a person's row wins over another, as the library decides."""
+    row = next((r for r in records if r.tag == old), None)
+    if row is None:
+        return records
+    rest = [r for r in records if r.tag != old]
+    clash = next((r for r in rest if r.tag == new), None)
+    if new is None or (clash is not None and (clash.source == "human" or row.source != "human")):
+        return rest
+    return [replace(r, tag=new) if r.tag == old else r for r in records if r.tag != new]
+
+
 class ImageTagModel(QAbstractTableModel):
     """Columns: tag, confidence (drawn as a bar), origin."""
 

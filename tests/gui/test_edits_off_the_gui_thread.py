@@ -26,6 +26,10 @@ def test_edits_undos_and_redos_never_touch_the_library_on_the_gui_thread(qtbot, 
     assert window.confirm_all()
     assert [(r.tag, r.state) for r in window.tag_panel.model.records()] == [("sky", "confirmed"), ("sea", "rejected")]
     assert window.rename_tag("sky", "blue sky")
+    assert sorted(r.tag for r in window.tag_panel.model.records()) == ["blue sky", "sea"]  # shown at once
+    window.gallery.set_tag_filter("blue sky")
+    assert window.gallery.visible_image_ids() == [image_id]
+    window.gallery.set_tag_filter("")
     assert window.add_tag_to_selection("wave")
     window.undo_stack.undo()
     window.undo_stack.undo()

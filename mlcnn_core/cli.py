@@ -93,14 +93,15 @@ def _tag_rules(args: argparse.Namespace):
                     word_separator=getattr(args, "word_separator", "keep"))
 
 
-def _proposals(rules, predictor, result) -> None:
-    """Apply ``rules`` to a prediction's labels in place (the card's threshold, or the person's)."""
+def _proposals(rules, predictor, result) -> dict[str, float]:
+    """Apply ``rules`` to a prediction's labels in place (the card's threshold, or the person's), as
+    the app's predictor worker does; returns the confidences in [0, 1] that the rules saw and the
+    library stores (tag_rules.display_confidences)."""
     from .tag_rules import display_confidences
 
-    if rules.min_confidence is None and not rules.exclude and rules.max_tags is None:
-        return
-    result.labels = rules.choose(result.labels,
-                                 display_confidences(result.confidences, predictor.config.rescore is not None))
+    confidences = display_confidences(result.confidences, predictor.config.rescore is not None)
+    result.labels = rules.choose(result.labels, confidences)
+    return confidences
 
 
 def _model_path(arg: str | None) -> Path:
@@ -359,8 +360,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
             sys.stdout.write(_json_line({"image": str(path), "error": str(result)}))
             failed += 1
             continue
-        _proposals(rules, predictor, result)
-        status = library.store_prediction(record.id, result.labels, result.confidences, info)
+        confidences = _proposals(rules, predictor, result)
+        status = library.store_prediction(record.id, result.labels, confidences, info)
         done += 1
         sys.stdout.write(_json_line(result.to_json(path)))
         sys.stdout.flush()

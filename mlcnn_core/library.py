@@ -1052,7 +1052,9 @@ class Library:
         model: ModelInfo | None = None,
     ) -> str:
         """Record a model's prediction: replaces earlier machine tags; a person's decisions stay, and
-        a confirmed image gets no new proposals (only the scores are kept). Returns the new status."""
+        a confirmed image gets no new proposals (only the scores are kept). ``scores`` are the
+        confidences from 0 to 1 the app draws (tag_rules.display_confidences), whoever predicted.
+        Returns the new status."""
         model = model or ModelInfo()
         # a model's label is tag text like any other: no control characters reach a sidecar
         scores = {sidecars.normalize_tag(k): float(v) for k, v in scores.items()}

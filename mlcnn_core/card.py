@@ -7,12 +7,75 @@ them. Section 2.6 of the paper, and where this project departs from it, is docum
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from typing import NoReturn
 
 SHORT_SIDE = 256  # the paper's input: the image resized so that its shorter side is 256 pixels
 MIN_SHORT_SIDE, MAX_SHORT_SIDE = 64, 2048
 FEATURES = ("log1p_sum", "max", "max_3x3", "relative_sum")  # rescore.py's features of each label's map
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, list, dict, type(None))) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class CardFields:
+    """Typed reads of one object of a model card (``prediction``, ``threshold``): a value of the
+    wrong kind raises ``ValueError`` naming the field (``name.key``) and what it holds, as JSON."""
+
+    def __init__(self, d: object, name: str):
+        if not isinstance(d, dict):
+            raise ValueError(f"{name} is {_shown(d)}, not an object")
+        self.d, self.name = d, name
+
+    def fail(self, key: str, value: object, expected: str) -> NoReturn:
+        raise ValueError(f"{self.name}.{key} is {_shown(value)}, not {expected}")
+
+    def _get(self, key: str, default, ok, expected: str):
+        if key not in self.d:
+            return default
+        value = self.d[key]
+        if not ok(value):
+            self.fail(key, value, expected)
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        return float(self._get(key, default, _is_number, "a number"))
+
+    def whole(self, key: str, default: int | None) -> int | None:
+        """A whole number; null too where the default is None."""
+        return self._get(key, default, lambda v: _is_whole(v) or (v is None and default is None),
+                         "a whole number" + (" or null" if default is None else ""))
+
+    def flag(self, key: str, default: bool) -> bool:
+        return self._get(key, default, lambda v: isinstance(v, bool), "true or false")
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        return self._get(key, default, lambda v: v in choices, "one of " + ", ".join(map(_shown, choices)))
+
+    def numbers(self, key: str, default: list | None) -> list[float] | None:
+        """A list of numbers; null too where the default is None."""
+        value = self._get(key, default, lambda v: _is_list_of(v, _is_number) or (v is None and default is None),
+                          "a list of numbers" + (" or null" if default is None else ""))
+        return None if value is None else [float(v) for v in value]
+
+    def wholes(self, key: str, default: list) -> list[int]:
+        return list(self._get(key, default, lambda v: _is_list_of(v, _is_whole), "a list of whole numbers"))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_list_of(value: object, ok) -> bool:
+    return isinstance(value, list) and all(ok(v) for v in value)
 
 
 @dataclass
@@ -33,22 +96,30 @@ class PredictConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> PredictConfig:
-        d = dict(d or {})
-        cfg = cls(pool_kernels=tuple(int(k) for k in d.get("pool_kernels", (3, 5, 7))),
-                  pool_stride=str(d.get("pool_stride", "one")), scores=str(d.get("scores", "softmax")),
-                  multiscale=bool(d.get("multiscale", True)), keep_ratio=float(d.get("keep_ratio", 1.0)),
-                  rescore=None if d.get("rescore") is None else tuple(float(w) for w in d["rescore"]),
-                  short_side=int(d.get("short_side", SHORT_SIDE)),
-                  second_short_side=None if d.get("second_short_side") is None else int(d["second_short_side"]))
-        if (cfg.pool_stride not in ("one", "kernel") or cfg.scores not in ("softmax", "raw")
-                or not 0.0 < cfg.keep_ratio <= 1.0
-                or not all(MIN_SHORT_SIDE <= short <= MAX_SHORT_SIDE for short in cfg.passes)
-                or (cfg.second_short_side is not None and cfg.rescore is None)
-                or (cfg.rescore is not None and (cfg.scores != "softmax"
-                                                 or len(cfg.rescore) != len(FEATURES) * len(cfg.passes) + 1
-                                                 or not all(math.isfinite(w) for w in cfg.rescore)))):
-            raise ValueError(f"bad prediction settings {d}")
+    def from_dict(cls, d: dict | None, name: str = "prediction") -> PredictConfig:
+        """The settings of a card's ``prediction`` object (None: the defaults); a wrong value raises
+        ``ValueError`` naming the field (``name.key``) and what it holds."""
+        f = CardFields({} if d is None else d, name)
+        kernels, rescore = f.wholes("pool_kernels", [3, 5, 7]), f.numbers("rescore", None)
+        if not kernels or min(kernels) < 1:
+            f.fail("pool_kernels", kernels, "one or more kernel sizes of 1 or more")
+        cfg = cls(pool_kernels=tuple(kernels), pool_stride=f.choice("pool_stride", "one", ("one", "kernel")),
+                  scores=f.choice("scores", "softmax", ("softmax", "raw")), multiscale=f.flag("multiscale", True),
+                  keep_ratio=f.number("keep_ratio", 1.0), rescore=None if rescore is None else tuple(rescore),
+                  short_side=f.whole("short_side", SHORT_SIDE), second_short_side=f.whole("second_short_side", None))
+        if not 0.0 < cfg.keep_ratio <= 1.0:
+            f.fail("keep_ratio", cfg.keep_ratio, "a number above 0 and at most 1")
+        for key, short in (("short_side", cfg.short_side), ("second_short_side", cfg.second_short_side)):
+            if short is not None and not MIN_SHORT_SIDE <= short <= MAX_SHORT_SIDE:
+                f.fail(key, short, f"a side from {MIN_SHORT_SIDE} to {MAX_SHORT_SIDE} pixels")
+        if cfg.second_short_side is not None and cfg.rescore is None:
+            f.fail("rescore", None, "weights: a second pass is read through rescoring")
+        if cfg.rescore is not None:
+            weights = len(FEATURES) * len(cfg.passes) + 1
+            if cfg.scores != "softmax":
+                f.fail("scores", cfg.scores, "'softmax': rescoring reads softmax maps")
+            if len(cfg.rescore) != weights or not all(math.isfinite(w) for w in cfg.rescore):
+                f.fail("rescore", list(cfg.rescore), f"{weights} finite weights for {len(cfg.passes)} pass(es)")
         return cfg
 
     @property

@@ -101,15 +101,20 @@ def validate_card(card: object, where: str) -> dict:
     if not (isinstance(mean, list) and len(mean) == 3 and all(isinstance(v, (int, float)) for v in mean)):
         fail("card's mean pixel is not three numbers")
     try:
+        from .card import CardFields, PredictConfig, card_reading
         from .spec import validate_spec
         validate_spec(card.get("arch"))
-        Threshold.from_dict(card.get("threshold", {}), len(labels))
-        for key in ("baseline_threshold", "summed_threshold"):
+        # a field that is absent takes its defaults; one that is present is checked, null included
+        if "prediction" in card:
+            CardFields(card["prediction"], "prediction")  # from_dict alone reads null as the defaults
+            PredictConfig.from_dict(card["prediction"])
+        for key in ("threshold", "baseline_threshold", "summed_threshold"):
             if key in card:
-                Threshold.from_dict(card[key], len(labels))
+                Threshold.from_dict(card[key], len(labels), key)
         if "single_pass" in card:  # the one-pass reading of a card with a second pass (predict.py)
-            from .card import card_reading
-            Threshold.from_dict(card["single_pass"]["threshold"], len(labels))
+            single = CardFields(card["single_pass"], "single_pass")
+            Threshold.from_dict(single.d.get("threshold"), len(labels), "single_pass.threshold")
+            single.numbers("rescore", None)
             card_reading(card, single_pass=True)
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         fail(f"bad model card: {e}")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .card import CardFields
 from .metrics import set_metrics
 
 
@@ -58,18 +59,18 @@ class Threshold:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, num_labels: int) -> Threshold:
-        t = cls(kind=str(d.get("kind", "global")), bias=float(d.get("bias", 0.0)),
-                weights=[float(w) for w in d.get("weights", [])], at_least_one=bool(d.get("at_least_one", False)),
-                label_scales=[float(v) for v in d.get("label_scales", [])])
-        if t.kind not in ("linear", "global"):
-            raise ValueError(f"unknown threshold kind {t.kind!r}")
+    def from_dict(cls, d: dict, num_labels: int, name: str = "threshold") -> Threshold:
+        """A card's threshold object; a wrong value raises ``ValueError`` naming the field
+        (``name.key``) and what it holds."""
+        f = CardFields(d, name)
+        t = cls(kind=f.choice("kind", "global", ("linear", "global")), bias=f.number("bias", 0.0),
+                weights=f.numbers("weights", []), at_least_one=f.flag("at_least_one", False),
+                label_scales=f.numbers("label_scales", []))
         if t.kind == "linear" and len(t.weights) != num_labels:
-            raise ValueError(f"threshold has {len(t.weights)} weights for {num_labels} labels")
+            f.fail("weights", t.weights, f"{num_labels} weights, one a label")
         if t.label_scales and (len(t.label_scales) != num_labels
                                or not all(np.isfinite(v) and v > 0 for v in t.label_scales)):
-            raise ValueError(f"threshold has {len(t.label_scales)} label scales for {num_labels} labels, or one "
-                             "that is not a positive number")
+            f.fail("label_scales", t.label_scales, f"{num_labels} label scales, each a positive number")
         return t
 
 

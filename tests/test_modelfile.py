@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import re
 import struct
 import threading
 
@@ -219,3 +220,41 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
     if reader.is_alive():  # let the blocked open() return before failing
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert errors and "not a model file" in errors[0]
+
+
+@pytest.mark.parametrize("field", ["prediction", "threshold"])
+@pytest.mark.parametrize("value", ["x", [1, 2], 3, None, True])
+def test_a_card_field_that_is_not_an_object_is_named_with_the_file(saved, tmp_path, field, value):
+    _, path = saved
+    bad = rewrite_card(path, tmp_path / "bad.safetensors", lambda c, h: c.update({field: value}))
+    with pytest.raises(ModelFileError, match=re.escape(f"{field} is {json.dumps(value)}, not an object")) as info:
+        read_card(bad)
+    assert str(info.value).startswith(f"{bad}: ")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("prediction", {"keep_ratio": "0.5"}, 'prediction.keep_ratio is "0.5", not a number'),
+    ("prediction", {"short_side": None}, "prediction.short_side is null, not a whole number"),
+    ("prediction", {"pool_kernels": 3}, "prediction.pool_kernels is 3, not a list of whole numbers"),
+    ("prediction", {"multiscale": "no"}, 'prediction.multiscale is "no", not true or false'),
+    ("prediction", {"scores": "logits"}, 'prediction.scores is "logits", not one of "softmax", "raw"'),
+    ("threshold", {"bias": [0.5]}, r"threshold.bias is \[0.5\], not a number"),
+    ("threshold", {"kind": "linear", "weights": [1.0]}, r"threshold.weights is \[1.0\], not 3 weights"),
+    ("summed_threshold", "x", 'summed_threshold is "x", not an object'),
+    ("single_pass", {"threshold": 0.5, "rescore": None}, "single_pass.threshold is 0.5, not an object"),
+])
+def test_a_cards_wrong_value_is_named_with_the_file_and_the_field(saved, tmp_path, field, value, message):
+    _, path = saved
+    bad = rewrite_card(path, tmp_path / "bad.safetensors", lambda c, h: c.update({field: value}))
+    with pytest.raises(ModelFileError, match=message) as info:
+        read_card(bad)
+    assert str(info.value).startswith(f"{bad}: ")
+
+
+def test_predict_names_the_model_file_and_the_field_of_a_wrong_card(saved, tmp_path, capsys):
+    from mlcnn_core.cli import EXIT_USAGE, main
+
+    _, path = saved
+    bad = rewrite_card(path, tmp_path / "bad.safetensors", lambda c, h: c.update(prediction="x"))
+    assert main(["predict", "--model", str(bad), str(tmp_path / "none.png")]) == EXIT_USAGE
+    assert f'{bad}: bad model card: prediction is "x", not an object' in capsys.readouterr().err

@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "a tag's share of the image's evidence)")
         p.add_argument("--exclude", type=_tag_list, action="append", default=[], metavar="TAGS",
                        help="comma-separated tags never proposed nor written (* matches any text, ? one character; "
-                            "case and _ against space do not matter); repeatable")
+                            "case, _ against space and how many join two words do not matter); repeatable")
         p.add_argument("--max-tags", type=COUNT, metavar="N",
                        help="propose at most N tags per image, the most confident (a person's tags are never cut)")
 

@@ -9,7 +9,8 @@ Proposals (:meth:`TagRules.choose`, applied to every prediction before it is pri
   the label's probability, as ``mlcnn predict`` prints it; for a card read as the paper's summed
   vector, the label's share of the image's summed evidence (its printed score over the sum of all).
 * ``exclude``: tags never proposed nor written (exact, or with ``*`` and ``?`` wildcards; case,
-  and spaces against underscores, do not matter).
+  spaces against underscores, and how many of them separate two words do not matter:
+  ``Long__Hair`` excludes ``long_hair``; kaomoji such as ``^_^`` and ``^__^`` stay apart).
 * ``max_tags``: at most this many proposals, the most confident first. A person's own tags are
   never cut.
 
@@ -33,6 +34,7 @@ from mlcnn_core.sidecars import normalize_tag, normalize_tags
 
 WORD_SEPARATORS: tuple[str, ...] = ("keep", "space", "underscore")
 _WORD_UNDERSCORE = re.compile(r"(?<=[^\W_])_+|_+(?=[^\W_])")
+_WORD_SEPARATORS = re.compile(r"(?<=[^\W_])[_ ]+|[_ ]+(?=[^\W_])")
 
 
 def display_confidences(scores: dict[str, float], rescored: bool) -> dict[str, float]:
@@ -46,7 +48,9 @@ def display_confidences(scores: dict[str, float], rescored: bool) -> dict[str, f
 
 
 def _match_key(tag: str) -> str:
-    return normalize_tag(tag).replace("_", " ").casefold()
+    """What an excluded tag is compared on: case folded, a run of underscores and spaces beside a
+    letter or digit one space (``Long__Hair`` is ``long_hair``), any other underscore a space."""
+    return _WORD_SEPARATORS.sub(" ", normalize_tag(tag)).replace("_", " ").casefold()
 
 
 def _wildcard_pattern(pattern: str) -> re.Pattern:

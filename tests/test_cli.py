@@ -213,6 +213,17 @@ def test_predict_applies_the_proposal_rules(model_path, captioned, capsys):
         assert row["labels"] == [max(row["confidences"], key=row["confidences"].get)]
 
 
+def test_predict_excludes_a_tag_typed_with_other_separators(tmp_path, captioned, capsys):
+    folder, _ = captioned
+    model = tmp_path / "underscored.safetensors"
+    save_model(new_model("tiny", labels=["long_hair", "blue_eyes", "smile"]), model)
+    assert main(["predict", str(folder), "--model", str(model), "--min-confidence", "0",
+                 "--exclude", "long__hair", "--exclude", "Blue  Eyes"]) == EXIT_OK
+    rows = list(map(json.loads, capsys.readouterr().out.splitlines()))
+    assert rows and all(row["labels"] == (["smile"] if row["confidences"].get("smile", 0) > 0 else [])
+                        for row in rows)
+
+
 def test_caption_rules_without_captions_are_refused_before_any_work(model_path, captioned, capsys):
     folder, _ = captioned
     assert main(["tag", str(folder), "--model", str(model_path), "--prefix", "ohwx"]) == EXIT_USAGE

@@ -24,6 +24,20 @@ def test_excluded_tags_match_whatever_their_case_separator_or_wildcard():
     assert rules.written(["cat", "watermark", "long hair"]) == ["cat"]
 
 
+@pytest.mark.parametrize("typed", ["long__hair", "Long  Hair", "long _ hair", "LONG_HAIR", "long_ hair", "long__*"])
+def test_an_excluded_tag_matches_however_many_separators_join_its_words(typed):
+    rules = TagRules(exclude=[typed])
+    assert rules.excluded("long_hair") and rules.excluded("long hair") and not rules.excluded("longhair")
+    assert rules.choose(["long_hair", "cat"], {"long_hair": 0.9, "cat": 0.7}) == ["cat"]
+    assert rules.written(["long_hair", "cat"]) == ["cat"]
+
+
+def test_kaomoji_with_more_underscores_are_other_tags():
+    assert TagRules(exclude=["^_^"]).excluded("^ ^") and not TagRules(exclude=["^_^"]).excluded("^__^")
+    assert TagRules(exclude=["^__^"]).excluded("^__^") and not TagRules(exclude=["^__^"]).excluded("^_^")
+    assert not TagRules(exclude=["t_shirt"]).excluded("t-shirt")  # a hyphen is part of the word
+
+
 def test_excluded_tags_take_brackets_and_other_signs_as_themselves():
     rules = TagRules(exclude=["[sic]", "name (artist)", "a+b", "^_^"])
     assert rules.excluded("[sic]") and not rules.excluded("s") and not rules.excluded("i")

@@ -281,6 +281,17 @@ class LibraryWorker(QObject):
                 self._watcher.addPaths(folders[: self.MAX_WATCHED_FOLDERS])
 
     @Slot()
+    def stop_watching(self) -> None:
+        """Run in the worker's thread as it ends (``LibraryThread`` connects it to ``finished``): a
+        timer can only be stopped by its own thread, and a write just before the end can have
+        started the settle timer (or, without inotify, the watcher's polling one); the worker
+        itself is destroyed later, from the GUI thread."""
+        if self._watcher is not None:
+            self._settle.stop()
+            if watched := self._watcher.directories():
+                self._watcher.removePaths(watched)
+
+    @Slot()
     def _read_changed_sidecars(self) -> None:
         library = self._library
         if library is None:
@@ -367,6 +378,8 @@ class LibraryThread(QObject):
         self.trainingDataRequested.connect(self.worker.read_training_data)
         self.editRequested.connect(self.worker.apply_edit)
         self.stopRequested.connect(self.worker.finish)
+        # finished is emitted by the ending thread itself: the slot runs there, before it is gone
+        self.thread.finished.connect(self.worker.stop_watching, Qt.ConnectionType.DirectConnection)
         self.thread.start()
 
     def stop(self) -> None:

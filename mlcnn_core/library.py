@@ -1388,13 +1388,20 @@ class Library:
     # ---- training export
 
     def confirmed_images(self) -> list[tuple[Path, list[str]]]:
-        """Confirmed images with a person's tags (absolute path, tags) — the training set."""
-        out = []
-        for record in self.images(["confirmed"]):
-            tags = self.human_tags(record.id)
-            if tags:
-                out.append((self.abspath(record.path), tags))
-        return out
+        """Confirmed images with a person's tags (absolute path, tags in :meth:`tags`' order) — the
+        training set. One query: it runs while a person waits for Fine-tune to start."""
+        rows = self.conn.execute(
+            "SELECT i.path, t.tag FROM images i JOIN tags t ON t.image_id = i.id "
+            "WHERE i.present = 1 AND i.status = 'confirmed' AND t.source = 'human' "
+            f"AND t.state IN ({','.join('?' * len(HUMAN_POSITIVE))}) "
+            f"ORDER BY i.path, {_TAG_ORDER}",  # its columns are the tags table's alone
+            HUMAN_POSITIVE)
+        out: list[tuple[Path, list[str]]] = []
+        for path, tag in rows:
+            if not out or out[-1][0] != path:
+                out.append((path, []))
+            out[-1][1].append(tag)
+        return [(self.abspath(path), tags) for path, tags in out]
 
 
 class _Transaction:

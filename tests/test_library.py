@@ -87,6 +87,24 @@ def test_human_and_machine_tags_are_told_apart(lib):
     assert pred.model_id == "m1" and pred.scores["dog"] == pytest.approx(0.1)
 
 
+def test_confirmed_images_are_each_confirmed_image_with_its_human_tags_in_order(lib):
+    a, b, c, d = (lib.image_id(p) for p in ("a.jpg", "b.png", "sub/c.webp", "sub/deep/d.JPEG"))
+    lib.store_prediction(a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6, "dog": 0.1})
+    lib.set_tag(a, "sky", "rejected")
+    lib.set_tag(a, "zebra", "added")
+    lib.set_tag(a, "apple", "added")
+    lib.confirm_all(a)                       # cat confirmed; sky stays rejected
+    lib.move_to_front([a], "zebra")
+    lib.store_prediction(b, ["cat"], {"cat": 0.9})   # machine tags only: not confirmed
+    lib.set_tag(c, "tree", "added")
+    lib.confirm_all(c)
+    lib.store_prediction(d, [], {})
+    lib.confirm_all(d)                       # confirmed with no tag of a person's: left out
+    expected = [(lib.abspath(r.path), lib.human_tags(r.id)) for r in lib.images(["confirmed"]) if lib.human_tags(r.id)]
+    assert lib.confirmed_images() == expected
+    assert [(p.name, tags) for p, tags in expected] == [("a.jpg", ["zebra", "cat", "apple"]), ("c.webp", ["tree"])]
+
+
 def test_new_prediction_keeps_human_decisions(lib):
     a = lib.image_id("a.jpg")
     lib.store_prediction(a, ["cat", "sky"], {"cat": 0.9, "sky": 0.6})

@@ -22,7 +22,8 @@ Drawings are dealt from a shuffled deck (refilled when empty), so each is used a
 **The run.** For each seed, the person confirms the first k of a seeded permutation of the
 confirmed images; the starter is fine-tuned on those k by ``mlcnn train --init STARTER --data
 FOLDER --seed SEED`` (the command line itself, in process, all other flags at their defaults: a
-tenth held out, the head learning with L2-SP, new labels fitted before and after) and tags the
+tenth held out, the head learning with L2-SP and the starter's replay set, the new labels as
+``--new-labels auto`` chooses: with the head, since these images carry no old label) and tags the
 held-out images as the app does (its card's reading and threshold). The **linear probe**: one
 logistic regression per tag (scikit-learn, features standardised) on the starter trunk's
 global-average-pooled output at the first pass's short side, fitted on the same k images (all k);

@@ -29,7 +29,9 @@ from torch import nn
 
 from .data import ImageError, Sample, multi_hot, read_image, resize_short_side, to_tensor
 from .loss import multilabel_softmax_loss
+from .metrics import f_beta
 from .model import MLCNN
+from .newlabels import CUT_BETA
 from .optim import warmup_cosine
 from .predict import PredictConfig, final_scores
 from .recipes import FROZEN_SHORT_SIDES
@@ -374,7 +376,6 @@ def pull_toward_start(pairs: list[tuple[torch.Tensor, torch.Tensor]], strength: 
             p[:n].sub_(p[:n] - start, alpha=strength)
 
 
-
 # What a new label's score may be multiplied by before it meets the model's threshold: its own cut.
 # Rows learnt on a person's images beside replayed (or distilled) old scenes rank the new label's
 # images well but score them far under the threshold the old labels were cut at.
@@ -385,7 +386,7 @@ NEW_LABEL_MIN_TAGGED = 2   # images with a new label per fold for its cut to be 
 def cross_validated_label_scales(parent: MLCNN, start: int, mean: list[float], config: PredictConfig,
                                  select: Callable[[np.ndarray], np.ndarray], samples: list[Sample],
                                  views: TrainingViews, method: FrozenMethod, old_labels: int, folds: int,
-                                 seed: int = 0, beta: float = 0.5,
+                                 seed: int = 0, beta: float = CUT_BETA,
                                  replay: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
     """Per new label (the rows after ``old_labels``), the factor on its score at which prediction,
     thresholded by ``select`` (scores [n, l] → chosen [n, l]), picks it best on images the head did
@@ -396,7 +397,8 @@ def cross_validated_label_scales(parent: MLCNN, start: int, mean: list[float], c
     precision more: a tag that fires where it is absent is what a person sees and corrects), the middle
     one of a tie. A factor moves the cut only: each label's ranking of images, and so its AP, stays.
     ``samples`` are the training images in the order ``views`` were made from them."""
-    readable = [s for s in samples if s.image not in set(views.unreadable)]
+    unreadable = set(views.unreadable)
+    readable = [s for s in samples if s.image not in unreadable]
     per_image = method.views_per_image
     n_new = views.targets.shape[1] - old_labels
     if len(readable) != views.images or len(views.maps) != views.images * per_image or n_new <= 0:
@@ -428,8 +430,7 @@ def cross_validated_label_scales(parent: MLCNN, start: int, mean: list[float], c
             hits[:, :, 1] += chosen & ~row_truth
             hits[:, :, 2] += ~chosen & row_truth
     tp, fp, fn = hits[..., 0], hits[..., 1], hits[..., 2]
-    beta2 = beta ** 2
-    score = (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)
+    score = f_beta(tp, fp, fn, beta)
     out = np.ones(n_new)
     for j in np.flatnonzero(placed & tp.any(0)):
         best = np.flatnonzero(score[:, j] >= score[:, j].max() - 1e-9)

@@ -67,3 +67,10 @@ def per_label_metrics(pred: np.ndarray, truth: np.ndarray, labels: list[str]) ->
         out[label] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
                       "support": tp + fn, "predicted": tp + fp}
     return out
+
+
+def f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:
+    """F-beta from counts of true positives, false positives and false negatives (elementwise; 0
+    where there is nothing to count). ``beta`` < 1 weighs precision more than recall."""
+    beta2 = beta ** 2
+    return (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)

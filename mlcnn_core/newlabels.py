@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import ImageError, Sample, multi_hot
-from .metrics import per_label_metrics
+from .metrics import f_beta, per_label_metrics
 from .modelfile import TaggerModel
 from .predict import Predictor, final_scores, soft_final_scores
 from .spec import trunk_stride
@@ -234,8 +234,7 @@ def prototype_rows(fit: _RowFit, groups: list[dict]) -> tuple[torch.Tensor, torc
         chosen = np.concatenate([fit.chosen(g, w, b) for g in groups])
         tp, fp = (chosen & truth).sum(0), (chosen & ~truth).sum(0)
         fn = (~chosen & truth).sum(0)
-        beta2 = CUT_BETA ** 2
-        score = (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)
+        score = f_beta(tp, fp, fn, CUT_BETA)
         if best is None:
             best = [w.clone(), b.clone(), score]
         better = torch.as_tensor(score > best[2], device=device)
@@ -289,8 +288,7 @@ def _cross_validated_shift(fit: _RowFit, groups: list[dict], folds: int) -> torc
                 hits[k, :, 1] += (chosen & ~truth).sum(0)
                 hits[k, :, 2] += (~chosen & truth).sum(0)
     tp, fp, fn = hits[..., 0], hits[..., 1], hits[..., 2]
-    beta2 = CUT_BETA ** 2
-    score = (1 + beta2) * tp / np.maximum(1e-9, (1 + beta2) * tp + beta2 * fn + fp)
+    score = f_beta(tp, fp, fn, CUT_BETA)
     shifts = []
     for j in range(len(fit.new_idx)):
         best = np.flatnonzero(score[:, j] >= score[:, j].max() - 1e-9)

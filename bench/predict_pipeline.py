@@ -82,11 +82,23 @@ def _rate(fn, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def _forward_batches(predictor: Predictor, views: list[list[np.ndarray]], batch: int = 8) -> None:
-    """The model alone: every pass of every image, batches of ``batch`` images of one shape."""
-    for k in range(len(predictor.config.passes)):
-        for i in range(0, len(views), batch):
-            predictor.raw_maps(np.stack([v[k] for v in views[i:i + batch]]))
+def _forward_batches(predictor: Predictor, views: list[list[np.ndarray]], batch: int = 8,
+                     streams: bool = False) -> None:
+    """The model alone: every pass of every image, batches of ``batch`` images of one shape; with
+    ``streams``, the batches run in the predictor's forward streams (streams.py) as the pipeline's do."""
+    batches = [np.stack([v[k] for v in views[i:i + batch]])
+               for k in range(len(predictor.config.passes)) for i in range(0, len(views), batch)]
+    if not streams:
+        for x in batches:
+            predictor.raw_maps(x)
+        return
+    in_flight = []
+    for x in batches:
+        in_flight.append(predictor.forward_streams.submit(predictor.raw_maps, x))
+        if len(in_flight) > predictor.forward_streams.streams:
+            in_flight.pop(0).result()
+    for future in in_flight:
+        future.result()
 
 
 def _same_pixels(views: list[list[np.ndarray]], passes: list[int], rng: np.random.Generator) -> list[list[np.ndarray]]:
@@ -173,7 +185,7 @@ def _cpu_seconds() -> float:
 def row(what: str, kind: str, count: int, folder: str) -> dict:
     """One row of :func:`versions_table`, in this process: ``pipeline`` (predict_files over the
     ``kind`` folder) or ``alone`` (the forward pass on its views, decoded beforehand; for ``mixed``,
-    one shape with the mixed set's pixels)."""
+    one shape with the mixed set's pixels), ``alone-streams`` (the same in the forward streams)."""
     paths = generated_folder(Path(folder), kind, count)
     predictor = Predictor(load_model(starter_model_path()))
     if what == "pipeline":
@@ -184,9 +196,10 @@ def row(what: str, kind: str, count: int, folder: str) -> dict:
         views = [predictor.read_passes(p)[0] for p in paths]
         if kind == "mixed":
             views = _same_pixels(views, predictor.config.passes, np.random.default_rng(0))
-        _forward_batches(predictor, views[:8])
+        streams = what == "alone-streams"
+        _forward_batches(predictor, views[:16], streams=streams)
         def work() -> None:
-            _forward_batches(predictor, views)
+            _forward_batches(predictor, views, streams=streams)
     cpu, start = _cpu_seconds(), time.perf_counter()
     work()
     seconds = time.perf_counter() - start
@@ -217,10 +230,15 @@ def versions_table(checkouts: dict[str, Path], count: int, rounds: int, folder: 
     for kind in ("fixed", "mixed"):
         generated_folder(Path(folder), kind, count)
     first = next(iter(checkouts.values()))
+    streams_checkout = next((c for c in reversed(checkouts.values())
+                             if (c / "mlcnn_core" / "streams.py").exists()), None)
     rows: dict[str, tuple] = {}
     for kind in ("mixed", "fixed"):
         rows[f"model alone, {kind}, default OpenMP wait"] = (first, {}, "alone", kind)
         rows[f"model alone, {kind}, passive OpenMP wait"] = (first, {"OMP_WAIT_POLICY": "PASSIVE"}, "alone", kind)
+        if streams_checkout is not None:
+            rows[f"model alone, {kind}, passive wait, forward streams"] = (
+                streams_checkout, {"OMP_WAIT_POLICY": "PASSIVE"}, "alone-streams", kind)
         for name, checkout in checkouts.items():
             rows[f"pipeline, {kind}, {name}"] = (checkout, _cli_environment(checkout), "pipeline", kind)
     for name, (checkout, env, _, _) in rows.items():
@@ -238,9 +256,10 @@ def versions_table(checkouts: dict[str, Path], count: int, rounds: int, folder: 
         rates = [x["img_s"] for x in rs]
         print(f"| {name} | {min(rates):.1f} / {statistics.median(rates):.1f} / {max(rates):.1f} | "
               f"{statistics.median(x['cpu_ms'] for x in rs):.1f} |")
-    print("\nper round, pipeline / model alone (passive wait) of the same kind:")
+    print("\nper round, pipeline / the faster model alone (passive wait) of the same kind:")
     for kind in ("mixed", "fixed"):
-        alone = [x["img_s"] for x in results[f"model alone, {kind}, passive OpenMP wait"]]
+        alone_rows = [results[name] for name in rows if name.startswith(f"model alone, {kind}, passive")]
+        alone = [max(x["img_s"] for x in xs) for xs in zip(*alone_rows, strict=True)]
         for name in checkouts:
             pipe = [x["img_s"] for x in results[f"pipeline, {kind}, {name}"]]
             print(f"  {kind}, {name}: " + ", ".join(f"{p / a:.0%}" for p, a in zip(pipe, alone, strict=True)))

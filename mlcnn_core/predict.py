@@ -42,7 +42,9 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,7 @@ from .readahead import DECODE_AHEAD_BYTES, decode_ahead
 from .rescore import label_features, rescore
 from .runtime import autocast, configure_cpu, pick_device, release_free_memory, use_bf16
 from .spec import trunk_stride
+from .streams import ForwardStreams, default_streams
 from .threshold import Threshold
 
 # views waiting for a full batch of their bucket before the oldest image's queue runs anyway
@@ -224,7 +227,7 @@ class Predictor:
 
     def __init__(self, model: TaggerModel, device: str = "auto", bf16: bool | None = None,
                  config: PredictConfig | None = None, threshold: Threshold | None = None,
-                 bucket_step: int | None = None):
+                 bucket_step: int | None = None, streams: int | None = None):
         self.model = model
         self.labels = list(model.labels)
         self.device = pick_device(device)
@@ -243,6 +246,7 @@ class Predictor:
         self.mean = list(model.mean)
         self._pixels = PixelTable(self.mean, self.dtype)
         self.bucket_step = bucket_step or 2 * trunk_stride(net.spec)
+        self.forward_streams = ForwardStreams(streams or default_streams(self.device))
         self._images_read = 0
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
@@ -365,16 +369,23 @@ class Predictor:
         queues = BucketQueues(self.bucket_step)
         images: dict[int, list] = {}  # seq → [key, image size, raw map per pass]
         done: dict[int, tuple[object, Prediction | ImageError]] = {}
+        in_flight: deque[tuple[tuple, list[tuple[int, np.ndarray]], Future]] = deque()
         passes = len(self.config.passes)
         next_out = 0
 
         def run(queue_key: tuple) -> None:
             members = [(seq, view) for seq, view in queues.take(queue_key, batch_size) if seq in images]
-            if not members:
-                return
-            raws = self._raw_maps_or_errors([view for _, view in members])
+            if members:
+                in_flight.append((queue_key, members,
+                                  self.forward_streams.submit(self._raw_maps_or_errors, [view for _, view in members])))
+            while len(in_flight) > self.forward_streams.streams or in_flight and in_flight[0][2].done():
+                collect(*in_flight.popleft())
+
+        def collect(queue_key: tuple, members: list[tuple[int, np.ndarray]], future: Future) -> None:
             complete = []
-            for (seq, _), raw in zip(members, raws, strict=True):
+            for (seq, _), raw in zip(members, future.result(), strict=True):
+                if seq not in images:  # its other pass ran out of memory
+                    continue
                 if isinstance(raw, BaseException):
                     key = images.pop(seq)[0]
                     done[seq] = (key, ImageError(f"{key}: not enough memory to predict it ({raw})"))
@@ -385,7 +396,9 @@ class Predictor:
                     complete.append(seq)
             outputs = [(images[seq][2][0], images[seq][1], images[seq][2][1] if passes > 1 else None)
                        for seq in complete]
-            for seq, prediction in zip(complete, self._postprocess(outputs), strict=True):
+            with self.forward_streams.caller_share():
+                predictions = self._postprocess(outputs)
+            for seq, prediction in zip(complete, predictions, strict=True):
                 done[seq] = (images.pop(seq)[0], prediction)
 
         for seq, (key, views, size) in enumerate(items):
@@ -407,6 +420,8 @@ class Predictor:
                 next_out += 1
         while queues:
             run(queues.oldest())
+        while in_flight:
+            collect(*in_flight.popleft())
         while next_out in done:
             yield done.pop(next_out)
             next_out += 1

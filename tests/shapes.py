@@ -68,3 +68,15 @@ def train_tiny_model(root: Path, images: int = 120, seed: int = 1) -> Path:
     assert main(["train", "--data", str(root / "train"), "--out", str(out), "--arch", "tiny", "--epochs", "4",
                  "--batch-size", "16", "--workers", "0", "--events", str(root / "ev.jsonl")]) == 0
     return out
+
+
+def noise_images(folder: Path, count: int, seed: int, sides: tuple[int, int]) -> list[Path]:
+    """``count`` PNGs of random pixels whose height and width are drawn independently in ``sides``."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:02d}.png"
+        shape = (int(rng.integers(*sides)), int(rng.integers(*sides)), 3)
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

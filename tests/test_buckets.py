@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shapes import noise_images
 
 from mlcnn_core.buckets import BucketQueues, bucket_shape, masked_trunk
 from mlcnn_core.data import ImageError
@@ -57,13 +58,7 @@ def test_mixed_sizes_predict_as_they_do_one_at_a_time_in_few_shapes(tmp_path):
     torch.manual_seed(0)
     model = new_model("tiny", labels=LABELS)
     model.card["prediction"] = PredictConfig(short_side=96).to_dict()
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(24):
-        path = tmp_path / f"{i:02d}.png"
-        Image.fromarray(rng.integers(0, 255, (int(rng.integers(60, 300)), int(rng.integers(60, 300)), 3),
-                                     dtype=np.uint8)).save(path)
-        paths.append(path)
+    paths = noise_images(tmp_path, 24, seed=1, sides=(60, 300))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     paths.insert(5, broken)

@@ -592,6 +592,17 @@ class Library:
                 tx.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (str(self.root),))
 
+    def close_connection(self) -> None:
+        """Close the calling thread's connection, if it has one: what a thread done with the library
+        calls. A connection closed by another thread while it runs a query can crash the process."""
+        with self._lock:
+            conn = self._connections.pop(threading.get_ident(), None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
     def close(self) -> None:
         """Close every thread's connection (call once no thread uses the library any more)."""
         with self._lock:

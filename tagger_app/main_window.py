@@ -1,10 +1,11 @@
 """The main window: builds the parts and wires their signals. It computes nothing itself.
 
 Threads: the GUI thread shows and edits (a person's edit is shown at once, and stored by the library
-thread, in the order made); the library thread opens folders, stores edits, reads what training
-would use and writes sidecars; the predictor thread talks to the prediction process, which
-owns the model (torch is imported there, never in the app); thread pools decode thumbnails and the
-viewed image.
+thread, in the order made) and never reads the library itself; the library thread opens folders,
+stores edits, reads the shown image's tags and what training would use, and writes sidecars; the
+predictor thread talks to the prediction process, which owns the model (torch is imported there,
+never in the app); thread pools decode thumbnails and the viewed image. Each thread closes its own
+connection to a library that another folder replaced.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mlcnn_core.library import Library, TagRecord
+from mlcnn_core.library import ImageRecord, Library, TagRecord
 from tagger_app.durations import format_duration
 from tagger_app.edit_commands import EditJob, TagEditCommand, folder_tag_edit, image_edit
 from tagger_app.models.image_list_model import ImageListModel
@@ -45,6 +46,8 @@ from tagger_app.workers.library_worker import (
     EditResult,
     ExternalChanges,
     FolderTagCounts,
+    ImageTags,
+    ImageTagsRequest,
     LibraryThread,
     OpenedFolder,
     OpenRequest,
@@ -91,6 +94,8 @@ class MainWindow(QMainWindow):
         self._counting_folder_tags = False  # a count is on the library worker
         self._count_folder_tags_again = False  # a refresh was asked for during that count
         self.edits_pending = 0  # edits (and undos) sent to the library worker and not yet stored
+        self._tag_reads = 0  # the shown image's tags asked of the library worker: only the latest is shown
+        self.tag_read_pending = False  # the latest of them has not come back yet
 
         self.thumbnails = ThumbnailLoader(parent=self, disk=ThumbnailDiskCache())
         self.image_loader = FullImageLoader(parent=self)
@@ -306,6 +311,7 @@ class MainWindow(QMainWindow):
         lib_worker.externalChanges.connect(self._on_external_changes)
         lib_worker.folderTagsCounted.connect(self._on_folder_tags_counted)
         lib_worker.edited.connect(self._on_edit_stored)
+        lib_worker.imageTagsRead.connect(self._on_image_tags_read)
         self.gallery.currentImageChanged.connect(self.show_image)
         self.image_loader.loaded.connect(self._on_image_decoded)
         self.tag_panel.confirmRequested.connect(self.confirm_tag)
@@ -360,14 +366,12 @@ class MainWindow(QMainWindow):
         )
 
     def _on_folder_opened(self, opened: OpenedFolder) -> None:
+        # The threads that used a replaced library close their own connections to it, after their last use.
         if self._opening is None or Path(self._opening).resolve() != opened.library.root:
-            opened.library.close()  # a later open superseded this one
-            return
+            return  # a later open superseded this one
         self._opening = None
-        old, self.library = self.library, opened.library
+        self.library = opened.library
         self.predictor.worker.set_library(self.library)
-        if old is not None:
-            old.close()
         # tags first, then one model reset: the proxy filters the 10,000 rows once
         self.gallery.proxy.set_tag_sets(
             {i: {t.tag for t in records if t.is_positive} for i, records in opened.tags.items()}
@@ -434,6 +438,8 @@ class MainWindow(QMainWindow):
         else:
             self.viewer.set_maps(None, None, image_id=image_id)
             self._predict_timer.start()
+        if self.tag_panel.image_id != image_id:  # no other image's tags while this one's are read
+            self.tag_panel.set_image(image_id, record.path, record.status, [])
         self._refresh_tag_panel()
 
     def _predict_current(self) -> None:
@@ -453,15 +459,26 @@ class MainWindow(QMainWindow):
             self.viewer.hover_label.setText("This file cannot be read as an image")
 
     def _refresh_tag_panel(self) -> None:
+        """Ask the library worker for the shown image's tags; the panel shows them when they come."""
         if self.library is None or self.current_id < 0:
             return
-        record = self.library.image(self.current_id)
-        prediction = self.library.prediction(self.current_id)
+        self._tag_reads += 1
+        self.tag_read_pending = True
+        self.library_thread.imageTagsRequested.emit(ImageTagsRequest(self.library, self.current_id, self._tag_reads))
+
+    def _on_image_tags_read(self, read: ImageTags) -> None:
+        request = read.request
+        if request.token != self._tag_reads:
+            return  # a later read was asked for
+        self.tag_read_pending = False
+        if request.library is not self.library or request.image_id != self.current_id:
+            return
+        if read.record is None:
+            self._report(f"Cannot read the tags of image {request.image_id}: {read.error}", error=False)
+            return
         cached = self._maps.get(self.current_id)
-        scores = cached.confidences if cached is not None else (prediction.scores if prediction else {})
-        self.tag_panel.set_image(
-            self.current_id, record.path, record.status, self.library.tags(self.current_id), scores
-        )
+        scores = cached.confidences if cached is not None else read.scores
+        self.tag_panel.set_image(self.current_id, read.record.path, read.record.status, read.tags, scores)
 
     # ------------------------------------------------------------------------------- prediction
 
@@ -480,6 +497,8 @@ class MainWindow(QMainWindow):
         if result.image_id == self.current_id:
             self.viewer.set_maps(result.maps, result.winner, result.label_names, result.image_size, result.image_id)
             if result.record is not None:
+                self._tag_reads += 1  # a read asked for before may predate the stored proposals
+                self.tag_read_pending = False
                 self.tag_panel.set_image(
                     result.image_id, result.record.path, result.record.status, result.tags, result.confidences
                 )
@@ -763,6 +782,8 @@ class MainWindow(QMainWindow):
         job.current_id = self.current_id
         self.edits_pending += 1
         self.library_thread.editRequested.emit(job)
+        if self.tag_read_pending:  # it would show the tags from before the edit: read them after it
+            self._refresh_tag_panel()
 
     def _on_edit_stored(self, result: EditResult) -> None:
         self.edits_pending -= 1
@@ -810,13 +831,14 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------- sidecars
 
-    def write_sidecars(self, image_ids: list[int], content: str = "human") -> bool:
+    def write_sidecars(self, image_ids: list[int] | None, content: str = "human") -> bool:
+        """Write sidecars of ``image_ids`` (None: those whose last write failed) on the library worker."""
         formats = self.settings.sidecar_formats
-        if self.library is None or not image_ids or not formats:
+        if self.library is None or image_ids == [] or not formats:
             return False
         self.library_thread.sidecarsRequested.emit(
-            SidecarRequest(list(image_ids), formats, self.settings.naming, self.settings.write_policy, content,
-                           self.settings.tag_rules)
+            SidecarRequest(None if image_ids is None else list(image_ids), formats, self.settings.naming,
+                           self.settings.write_policy, content, self.settings.tag_rules)
         )
         return True
 
@@ -841,15 +863,9 @@ class MainWindow(QMainWindow):
         if answer == QMessageBox.StandardButton.Yes:
             self.write_predicted_sidecars()
 
-    def retry_failed_sidecars(self) -> int:
-        if self.library is None:
-            return 0
-        failed = [i for i, _ in self.library.failed_sidecars()]
-        human = [i for i in failed if self.library.image(i).status == "confirmed"]
-        machine = [i for i in failed if i not in set(human)]
-        self.write_sidecars(human, "human")
-        self.write_sidecars(machine, "machine")
-        return len(failed)
+    def retry_failed_sidecars(self) -> bool:
+        """Write again the sidecars whose last write failed (the library worker finds them)."""
+        return self.write_sidecars(None)
 
     def _on_sidecars_done(self, report: SidecarReport) -> None:
         if report.library is not self.library:
@@ -858,7 +874,9 @@ class MainWindow(QMainWindow):
             self.failed_sidecars.pop(image_id, None)
         self.failed_sidecars.update(report.failed)
         self.retry_action.setEnabled(bool(self.failed_sidecars))
-        if report.failed:
+        if report.error:
+            self._report(f"Cannot write sidecars: {report.error}", error=True)
+        elif report.failed:
             first = next(iter(report.failed.values()))
             self._report(
                 f"{len(report.failed)} sidecar(s) could not be written — the tags are kept in the library; "
@@ -870,7 +888,7 @@ class MainWindow(QMainWindow):
             shown = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
             self.statusBar().showMessage(f"Wrote {len(paths)} sidecar file(s): {shown}", 8000)
         if report.notes:  # another program changed these sidecars: their tags were read again
-            self._show_changed_tags([self.library.image(i) for i in report.notes])
+            self._show_changed_tags(report.noted_records, report.noted_tags)
             notes = [n for image_notes in report.notes.values() for n in image_notes]
             self._report(notes[0] + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else ""), error=False)
         self.sidecarsWritten.emit(report)
@@ -891,14 +909,10 @@ class MainWindow(QMainWindow):
             what = "image file(s) had embedded keywords that" if changes.embedded else "changed sidecar(s)"
             self._report(f"{len(changes.messages)} {what} could not be read: {changes.messages[0]}", error=False)
 
-    def _show_changed_tags(self, records, tags=None) -> None:
+    def _show_changed_tags(self, records: list[ImageRecord], tags: dict[int, list[TagRecord]]) -> None:
         for record in records:
-            if tags is not None:
-                positive = {t.tag for t in tags[record.id] if t.is_positive}
-            else:
-                positive = set(self.library.positive_tags(record.id))
             self.images.update_record(record)
-            self.gallery.proxy.update_tags(record.id, positive)
+            self.gallery.proxy.update_tags(record.id, {t.tag for t in tags.get(record.id, []) if t.is_positive})
         if self.current_id in {r.id for r in records}:
             self._refresh_tag_panel()
         self._folder_tags_timer.start()
@@ -1002,7 +1016,7 @@ class MainWindow(QMainWindow):
         return QSize(1400, 900)
 
     def shutdown(self) -> None:
-        """Stop the workers and close the library (also done on close)."""
+        """Stop the workers, then close what is left of the library's connections (also done on close)."""
         if self.training_panel is not None:
             self.training_panel.shutdown()
         self.predictor.stop()

@@ -280,6 +280,23 @@ def test_one_connection_per_thread_and_concurrent_writes(lib):
     assert all(len(lib.tags(i)) == 1 for i in image_ids)
 
 
+def test_a_thread_closes_its_own_connection_and_no_other(lib):
+    lib.images()  # this thread's connection
+    seen = []
+
+    def reader():
+        seen.append(len(lib.images()))
+        lib.close_connection()
+        lib.close_connection()  # twice: nothing left to close
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()
+    assert seen == [4]
+    assert lib.connection_count() == 1
+    assert len(lib.images()) == 4  # this thread's connection is still open
+
+
 def test_prediction_does_not_reopen_a_confirmed_image(lib):
     a = lib.image_id("a.jpg")
     lib.store_prediction(a, ["cat"], {"cat": 0.9})

@@ -133,6 +133,11 @@ class TagPanel(QWidget):
         self._title = ""
         self._status: str | None = None
 
+    @property
+    def image_id(self) -> int:
+        """The image whose tags are shown (-1: none)."""
+        return self._image_id
+
     def set_image(self, image_id: int, title: str, status: str | None, records, scores=None) -> None:
         """Show an image's tags. The same image again keeps its rows in place and the selected tag
         selected; a new image selects its first undecided tag (else its first)."""

@@ -1,6 +1,9 @@
 """Folder opening (scan, sidecar import), then reading the keywords embedded in image files in
-batches, sidecar writing, and watching the folder for sidecars that other programs change, in a
-worker thread with its own connection."""
+batches, the shown image's tags, sidecar writing, and watching the folder for sidecars that other
+programs change, in a worker thread with its own connection.
+
+The worker closes its connection to a library once another folder replaces it, and as its thread
+ends: a connection is closed by the thread that uses it, never while it runs a query."""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ class OpenedFolder:
 
 @dataclass
 class SidecarRequest:
-    image_ids: list[int]
+    image_ids: list[int] | None  # None: the images whose last write failed, each with the content it holds
     formats: list[str]
     naming: str
     policy: str
@@ -54,6 +57,9 @@ class SidecarReport:
     failed: dict[int, str] = field(default_factory=dict)
     notes: dict[int, list[str]] = field(default_factory=dict)  # e.g. a file another program changed
     library: Library | None = None
+    noted_records: list[ImageRecord] = field(default_factory=list)  # the noted images, as stored after the write
+    noted_tags: dict[int, list[TagRecord]] = field(default_factory=dict)  # and their tags
+    error: str = ""  # the library could not be read: nothing was written
 
 
 @dataclass
@@ -66,6 +72,24 @@ class ExternalChanges:
     tags: dict[int, list[TagRecord]]  # their tags now
     messages: list[str]  # sidecars (or embedded metadata) that could not be read
     embedded: bool = False
+
+
+@dataclass
+class ImageTagsRequest:
+    """The shown image's record, tags and stored scores, for the tag panel."""
+
+    library: Library
+    image_id: int
+    token: int = 0  # the window's count of requests: it shows only its latest
+
+
+@dataclass
+class ImageTags:
+    request: ImageTagsRequest
+    record: ImageRecord | None = None  # None: not read (the folder was replaced, or the read failed)
+    tags: list[TagRecord] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str = ""
 
 
 @dataclass
@@ -124,6 +148,7 @@ class LibraryWorker(QObject):
     folderTagsCounted = Signal(object)  # FolderTagCounts
     trainingDataRead = Signal(object)  # TrainingData
     edited = Signal(object)  # EditResult
+    imageTagsRead = Signal(object)  # ImageTags
     _nextEmbeddedBatch = Signal()  # queued: other requests run between two batches
 
     WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
@@ -145,6 +170,7 @@ class LibraryWorker(QObject):
     @Slot(object)
     def open_folder(self, request: OpenRequest) -> None:
         start = time.perf_counter()
+        library = None
         try:
             library = Library.open(request.folder)
             library.scan()
@@ -153,13 +179,15 @@ class LibraryWorker(QObject):
             )
             records = library.images()
             tags = library.tag_records_by_image()
-        except (LibraryError, OSError) as exc:
-            self.openFailed.emit(request.folder, str(exc))
+        except Exception as exc:  # noqa: BLE001 - LibraryError, OSError, sqlite3 errors: report, never crash
+            if library is not None:
+                library.close_connection()
+            message = str(exc) if isinstance(exc, (LibraryError, OSError)) else f"{type(exc).__name__}: {exc}"
+            self.openFailed.emit(request.folder, message)
             return
-        except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
-            self.openFailed.emit(request.folder, f"{type(exc).__name__}: {exc}")
-            return
-        self._library = library
+        old, self._library = self._library, library
+        if old is not None:
+            old.close_connection()  # requests still queued for it are dropped: it is no longer self._library
         self._txt_plans.clear()
         self._watch(library, records, request)
         self._read_embedded = request.import_sidecars
@@ -182,8 +210,14 @@ class LibraryWorker(QObject):
         if library is None:
             self.sidecarsDone.emit(report)
             return
+        try:
+            contents = self._contents(library, request)
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
+            report.error = f"{type(exc).__name__}: {exc}"
+            self.sidecarsDone.emit(report)
+            return
         plan = self._txt_plan(library, request.naming) if "txt" in request.formats else {}
-        for image_id in request.image_ids:
+        for image_id, content in contents.items():
             try:
                 record = library.image(image_id)
                 txt_path = plan.get(Path(record.path))
@@ -192,7 +226,7 @@ class LibraryWorker(QObject):
                     formats=request.formats,
                     txt_path=txt_path and library.abspath(txt_path.as_posix()),
                     policy=request.policy,
-                    content=request.content,
+                    content=content,
                     rules=request.rules,
                 )
                 report.written[image_id] = written
@@ -200,7 +234,21 @@ class LibraryWorker(QObject):
                     report.notes[image_id] = notes
             except Exception as exc:  # noqa: BLE001 - SidecarError, sqlite3 errors, ...: report per image
                 report.failed[image_id] = str(exc)
+        try:  # their tags were read again: the GUI shows them as they are now
+            report.noted_records = library.records(report.notes)
+            report.noted_tags = {r.id: library.tags(r.id) for r in report.noted_records}
+        except Exception:  # noqa: BLE001 - the notes are still reported; the tags show at the next read
+            report.noted_records, report.noted_tags = [], {}
         self.sidecarsDone.emit(report)
+
+    @staticmethod
+    def _contents(library: Library, request: SidecarRequest) -> dict[int, str]:
+        """What to write for each image asked: a retry writes a confirmed image's human tags, another's
+        machine tags (a batch of predictions written as they stand)."""
+        if request.image_ids is not None:
+            return dict.fromkeys(request.image_ids, request.content)
+        failed = [image_id for image_id, _error in library.failed_sidecars()]
+        return {r.id: "human" if r.status == "confirmed" else "machine" for r in library.records(failed)}
 
     @Slot(object)
     def count_folder_tags(self, library: Library) -> None:
@@ -221,7 +269,7 @@ class LibraryWorker(QObject):
         the GUI already shows as edited, so that a failed edit is shown as it really is."""
         result = EditResult(job)
         library = job.library
-        if self._library is not None and library is not self._library:  # the folder was replaced: its rows are gone
+        if self._replaced(library):  # its rows are gone
             self.edited.emit(result)
             return
         try:
@@ -247,8 +295,7 @@ class LibraryWorker(QObject):
         from tagger_app.training_data import count_labels, read_sources, write_manifests  # cv2: not at launch
 
         data = TrainingData(request)
-        replaced = request.library is not None and self._library is not None and request.library is not self._library
-        if replaced:  # another folder was opened since it was asked: its library is being closed
+        if request.library is not None and self._replaced(request.library):
             data.error = "another folder was opened"
             self.trainingDataRead.emit(data)
             return
@@ -260,6 +307,28 @@ class LibraryWorker(QObject):
         except Exception as exc:  # noqa: BLE001 - sqlite3 errors, a full disk...: report, never crash the thread
             data.error = f"{type(exc).__name__}: {exc}"
         self.trainingDataRead.emit(data)
+
+    @Slot(object)
+    def read_image_tags(self, request: ImageTagsRequest) -> None:
+        """The shown image's record, tags and stored scores (queued behind the edits asked before it)."""
+        result = ImageTags(request)
+        library = request.library
+        if self._replaced(library):
+            result.error = "another folder was opened"
+        else:
+            try:
+                result.record = library.image(request.image_id)
+                result.tags = library.tags(request.image_id)
+                prediction = library.prediction(request.image_id)
+                result.scores = prediction.scores if prediction else {}
+            except Exception as exc:  # noqa: BLE001 - a locked library, an image gone: report, never crash
+                result.record = None
+                result.error = f"{type(exc).__name__}: {exc}"
+        self.imageTagsRead.emit(result)
+
+    def _replaced(self, library: Library) -> bool:
+        """Whether another folder was opened since ``library``: the worker has closed its connection."""
+        return self._library is not None and library is not self._library
 
     def _watch(self, library: Library, records: list[ImageRecord], request: OpenRequest) -> None:
         """Watch the folders holding the images, so sidecars other programs change are read again."""
@@ -281,15 +350,18 @@ class LibraryWorker(QObject):
                 self._watcher.addPaths(folders[: self.MAX_WATCHED_FOLDERS])
 
     @Slot()
-    def stop_watching(self) -> None:
+    def end_in_thread(self) -> None:
         """Run in the worker's thread as it ends (``LibraryThread`` connects it to ``finished``): a
         timer can only be stopped by its own thread, and a write just before the end can have
         started the settle timer (or, without inotify, the watcher's polling one); the worker
-        itself is destroyed later, from the GUI thread."""
+        itself is destroyed later, from the GUI thread. The connection is closed here, after its
+        last use."""
         if self._watcher is not None:
             self._settle.stop()
             if watched := self._watcher.directories():
                 self._watcher.removePaths(watched)
+        if self._library is not None:
+            self._library.close_connection()
 
     @Slot()
     def _read_changed_sidecars(self) -> None:
@@ -363,6 +435,7 @@ class LibraryThread(QObject):
     folderTagsRequested = Signal(object)  # Library
     trainingDataRequested = Signal(object)  # TrainingDataRequest
     editRequested = Signal(object)  # EditJob
+    imageTagsRequested = Signal(object)  # ImageTagsRequest
     stopRequested = Signal()
 
     def __init__(self, parent=None):
@@ -377,9 +450,10 @@ class LibraryThread(QObject):
         self.folderTagsRequested.connect(self.worker.count_folder_tags)
         self.trainingDataRequested.connect(self.worker.read_training_data)
         self.editRequested.connect(self.worker.apply_edit)
+        self.imageTagsRequested.connect(self.worker.read_image_tags)
         self.stopRequested.connect(self.worker.finish)
         # finished is emitted by the ending thread itself: the slot runs there, before it is gone
-        self.thread.finished.connect(self.worker.stop_watching, Qt.ConnectionType.DirectConnection)
+        self.thread.finished.connect(self.worker.end_in_thread, Qt.ConnectionType.DirectConnection)
         self.thread.start()
 
     def stop(self) -> None:

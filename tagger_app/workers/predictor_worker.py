@@ -5,9 +5,10 @@ The model lives in a child process (``mlcnn_core/predict_server.py``, reached th
 on the pipe, which holds no interpreter lock, so the GUI thread runs while the child imports torch,
 loads a model or predicts. Jobs sit in a queue shared with the GUI thread under a lock: the selected
 image jumps the queue, batches append, cancel empties it. Every result is stored in the library by
-the worker (its own SQLite connection) the moment it arrives, then handed to the GUI by signal. A
-child that dies is reported (``processCrashed``); the next request starts a new one with the same
-model, unless it keeps stopping (``predict_client.MAX_CRASHES_IN_A_ROW``).
+the worker (its own SQLite connection, which the worker closes itself once the library is replaced)
+the moment it arrives, then handed to the GUI by signal. A child that dies is reported
+(``processCrashed``); the next request starts a new one with the same model, unless it keeps
+stopping (``predict_client.MAX_CRASHES_IN_A_ROW``).
 
 Scores: the core's per-label scores are sums of pruned confidences over the map's positions (each
 position keeps only its best label). The worker divides them by their total, giving each label's
@@ -89,6 +90,7 @@ class PredictorWorker(QObject):
     processCrashed = Signal(str, bool)  # message, whether the next prediction starts a new process
 
     _wake = Signal()
+    _libraryReplaced = Signal(object)  # Library: queued, so it runs after the prediction storing in it
 
     def __init__(self):
         super().__init__()
@@ -105,15 +107,18 @@ class PredictorWorker(QObject):
         self._batch_id = 0  # a new one for each batch: a cancelled batch's images in flight count in none
         self._scheduled = False
         self._wake.connect(self._schedule)
+        self._libraryReplaced.connect(self._close_connection)
 
     # ---- called from the GUI thread (thread-safe)
 
     def set_library(self, library: Library | None) -> None:
         with self._lock:
-            self._library = library
+            old, self._library = self._library, library
             self._queue.clear()
             self._batch_total = self._batch_done = 0
             self._batch_id += 1
+        if old is not None and old is not library:
+            self._libraryReplaced.emit(old)
 
     def set_rules(self, rules: TagRules) -> None:
         """The person's proposal rules (threshold, excluded tags, maximum count) for what comes next."""
@@ -175,6 +180,11 @@ class PredictorWorker(QObject):
         with self._lock:
             self._queue.clear()
         self.modelUnloaded.emit()
+
+    @Slot(object)
+    def _close_connection(self, library: Library) -> None:
+        """In the worker's thread, after its last use of ``library`` (no job of it is left)."""
+        library.close_connection()
 
     @Slot()
     def _schedule(self) -> None:

@@ -125,6 +125,11 @@ def on_this_thread(calls: list[tuple[str, int]]) -> list[str]:
     return [name for name, thread in calls if thread == threading.get_ident() and name != "abspath"]
 
 
+def tags_read(qtbot, window, timeout=10_000) -> None:
+    """Wait until the tag panel shows the current image's tags, read by the library worker."""
+    qtbot.waitUntil(lambda: not window.tag_read_pending, timeout=timeout)
+
+
 def stored(qtbot, window, timeout=10_000) -> None:
     """Wait until the library worker has stored every edit (and undo) the window sent it."""
     qtbot.waitUntil(lambda: window.edits_pending == 0, timeout=timeout)

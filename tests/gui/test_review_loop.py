@@ -3,7 +3,7 @@ next undecided one, T + text + Enter adds a tag and gives the keys back, N goes 
 Rows stay where they are while an image is reviewed; the viewer shows the selected tag's map."""
 
 import numpy as np
-from conftest import LABELS, load_model, make_images, open_folder, stored
+from conftest import LABELS, load_model, make_images, open_folder, stored, tags_read
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QApplication
@@ -271,6 +271,7 @@ def test_small_things(qtbot, window, image_folder):
     (image_folder / "img0000.txt").write_text("from elsewhere")
     open_folder(qtbot, window, image_folder)
     window.gallery.select_image(window.library.image_id("img0000.png"))
+    tags_read(qtbot, window)
     model = window.tag_panel.model
     index = model.index(model.row_of("from elsewhere"), 1)
     assert "No score" in model.data(index, Qt.ItemDataRole.ToolTipRole)

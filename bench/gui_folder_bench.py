@@ -7,6 +7,7 @@
     python bench/gui_folder_bench.py --keywords       # each JPEG holds 3 embedded XMP keywords
     python bench/gui_folder_bench.py --reopen --new-process   # ... in a new process: quit, launch again
     python bench/gui_folder_bench.py --train 40       # fine-tune from the training panel; GUI gaps meanwhile
+    python bench/gui_folder_bench.py --click 300      # then step through 300 images, as J held down
 
 What is measured, from the moment ``open_folder`` is called, on the GUI thread's clock:
 
@@ -32,6 +33,10 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
   is shown (the trainer and the evaluator run in child processes), and the time the GUI thread
   spends in the panel's handlers of the click (``start_training``, and ``_begin_run`` where the run
   starts once the confirmed images are read off the GUI thread);
+* clicking (``--click N``): then the next image is shown every 40 ms (J held down, the keyboard's
+  auto-repeat), N times: the longest GUI-thread gap meanwhile, the GUI thread's time per step in
+  ``show_image`` and in the handler of the tags read off the GUI thread (where there is one), and
+  how long after ``show_image`` the tag panel showed the image's tags (its last read, when it came);
 * peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
 
 Thumbnails are kept on disk (thumbnail_cache.py) in a temporary ``XDG_CACHE_HOME``, so the first
@@ -97,7 +102,7 @@ def embed_keywords(folder: Path) -> float:
 
 
 def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll: bool = True,
-        keywords: bool = False, train: bool = False) -> dict:
+        keywords: bool = False, train: bool = False, click: int = 0) -> dict:
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -188,6 +193,7 @@ def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll
     gaps.stop()
     tagging = time_tagging(app, window, tag, timeout) if tag and window.model is not None else None
     training = time_training(app, window, timeout) if train and window.model is not None else None
+    clicking = time_clicks(app, window, click, timeout) if click else None
 
     # scroll to the end page by page, timing each rendering of the visible cells
     bar = view.verticalScrollBar()
@@ -218,6 +224,7 @@ def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll
         "prediction_process_peak_mb": prediction_process_peak_mb(window),
         "tagging": tagging,
         "training": training,
+        "clicking": clicking,
     }
     window.shutdown()
     window.deleteLater()
@@ -293,6 +300,71 @@ def time_tagging(app, window, count: int, timeout: float) -> dict:
     gaps.stop()
     return {"images": finished[0] if finished else 0, "seconds": time.perf_counter() - start,
             "longest_gui_gap_ms": 1000 * gaps.longest}
+
+
+CLICK_INTERVAL_MS = 40
+
+
+def time_clicks(app, window, count: int, timeout: float) -> dict:
+    """Show the next image every CLICK_INTERVAL_MS, ``count`` times, and time the GUI thread."""
+    from PySide6.QtCore import QTimer
+
+    shown_at: dict[int, float] = {}
+    latency: dict[int, float] = {}
+    in_show: list[float] = []
+    in_read: list[float] = []
+
+    def tags_shown() -> None:
+        image_id = window.current_id
+        if not getattr(window, "tag_read_pending", False) and image_id in shown_at and image_id not in latency:
+            latency[image_id] = time.perf_counter() - shown_at[image_id]
+
+    def timed_show(image_id: int) -> None:
+        start = shown_at[image_id] = time.perf_counter()
+        window.show_image(image_id)
+        in_show.append(time.perf_counter() - start)
+        tags_shown()  # read on the GUI thread: shown when show_image returns
+
+    window.gallery.currentImageChanged.disconnect(window.show_image)
+    window.gallery.currentImageChanged.connect(timed_show)
+    read_handler = getattr(window, "_on_image_tags_read", None)
+    if read_handler is not None:
+        def timed_read(read) -> None:
+            start = time.perf_counter()
+            read_handler(read)
+            in_read.append(time.perf_counter() - start)
+            tags_shown()
+
+        signal = window.library_thread.worker.imageTagsRead
+        signal.disconnect(read_handler)
+        signal.connect(timed_read)
+
+    steps = [0]
+    clicker = QTimer()
+    clicker.setInterval(CLICK_INTERVAL_MS)
+
+    def click() -> None:
+        if steps[0] < count:
+            window.gallery.step(1)
+            steps[0] += 1
+        elif window.current_id in latency or time.perf_counter() - start > timeout:
+            app.exit(0)
+
+    clicker.timeout.connect(click)
+    start = time.perf_counter()
+    gaps = GapWatch(start)
+    clicker.start()
+    app.exec()
+    clicker.stop()
+    gaps.stop()
+
+    def ms(values: list[float]) -> dict:
+        values = sorted(values)
+        return {"median": 1000 * values[len(values) // 2], "max": 1000 * values[-1]} if values else {}
+
+    return {"steps": steps[0], "longest_gui_gap_ms": 1000 * gaps.longest, "gaps_over_20_ms": len(gaps.gaps),
+            "show_image_ms": ms(in_show), "tags_read_handler_ms": ms(in_read),
+            "tags_shown_after_ms": ms(list(latency.values())), "tags_shown": len(latency)}
 
 
 def time_training(app, window, timeout: float) -> dict:
@@ -390,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="embed 3 XMP keywords in each JPEG and time until the gallery shows them all")
     parser.add_argument("--new-process", action="store_true", help="with --reopen: the second opening in a new process")
     parser.add_argument("--cache-dir", type=Path, help="XDG_CACHE_HOME to use and keep (default: a temporary one)")
+    parser.add_argument("--click", type=int, default=0, metavar="N",
+                        help=f"then show the next image every {CLICK_INTERVAL_MS} ms, N times; time the GUI thread")
     parser.add_argument("--train", type=int, default=0, metavar="N",
                         help="fine-tune from the training panel on N confirmed noto-train images (implies --launch)")
     args = parser.parse_args(argv)
@@ -414,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep_library:
                 shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
         results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll,
-                                          keywords=args.keywords, train=bool(args.train)))]
+                                          keywords=args.keywords, train=bool(args.train), click=args.click))]
         if args.reopen and args.new_process:
             second = reopen_in_new_process(folder, cache, args)
         elif args.reopen:
@@ -495,6 +569,18 @@ def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary
         print(f"GUI-thread time in the click's handlers (ms): {training['click_handlers_ms']}")
         print(f"the same window idle for {IDLE_CONTROL_S:.0f} s just before: longest GUI-thread gap "
               f"{training['idle_longest_gui_gap_ms']:.0f} ms, {training['idle_gaps_over_20_ms']} gaps over 20 ms")
+    clicking = result["clicking"]
+    if clicking is not None:
+        def spread(times: dict) -> str:
+            return f"median {times['median']:.2f} ms, max {times['max']:.2f} ms" if times else "none"
+
+        print(
+            f"clicking through {clicking['steps']} images (one every {CLICK_INTERVAL_MS} ms): longest GUI-thread gap "
+            f"{clicking['longest_gui_gap_ms']:.0f} ms, {clicking['gaps_over_20_ms']} gaps over 20 ms; GUI-thread "
+            f"time per step in show_image: {spread(clicking['show_image_ms'])}; in the tags-read handler: "
+            f"{spread(clicking['tags_read_handler_ms'])}; tags shown after show_image "
+            f"({clicking['tags_shown']} images): {spread(clicking['tags_shown_after_ms'])}"
+        )
 
 
 if __name__ == "__main__":

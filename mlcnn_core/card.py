@@ -23,16 +23,19 @@ def _shown(value: object) -> str:
 
 
 class CardFields:
-    """Typed reads of one object of a model card (``prediction``, ``threshold``): a value of the
-    wrong kind raises ``ValueError`` naming the field (``name.key``) and what it holds, as JSON."""
+    """Typed reads of one object of a model card (the card itself, ``prediction``, ``threshold``): a
+    value of the wrong kind raises ``ValueError`` naming the field (``name.key``) and what it holds, as JSON."""
 
     def __init__(self, d: object, name: str):
         if not isinstance(d, dict):
             raise ValueError(f"{name} is {_shown(d)}, not an object")
         self.d, self.name = d, name
 
+    def _field(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
     def fail(self, key: str, value: object, expected: str) -> NoReturn:
-        raise ValueError(f"{self.name}.{key} is {_shown(value)}, not {expected}")
+        raise ValueError(f"{self._field(key)} is {_shown(value)}, not {expected}")
 
     def _get(self, key: str, default, ok, expected: str):
         if key not in self.d:
@@ -42,8 +45,20 @@ class CardFields:
             self.fail(key, value, expected)
         return value
 
-    def number(self, key: str, default: float) -> float:
-        return float(self._get(key, default, _is_number, "a number"))
+    def number(self, key: str, default: float | None) -> float | None:
+        """A number; null too where the default is None."""
+        value = self._get(key, default, lambda v: _is_number(v) or (v is None and default is None),
+                          "a number" + (" or null" if default is None else ""))
+        return None if value is None else float(value)
+
+    def text(self, key: str, default: str | None) -> str | None:
+        """A string; null too where the default is None."""
+        return self._get(key, default, lambda v: isinstance(v, str) or (v is None and default is None),
+                         "a string" + (" or null" if default is None else ""))
+
+    def nested(self, key: str) -> CardFields | None:
+        """The object under ``key``, for reading its own fields (None where it is absent)."""
+        return CardFields(self.d[key], self._field(key)) if key in self.d else None
 
     def whole(self, key: str, default: int | None) -> int | None:
         """A whole number; null too where the default is None."""
@@ -64,6 +79,42 @@ class CardFields:
 
     def wholes(self, key: str, default: list) -> list[int]:
         return list(self._get(key, default, lambda v: _is_list_of(v, _is_whole), "a list of whole numbers"))
+
+
+# The keys of a card that this version writes or reads (``prediction_source`` and ``training_data``
+# are the bench scripts'); any other is a newer version's, or misspelt.
+CARD_KEYS = frozenset({
+    "format", "format_version", "name", "created", "arch", "labels", "mean", "input", "prediction", "threshold",
+    "baseline_threshold", "summed_threshold", "single_pass", "provenance", "metrics", "prediction_source",
+    "training_data",
+})
+# The entries of a card's ``metrics`` written by mlcnn train and the bench scripts, each an object.
+METRICS = ("validation_single_pass", "validation_ten_crop", "validation_rescored", "validation_two_pass")
+
+
+def unknown_keys(card: dict) -> list[str]:
+    """The top-level keys of ``card`` that this version does not know."""
+    return sorted(set(card) - CARD_KEYS)
+
+
+def check_about(card: dict) -> None:
+    """Check what a card says about its model as the code reads it: ``name`` and ``created``
+    strings; ``provenance`` an object, and the parents it keeps too, whose ``init``, ``epochs_run``
+    and ``train_seconds`` the kept-models table shows; ``metrics`` an object, its entries of
+    :data:`METRICS` objects. A wrong value raises ``ValueError`` naming the field
+    (``provenance.parent.train_seconds``)."""
+    f = CardFields(card, "")
+    f.text("name", "")
+    f.text("created", "")
+    provenance = f.nested("provenance")
+    while provenance is not None:
+        provenance.text("init", None)
+        provenance.whole("epochs_run", None)
+        provenance.number("train_seconds", None)
+        provenance = provenance.nested("parent")
+    metrics = f.nested("metrics")
+    for key in METRICS if metrics is not None else ():
+        metrics.nested(key)
 
 
 def _is_number(value: object) -> bool:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -631,6 +632,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_card_warnings(show):
+    """``warnings.showwarning`` that writes a model card's warning as the command's own line."""
+    from .modelfile import CardWarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CardWarning):
+            print(f"mlcnn: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     wait_passively()
     from .data import DatasetError
@@ -641,17 +654,19 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version (0) or a usage error (2), already explained by argparse
         return e.code if isinstance(e.code, int) else EXIT_USAGE
-    try:
-        return args.func(args)
-    except (ModelFileError, DatasetError, LibraryError, FileNotFoundError, ValueError) as e:
-        return _fail(str(e))
-    except RuntimeError as e:  # e.g. --device cuda without one, or torch running out of memory
-        return _fail(str(e), EXIT_FAILED)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. `mlcnn predict ... | head`: the reader has gone, nothing to report
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_card_warnings(warnings.showwarning)
+        try:
+            return args.func(args)
+        except (ModelFileError, DatasetError, LibraryError, FileNotFoundError, ValueError) as e:
+            return _fail(str(e))
+        except RuntimeError as e:  # e.g. --device cuda without one, or torch running out of memory
+            return _fail(str(e), EXIT_FAILED)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # e.g. `mlcnn predict ... | head`: the reader has gone, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
 
 if __name__ == "__main__":

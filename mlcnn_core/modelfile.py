@@ -17,6 +17,7 @@ import json
 import os
 import stat
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,11 @@ MAX_HEADER = 100 * 1024 * 1024
 
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and the problem."""
+
+
+class CardWarning(UserWarning):
+    """A model file that loads, with a card holding keys this version does not know (a newer
+    version's, or misspelt): they are kept, and written again by a fine-tune, but not used."""
 
 
 def starter_model_path() -> Path | None:
@@ -101,9 +107,10 @@ def validate_card(card: object, where: str) -> dict:
     if not (isinstance(mean, list) and len(mean) == 3 and all(isinstance(v, (int, float)) for v in mean)):
         fail("card's mean pixel is not three numbers")
     try:
-        from .card import CardFields, PredictConfig, card_reading
+        from .card import CardFields, PredictConfig, card_reading, check_about
         from .spec import validate_spec
         validate_spec(card.get("arch"))
+        check_about(card)
         # a field that is absent takes its defaults; one that is present is checked, null included
         if "prediction" in card:
             CardFields(card["prediction"], "prediction")  # from_dict alone reads null as the defaults
@@ -134,7 +141,14 @@ def read_card(path: str | os.PathLike) -> dict:
         raise ModelFileError(f"{path}: model card is nested too deeply to be a card") from None
     except ValueError as e:
         raise ModelFileError(f"{path}: model card is not valid JSON ({e})") from e
-    return validate_card(card, str(path))
+    validate_card(card, str(path))
+    from .card import unknown_keys
+
+    unknown = unknown_keys(card)
+    if unknown:
+        warnings.warn(f"{path}: the card has keys this version does not know, kept but not used (written by a "
+                      f"newer version, or misspelt): {', '.join(unknown)}", CardWarning, stacklevel=2)
+    return card
 
 
 @dataclass

@@ -8,7 +8,15 @@ import threading
 import pytest
 import torch
 
-from mlcnn_core.modelfile import CARD_KEY, ModelFileError, load_model, new_model, read_card, save_model
+from mlcnn_core.modelfile import (
+    CARD_KEY,
+    CardWarning,
+    ModelFileError,
+    load_model,
+    new_model,
+    read_card,
+    save_model,
+)
 
 
 @pytest.fixture
@@ -222,7 +230,7 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
     assert errors and "not a model file" in errors[0]
 
 
-@pytest.mark.parametrize("field", ["prediction", "threshold"])
+@pytest.mark.parametrize("field", ["prediction", "threshold", "provenance", "metrics"])
 @pytest.mark.parametrize("value", ["x", [1, 2], 3, None, True])
 def test_a_card_field_that_is_not_an_object_is_named_with_the_file(saved, tmp_path, field, value):
     _, path = saved
@@ -242,6 +250,16 @@ def test_a_card_field_that_is_not_an_object_is_named_with_the_file(saved, tmp_pa
     ("threshold", {"kind": "linear", "weights": [1.0]}, r"threshold.weights is \[1.0\], not 3 weights"),
     ("summed_threshold", "x", 'summed_threshold is "x", not an object'),
     ("single_pass", {"threshold": 0.5, "rescore": None}, "single_pass.threshold is 0.5, not an object"),
+    ("name", 3, "name is 3, not a string"),
+    ("name", None, "name is null, not a string"),
+    ("created", ["2026"], r'created is \["2026"\], not a string'),
+    ("provenance", {"init": 7}, "provenance.init is 7, not a string or null"),
+    ("provenance", {"epochs_run": "10"}, 'provenance.epochs_run is "10", not a whole number or null'),
+    ("provenance", {"train_seconds": "12 s"}, 'provenance.train_seconds is "12 s", not a number or null'),
+    ("provenance", {"parent": []}, r"provenance.parent is \[\], not an object"),
+    ("provenance", {"init": "a.safetensors", "parent": {"parent": {"train_seconds": True}}},
+     "provenance.parent.parent.train_seconds is true, not a number or null"),
+    ("metrics", {"validation_single_pass": 0.6}, "metrics.validation_single_pass is 0.6, not an object"),
 ])
 def test_a_cards_wrong_value_is_named_with_the_file_and_the_field(saved, tmp_path, field, value, message):
     _, path = saved
@@ -258,3 +276,42 @@ def test_predict_names_the_model_file_and_the_field_of_a_wrong_card(saved, tmp_p
     bad = rewrite_card(path, tmp_path / "bad.safetensors", lambda c, h: c.update(prediction="x"))
     assert main(["predict", "--model", str(bad), str(tmp_path / "none.png")]) == EXIT_USAGE
     assert f'{bad}: bad model card: prediction is "x", not an object' in capsys.readouterr().err
+
+
+def test_a_card_that_says_what_the_code_reads_loads(saved, tmp_path):
+    _, path = saved
+    provenance = {"init": None, "epochs_run": 3, "train_seconds": 1.5, "history": [],
+                  "parent": {"init": "p.safetensors", "epochs_run": None, "train_seconds": 2}}
+    good = rewrite_card(path, tmp_path / "good.safetensors", lambda c, h: c.update(
+        name="", created="2026-12-06T21:00:00+00:00", provenance=provenance,
+        metrics={"validation_single_pass": {"accuracy": 0.5}, "validation_rescored": {"mix-val": {}}, "loss": 0.3}))
+    assert load_model(good).card["provenance"] == provenance
+
+
+def test_unknown_card_keys_are_warned_about_by_name_and_kept(saved, tmp_path, capsys):
+    from mlcnn_core.cli import main
+
+    _, path = saved
+    newer = rewrite_card(path, tmp_path / "newer.safetensors",
+                         lambda c, h: c.update(licence="CC BY 4.0", treshold={"kind": "global", "bias": 0.9}))
+    with pytest.warns(CardWarning, match=re.escape(f"{newer}: ") + ".*not know.*: licence, treshold$"):
+        model = load_model(newer)
+    assert model.card["licence"] == "CC BY 4.0" and model.card["treshold"]["bias"] == 0.9
+    saved_again = save_model(model, tmp_path / "again.safetensors")
+    with pytest.warns(CardWarning):
+        assert read_card(saved_again)["licence"] == "CC BY 4.0"
+    assert main(["info", str(newer)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["licence"] == "CC BY 4.0"
+    assert err == (f"mlcnn: warning: {newer}: the card has keys this version does not know, kept but not used "
+                   "(written by a newer version, or misspelt): licence, treshold\n")
+
+
+def test_the_shipped_models_load_without_a_warning():
+    import warnings
+
+    from mlcnn_core.modelfile import starter_model_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_model(starter_model_path()).labels) == 67

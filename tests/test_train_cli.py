@@ -371,3 +371,19 @@ def test_resuming_from_a_damaged_checkpoint_says_so(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])   # what a power cut can leave: rename without fsync
     with pytest.raises(ValueError, match="damaged"):
         load_checkpoint(path, net, optimizer)
+
+
+def test_a_fine_tune_keeps_card_keys_this_version_does_not_know(trained, tmp_path, capsys):
+    from test_modelfile import rewrite_card
+
+    from mlcnn_core.modelfile import CardWarning
+
+    root, out, _ = trained
+    newer = rewrite_card(out, tmp_path / "newer.safetensors", lambda c, h: c.update(licence="CC BY 4.0"))
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", "--init", str(newer), "--data", str(root / "val"), "--out", str(tuned), "--epochs", "1",
+                 "--workers", "0", "--events", str(tmp_path / "ev.jsonl")]) == 0
+    assert f"mlcnn: warning: {newer}: the card has keys this version does not know" in capsys.readouterr().err
+    with pytest.warns(CardWarning, match="licence"):
+        assert read_card(tuned)["licence"] == "CC BY 4.0"
+

@@ -534,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --init, labels the model lacks: fit: their output rows are fitted to the test form "
                         "of the training images before and after the fine-tune (positions without the label are "
                         "negatives); train: learnt by the fine-tune alone, in the training form; cut: learnt so, "
-                        "each with a cut of its own placed by 3-fold cross-validation of the fine-tune; auto: fit "
-                        "when most images with a new label also carry labels the model knew, else train")
+                        "each with a cut of its own placed by 3-fold cross-validation of the fine-tune (not with "
+                        "--learn all); auto: fit when most images with a new label also carry labels the model "
+                        "knew, else train")
     t.add_argument("--replay", default=defaults.replay, metavar="FILE|auto|none",
                    help="with --init and --learn head/last: crops of the model's own training scenes replayed in "
                         "each step, so a folder tagged only with new words does not wipe the labels it knew "

@@ -135,6 +135,14 @@ class TrainConfig:
     short_sides: tuple[int, int] | None = None  # scale augmentation: (lo, hi) short side before the crop
     name: str | None = None           # the model's name in its card (default: kept from --init, else empty)
 
+    def __post_init__(self) -> None:
+        # A cut is placed by cross-validating the fine-tune that learns the new rows (finetune.py): three
+        # more fine-tunes of the head on the frozen trunk's maps take seconds, of every weight minutes each.
+        if self.init and self.new_labels == "cut" and (self.learns or FINETUNE_LEARNS) == "all":
+            raise ValueError("--new-labels cut places each new label's cut by cross-validating a fine-tune of the "
+                             "head or of the last block, not of every weight: with --learn all give --new-labels "
+                             "fit or train, or learn head, block or last")
+
     @property
     def time_budget_s(self) -> float | None:
         return None if self.time_budget_min is None else self.time_budget_min * 60

@@ -1,6 +1,7 @@
 """``TrainConfig.to_argv`` is the only encoder of ``mlcnn train``'s flags: whatever it writes, the
 command line reads back as the same config."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,11 @@ def test_recipe_for_a_fine_tune_is_the_fine_tune_recipe_with_the_options_given()
     assert TrainConfig(data=[], out="", init="m").recipe_for(90) == finetune_recipe(RECIPES["default"], 90)
     paper = TrainConfig(data=[], out="", recipe="paper", lr=0.02).recipe_for(90)
     assert paper.lr == 0.02 and paper.lr_max == RECIPES["paper"].lr_max  # α_max stays the paper's
+
+
+def test_new_label_cuts_are_refused_for_a_fine_tune_of_every_weight():
+    with pytest.raises(ValueError, match="--new-labels cut .* with --learn all give --new-labels fit or train"):
+        TrainConfig(data=[], out="", init="m", new_labels="cut", learns="all")
+    for learns in (None, "head", "block", "last"):   # None: a fine-tune learns its head (FINETUNE_LEARNS)
+        TrainConfig(data=[], out="", init="m", new_labels="cut", learns=learns)
+    TrainConfig(data=[], out="", new_labels="cut", learns="all")   # from scratch: no label is new

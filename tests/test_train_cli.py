@@ -387,3 +387,21 @@ def test_a_fine_tune_keeps_card_keys_this_version_does_not_know(trained, tmp_pat
     with pytest.warns(CardWarning, match="licence"):
         assert read_card(tuned)["licence"] == "CC BY 4.0"
 
+
+def test_new_label_cuts_are_placed_for_the_last_block_and_refused_for_every_weight(trained, tmp_path, capsys):
+    root, out, _ = trained
+    data = tmp_path / "new"
+    for image, labels in make_dataset(data, 24, seed=9):
+        image.with_suffix(".txt").write_text(", ".join(labels + ["zz-new"]))
+    tuned, events = tmp_path / "tuned.safetensors", tmp_path / "ev.jsonl"
+    run = ["train", "--init", str(out), "--data", str(data), "--out", str(tuned), "--epochs", "1", "--workers", "0",
+           "--events", str(events), "--new-labels", "cut"]
+    assert main([*run, "--learn", "all"]) == 2
+    assert "mlcnn: error: --new-labels cut places each new label's cut" in capsys.readouterr().err
+    assert not tuned.exists() and not events.exists()   # refused before any work
+    assert main([*run, "--learn", "block"]) == 0
+    cut = [json.loads(line) for line in events.read_text().splitlines() if '"new_labels_cut"' in line]
+    assert len(cut) == 1 and list(cut[0]["scales"]) == ["zz-new"]
+    card = read_card(tuned)
+    assert card["provenance"]["new_labels"]["mode"] == "cut"
+    assert card["threshold"]["label_scales"][-1] == cut[0]["scales"]["zz-new"]

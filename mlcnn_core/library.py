@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcnn_core import embedded_keywords, sidecars
-from mlcnn_core.tag_rules import NO_RULES, TagRules
+from mlcnn_core.tag_rules import NO_RULES, TagRules, display_confidences
 
 LIBRARY_DIRNAME = ".mlcnn-tagger"
 LIBRARY_FILENAME = "library.sqlite"
@@ -590,6 +590,8 @@ class Library:
                     for statement in statements:
                         tx.execute(statement)
                 tx.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'confidences'").fetchone() is None:
+            self._rescale_raw_scores()
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (str(self.root),))
 
     def close_connection(self) -> None:
@@ -602,6 +604,33 @@ class Library:
                 conn.close()
             except sqlite3.Error:
                 pass
+
+    def _rescale_raw_scores(self) -> None:
+        """Put the predictions that ``mlcnn tag`` stored before it stored the app's confidences on the
+        app's 0-1 scale, once per library (meta ``confidences``), and the tags' confidences copied from
+        them. Those were the core's per-label scores, summed maps (43.9, or below 0 for a card reading
+        raw outputs): the tag panel showed them as they were, with a full bar. Only a card without
+        rescoring gives scores outside 0-1, and for one the app stores each label's share of the
+        image's evidence (tag_rules.display_confidences), which the stored scores alone give."""
+        with self._tx() as tx:
+            raw = tx.execute(
+                "SELECT image_id, scores, labels FROM predictions p WHERE CASE WHEN json_valid(p.scores) "
+                "THEN EXISTS (SELECT 1 FROM json_each(p.scores) s WHERE s.value < 0 OR s.value > 1) ELSE 0 END"
+            ).fetchall()
+            rescaled = {}
+            for image_id, scores, labels in raw:
+                rescaled[image_id] = shares = display_confidences(json.loads(scores), rescored=False)
+                tx.execute("UPDATE predictions SET scores = ? WHERE image_id = ?", (json.dumps(shares), image_id))
+                tx.execute("UPDATE images SET uncertainty = ? WHERE id = ?",
+                           (uncertainty_of(shares, json.loads(labels)), image_id))
+            # a tag's own confidence (a proposal's, kept when a person confirmed it) is its image's share;
+            # where that prediction has since been replaced, none: the panel shows the current one's
+            tx.executemany(
+                "UPDATE tags SET confidence = ? WHERE image_id = ? AND tag = ?",
+                [(rescaled.get(image_id, {}).get(tag), image_id, tag) for image_id, tag in
+                 tx.execute("SELECT image_id, tag FROM tags WHERE confidence < 0 OR confidence > 1").fetchall()],
+            )
+            tx.execute("INSERT INTO meta VALUES ('confidences', '0-1')")
 
     def close(self) -> None:
         """Close every thread's connection (call once no thread uses the library any more)."""

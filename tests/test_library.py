@@ -403,3 +403,44 @@ def test_an_edit_made_while_a_sidecar_is_written_keeps_it_pending(tmp_path, monk
     assert lib.pending_sidecars() == []
     other.close()
     lib.close()
+
+
+def test_raw_scores_of_an_older_mlcnn_tag_are_put_on_the_apps_scale_once(tmp_path):
+    """``mlcnn tag`` once stored the core's summed maps (43.9, or below 0 for a card reading raw
+    outputs); the tag panel drew them as they were. Opening the library rescales them as the app
+    stores a card's scores without rescoring: each label's share of the image's evidence."""
+    make_folder(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    library = Library.open(tmp_path)
+    library.scan()
+    a, b, c, d = (library.image_id(n) for n in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"))
+    library.store_prediction(a, ["cat", "sky"], {"cat": 30.0, "sky": 10.0, "dog": -5.0})   # the old CLI's
+    library.set_tag(a, "cat", "confirmed")          # keeps its proposal's confidence, 30
+    library.store_prediction(b, ["cat"], {"cat": 0.7, "dog": 0.2})                        # the app's
+    library.store_prediction(c, ["cat"], {"cat": 43.9})
+    library.set_tag(c, "cat", "confirmed")
+    library.store_prediction(c, ["cat"], {"cat": 0.8, "sky": 0.2})   # tagged again since: its own score goes
+    library.store_prediction(d, ["cat"], {"cat": 0.5})
+    library.conn.execute("UPDATE predictions SET scores = '{\"cat\": NaN}' WHERE image_id = ?", (d,))
+    library.conn.execute("DELETE FROM meta WHERE key = 'confidences'")   # a library filled before the fix
+    before = {i: library.image(i).uncertainty for i in (a, b, c, d)}
+    library.close()
+
+    library = Library.open(tmp_path)
+    try:
+        assert library.prediction(a).scores == {"cat": 0.75, "sky": 0.25, "dog": 0.0}
+        assert {t.tag: t.confidence for t in library.tags(a)} == {"cat": 0.75, "sky": 0.25}
+        assert library.image(a).uncertainty == uncertainty_of({"cat": 0.75, "sky": 0.25, "dog": 0.0}, ["cat", "sky"])
+        assert library.prediction(b).scores == {"cat": 0.7, "dog": 0.2}   # the app's stay as they are
+        assert [t.confidence for t in library.tags(b)] == [0.7]
+        assert library.prediction(c).scores == {"cat": 0.8, "sky": 0.2}
+        assert [(t.tag, t.state, t.confidence) for t in library.tags(c)] == [("cat", "confirmed", None)]
+        assert str(library.prediction(d).scores["cat"]) == "nan"   # not JSON to SQLite: left, and no error
+        assert {i: library.image(i).uncertainty for i in (b, c, d)} == {i: before[i] for i in (b, c, d)}
+        library.conn.execute("UPDATE tags SET confidence = 7 WHERE image_id = ?", (b,))
+    finally:
+        library.close()
+    library = Library.open(tmp_path)   # once: the scores are not searched at every opening
+    try:
+        assert [t.confidence for t in library.tags(b)] == [7.0]
+    finally:
+        library.close()

@@ -39,3 +39,26 @@ def test_the_cli_and_the_app_store_the_same_confidences(qtbot, window, tmp_path,
         assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)  # each label's share of the evidence
         for label, value in scores.items():
             assert value == pytest.approx(app_scores[path][label], abs=1e-4), (path, label)
+
+
+def test_a_library_filled_with_raw_scores_shows_confidences_from_0_to_1(qtbot, window, tmp_path):
+    """Before it stored the app's confidences, ``mlcnn tag`` stored the core's summed maps: the tag
+    panel read "43.90" beside a full bar until the image was tagged again."""
+    from tagger_app.models.tag_models import ConfidenceRole
+
+    folder = tmp_path / "old"
+    make_images(folder, 1)
+    library = Library.open(folder)
+    library.scan()
+    (record,) = library.images()
+    library.store_prediction(record.id, ["cat", "sky"], {"cat": 43.9, "sky": 14.6, "dog": 2.5})
+    library.set_tag(record.id, "cat", "confirmed")
+    library.conn.execute("DELETE FROM meta WHERE key = 'confidences'")   # as the old CLI left it
+    library.close()
+
+    open_folder(qtbot, window, folder)
+    window.gallery.select_row(0)
+    qtbot.waitUntil(lambda: window.tag_panel.model.rowCount() == 2, timeout=10_000)
+    model = window.tag_panel.model
+    shown = {model.index(row, 0).data(): model.index(row, 1).data(ConfidenceRole) for row in range(2)}
+    assert shown == pytest.approx({"cat": 43.9 / 61, "sky": 14.6 / 61})   # shares of the evidence

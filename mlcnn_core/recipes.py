@@ -142,6 +142,10 @@ class TrainConfig:
             raise ValueError("--new-labels cut places each new label's cut by cross-validating a fine-tune of the "
                              "head or of the last block, not of every weight: with --learn all give --new-labels "
                              "fit or train, or learn head, block or last")
+        if self.init and self.epochs == 0 and self.new_labels in ("train", "cut"):
+            raise ValueError(f"--new-labels {self.new_labels} learns the new rows in the fine-tune's steps, and "
+                             "--epochs 0 takes none: give --new-labels fit (or auto) to fit them alone, or 1 or "
+                             "more epochs")
 
     @property
     def time_budget_s(self) -> float | None:

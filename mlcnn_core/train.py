@@ -301,7 +301,8 @@ def load_checkpoint(path: Path, net: torch.nn.Module, optimizer: torch.optim.Opt
 FIT_NEEDS_OLD_LABELS = 0.5
 
 
-def new_label_mode(requested: str, samples: list[Sample], new: list[str], learns: str) -> tuple[str, str]:
+def new_label_mode(requested: str, samples: list[Sample], new: list[str], learns: str, epochs: int
+                   ) -> tuple[str, str]:
     """How the labels a fine-tune adds are learnt, and why. "auto" chooses by the data (BENCHMARKS.md,
     issue 28): the test-form fit (newlabels.py) keeps each image's known labels above the threshold
     while it places the new rows, which holds the old labels where the images carry them (a new tag
@@ -313,6 +314,8 @@ def new_label_mode(requested: str, samples: list[Sample], new: list[str], learns
         return requested, f"--new-labels {requested}"
     if learns == "all":
         return "fit", "every weight learns: the new rows are fitted on the test form"
+    if epochs == 0:
+        return "fit", "no epochs: the new rows are fitted on the test form and nothing else learns"
     tagged = [s for s in samples if set(new) & set(s.labels)]
     with_old = sum(1 for s in tagged if set(s.labels) - set(new)) / max(1, len(tagged))
     if with_old >= FIT_NEEDS_OLD_LABELS:
@@ -404,7 +407,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, events: Eve
     recipe = cfg.recipe_for(len(train_samples))
     model, new_labels = _initial_model(cfg, train_samples, recipe, events)
     if new_labels:
-        mode, why = new_label_mode(cfg.new_labels, train_samples, new_labels, recipe.learns)
+        mode, why = new_label_mode(cfg.new_labels, train_samples, new_labels, recipe.learns, recipe.epochs)
         cfg = replace(cfg, new_labels=mode)
         model.card["new_labels"] = {"mode": mode, "why": why}  # moved into the provenance by _finish
         events.emit("new_labels_mode", mode=mode, why=why)

@@ -22,7 +22,7 @@ configs = st.builds(
     arch=st.sampled_from(["compact", "paper", "nin", "tiny"]),
     init=maybe(paths),
     recipe=st.sampled_from(sorted(RECIPES)),
-    epochs=maybe(st.integers(0, 500)),
+    epochs=maybe(st.integers(1, 500)),  # 0 refuses --new-labels train (test below)
     batch_size=maybe(st.integers(1, 1024)),
     lr=maybe(rates),
     lr_max=maybe(rates),
@@ -77,3 +77,16 @@ def test_new_label_cuts_are_refused_for_a_fine_tune_of_every_weight():
     for learns in (None, "head", "block", "last"):   # None: a fine-tune learns its head (FINETUNE_LEARNS)
         TrainConfig(data=[], out="", init="m", new_labels="cut", learns=learns)
     TrainConfig(data=[], out="", new_labels="cut", learns="all")   # from scratch: no label is new
+
+
+def test_no_epochs_fit_the_new_rows_and_refuse_modes_that_learn_them_in_steps():
+    from mlcnn_core.data import Sample
+    from mlcnn_core.train import new_label_mode
+
+    for mode in ("train", "cut"):
+        with pytest.raises(ValueError, match=f"--new-labels {mode} .* --epochs 0 takes none"):
+            TrainConfig(data=[], out="", init="m", new_labels=mode, epochs=0)
+    TrainConfig(data=[], out="", init="m", new_labels="fit", epochs=0)
+    only_new_words = [Sample(f"{i}.png", ("zz-new",)) for i in range(12)]   # "Teach only the new labels"
+    assert new_label_mode("auto", only_new_words, ["zz-new"], "head", 0)[0] == "fit"
+    assert new_label_mode("auto", only_new_words, ["zz-new"], "head", 3)[0] == "train"

@@ -330,8 +330,9 @@ def _new_label_scores(model_path, items):
 def test_new_label_rows_are_fitted_to_the_test_form(trained, tmp_path):
     """A new tag on a drawing the model knows (``zz-red`` on red squares) is learnt from the person's
     images by fitting its output row (--epochs 0: nothing else trained), and shares the positions of
-    the known label instead of taking them; the row left as added (--new-labels train) is noise."""
-    from mlcnn_core.modelfile import save_model
+    the known label instead of taking them; the row left as added is noise. With --epochs 0 the
+    automatic choice is the fit, and a mode that learns rows in steps (there are none) is refused."""
+    from mlcnn_core.modelfile import add_labels, save_model
 
     root, trained_out, _ = trained
     parent = load_model(trained_out)
@@ -341,12 +342,17 @@ def test_new_label_rows_are_fitted_to_the_test_form(trained, tmp_path):
     out = save_model(parent, tmp_path / "parent.safetensors")
     _tag_red_squares(tmp_path / "new", 60, seed=9)
     held_out = _tag_red_squares(tmp_path / "held", 60, seed=10)
-    fitted, unfitted = tmp_path / "fitted.safetensors", tmp_path / "unfitted.safetensors"
-    for path, mode in ((fitted, "fit"), (unfitted, "train")):
-        assert main(["train", "--init", str(out), "--data", str(tmp_path / "new"), "--out", str(path),
-                     "--epochs", "0", "--new-labels", mode, "--workers", "0",
-                     "--events", str(path.with_suffix(".jsonl"))]) == 0
+    fitted, refused = tmp_path / "fitted.safetensors", tmp_path / "refused.safetensors"
+    assert main(["train", "--init", str(out), "--data", str(tmp_path / "new"), "--out", str(fitted),
+                 "--epochs", "0", "--workers", "0", "--events", str(fitted.with_suffix(".jsonl"))]) == 0
+    assert main(["train", "--init", str(out), "--data", str(tmp_path / "new"), "--out", str(refused),
+                 "--epochs", "0", "--new-labels", "train", "--workers", "0"]) == 2
+    assert not refused.exists()
+    unfitted = load_model(out)
+    add_labels(unfitted, ["zz-red"])
+    unfitted = save_model(unfitted, tmp_path / "unfitted.safetensors")
     events = [json.loads(line) for line in fitted.with_suffix(".jsonl").read_text().splitlines()]
+    assert [e["mode"] for e in events if e["event"] == "new_labels_mode"] == ["fit"]
     fit = [e for e in events if e["event"] == "new_labels_fitted"]
     assert [e["when"] for e in fit] == ["before training"]          # nothing trained: no second fit
     assert fit[0]["labels"]["zz-red"]["images"] > 10

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ class LoadedModel:
     model_name: str | None
     hash: str | None
     rescored: bool
+    warnings: list[str] = field(default_factory=list)  # about the model file (e.g. unknown card keys)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class PredictionProcess:
         return LoadedModel(
             header["name"], header["path"], list(header["labels"]), dict(header["card"]), header["device"],
             model.get("id"), model.get("name"), model.get("hash"), bool(header.get("rescored")),
+            [str(w) for w in header.get("warnings", [])],
         )
 
     def predict(self, jobs: list[tuple[int, str]]) -> Iterator[ImagePrediction | ImageFailure]:

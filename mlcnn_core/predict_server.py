@@ -23,6 +23,7 @@ import queue
 import signal
 import sys
 import threading
+import warnings
 from typing import BinaryIO
 
 from .frames import FrameError, read_frame, write_frame
@@ -54,11 +55,13 @@ class PredictionServer:
 
     def _load(self, path: str) -> None:
         from .library import ModelInfo
-        from .modelfile import load_model
+        from .modelfile import CardWarning, load_model
         from .predict import Predictor
 
         try:
-            model = load_model(path)
+            with warnings.catch_warnings(record=True) as caught:  # for the app to show, not for stderr
+                warnings.simplefilter("always", CardWarning)
+                model = load_model(path)
             predictor = Predictor(model)
             info = ModelInfo.for_model(model)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -74,6 +77,7 @@ class PredictionServer:
             "device": str(predictor.device) + (" (bf16)" if predictor.bf16 else ""),
             "model": {"id": info.id, "name": info.name, "hash": info.hash},
             "rescored": predictor.config.rescore is not None,
+            "warnings": [str(w.message) for w in caught if issubclass(w.category, CardWarning)],
         })
 
     def _predict(self, jobs: list[tuple[int, str]]) -> None:

@@ -605,6 +605,8 @@ class MainWindow(QMainWindow):
         self.settings.model_path = summary.path
         self._maps.clear()
         self.model_label.setText(f"Model: {summary.name} · {len(summary.labels)} labels · {summary.device}")
+        if summary.warnings:
+            self._report("; ".join(summary.warnings), error=False)
         self.viewer.set_labels(summary.labels)
         self._update_completions()
         if self.current_id >= 0:

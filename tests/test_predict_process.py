@@ -313,3 +313,21 @@ def test_what_the_child_prints_to_stdout_does_not_corrupt_its_answers(model_path
         assert process.load(str(model_path)).labels == LABELS
     finally:
         process.close()
+
+
+def test_warnings_about_a_model_file_reach_the_app_not_the_crash_report(model_path, images, tmp_path):
+    """A card key this version does not know is a warning for the person, in the loaded model; on the
+    process's stderr it would become the last line a later crash is reported with."""
+    from test_modelfile import rewrite_card
+
+    path = rewrite_card(model_path, tmp_path / "newer.safetensors", lambda card, _: card.update(colour_space="oklab"))
+    process = PredictionProcess()
+    try:
+        loaded = process.load(str(path))
+        assert len(loaded.warnings) == 1 and "colour_space" in loaded.warnings[0]
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(ProcessCrashed) as crash:
+            list(process.predict([(0, str(images[0]))]))
+        assert "colour_space" not in str(crash.value)
+    finally:
+        process.close()

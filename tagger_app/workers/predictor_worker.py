@@ -53,6 +53,7 @@ class ModelSummary:
     card: dict
     device: str
     hash: str
+    warnings: list[str] = field(default_factory=list)  # about the model file, for the person to read
 
 
 @dataclass
@@ -169,7 +170,8 @@ class PredictorWorker(QObject):
             return
         self._model = model
         self._model_info = ModelInfo(model.model_id, model.model_name, model.hash)
-        self.modelLoaded.emit(ModelSummary(model.name, str(path), model.labels, model.card, model.device, model.hash))
+        self.modelLoaded.emit(ModelSummary(model.name, str(path), model.labels, model.card, model.device, model.hash,
+                                           model.warnings))
         self._schedule()
 
     @Slot()

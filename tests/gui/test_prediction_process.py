@@ -154,3 +154,15 @@ def test_images_of_a_cancelled_batch_do_not_count_in_the_next(qtbot, window, tmp
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=240_000)
     assert finished[0][0][2] is True  # the first, cancelled
     assert finished[1] == ((12, 12, False), 12)  # finished when each of its 12 images had come, not before
+
+
+def test_a_warning_about_the_model_file_is_shown_in_the_window(qtbot, window, tiny_model_path, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from test_modelfile import rewrite_card
+
+    path = rewrite_card(tiny_model_path, tmp_path / "newer.safetensors",
+                        lambda card, _: card.update(colour_space="oklab"))
+    load_model(qtbot, window, path)
+    assert "colour_space" in window.statusBar().currentMessage()
+    assert window.model.warnings and not window.last_error

@@ -1401,11 +1401,15 @@ class Library:
             conn.executemany("INSERT OR REPLACE INTO sidecar_files VALUES (?, ?, ?)", hashes)
 
     def mark_sidecar_failed(self, image_id: int, error: str) -> None:
+        self.mark_sidecars_failed([image_id], error)
+
+    def mark_sidecars_failed(self, image_ids: Iterable[int], error: str) -> None:
+        """Record that the images' sidecars were not written, with ``error`` (one transaction)."""
         with self._tx() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO sidecars (image_id, pending, error) VALUES (?, 1, ?) "
                 "ON CONFLICT(image_id) DO UPDATE SET pending = 1, error = excluded.error",
-                (image_id, error),
+                [(image_id, error) for image_id in image_ids],
             )
 
     def pending_sidecars(self) -> list[tuple[int, str | None]]:

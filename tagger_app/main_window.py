@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
     modelFailed = Signal(str)
     predictionShown = Signal(int)  # image id whose result arrived
     batchFinished = Signal(int, int, bool)  # done, total, cancelled
-    sidecarsWritten = Signal(object)  # SidecarReport
+    sidecarsWritten = Signal(object)  # SidecarReport, one per batch of a request (its last: .last)
     editStored = Signal(object)  # EditResult: an edit (or its undo) was stored, or failed
 
     def __init__(self, settings: AppSettings | None = None, load_default_model: bool = True):
@@ -372,6 +372,8 @@ class MainWindow(QMainWindow):
         self._opening = None
         self.library = opened.library
         self.predictor.worker.set_library(self.library)
+        self.failed_sidecars = dict(opened.failed_sidecars)
+        self.retry_action.setEnabled(bool(self.failed_sidecars))
         # tags first, then one model reset: the proxy filters the 10,000 rows once
         self.gallery.proxy.set_tag_sets(
             {i: {t.tag for t in records if t.is_positive} for i, records in opened.tags.items()}
@@ -870,6 +872,7 @@ class MainWindow(QMainWindow):
         return self.write_sidecars(None)
 
     def _on_sidecars_done(self, report: SidecarReport) -> None:
+        """A batch of a sidecar request written: progress while there are more, a summary after the last."""
         if report.library is not self.library:
             return
         for image_id in report.written:
@@ -878,17 +881,19 @@ class MainWindow(QMainWindow):
         self.retry_action.setEnabled(bool(self.failed_sidecars))
         if report.error:
             self._report(f"Cannot write sidecars: {report.error}", error=True)
-        elif report.failed:
-            first = next(iter(report.failed.values()))
+        elif not report.last:
+            failed = f" ({report.failures:,} failed)" if report.failures else ""
+            self.statusBar().showMessage(f"Writing sidecars: {report.done:,} of {report.total:,}{failed}", 8000)
+        elif report.failures:
             self._report(
-                f"{len(report.failed)} sidecar(s) could not be written — the tags are kept in the library; "
-                f"Sidecars ▸ Retry failed writes. First error: {first}",
+                f"{report.failures} sidecar(s) could not be written — the tags are kept in the library; "
+                f"Sidecars ▸ Retry failed writes. First error: {report.first_failure}",
                 error=True,
             )
-        elif report.written:
+        elif report.files_written:
             paths = [p.name for paths in report.written.values() for p in paths]
-            shown = ", ".join(paths[:3]) + (" …" if len(paths) > 3 else "")
-            self.statusBar().showMessage(f"Wrote {len(paths)} sidecar file(s): {shown}", 8000)
+            shown = ", ".join(paths[:3]) + (" …" if report.files_written > 3 else "")
+            self.statusBar().showMessage(f"Wrote {report.files_written} sidecar file(s): {shown}", 8000)
         if report.notes:  # another program changed these sidecars: their tags were read again
             self._show_changed_tags(report.noted_records, report.noted_tags)
             notes = [n for image_notes in report.notes.values() for n in image_notes]

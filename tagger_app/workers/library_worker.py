@@ -1,5 +1,5 @@
 """Folder opening (scan, sidecar import), then reading the keywords embedded in image files in
-batches, the shown image's tags, sidecar writing, and watching the folder for sidecars that other
+batches, the shown image's tags, sidecar writing in batches, and watching the folder for sidecars that other
 programs change, in a worker thread with its own connection.
 
 The worker closes its connection to a library once another folder replaces it, and as its thread
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ class OpenedFolder:
     import_errors: list[str]
     fallback_reason: str | None  # Library.notice: a fallback library, a damaged one rebuilt, edits merged back
     seconds: float
+    failed_sidecars: dict[int, str] = field(default_factory=dict)  # writes that failed (or never ran) before
 
 
 @dataclass
@@ -53,13 +55,37 @@ class SidecarRequest:
 
 @dataclass
 class SidecarReport:
+    """One batch of a sidecar request: what it wrote, and how far the request has come."""
+
     written: dict[int, list[Path]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     notes: dict[int, list[str]] = field(default_factory=dict)  # e.g. a file another program changed
     library: Library | None = None
     noted_records: list[ImageRecord] = field(default_factory=list)  # the noted images, as stored after the write
     noted_tags: dict[int, list[TagRecord]] = field(default_factory=dict)  # and their tags
-    error: str = ""  # the library could not be read: nothing was written
+    error: str = ""  # the library could not be read: nothing (more) was written
+    done: int = 0  # the request's images handled so far, this batch's included
+    total: int = 0  # the request's images
+    files_written: int = 0  # the request's sidecar files written so far
+    failures: int = 0  # the request's images whose write failed so far
+    first_failure: str = ""  # the request's first failure's error
+    last: bool = True  # the request's last report
+
+
+@dataclass
+class _SidecarJob:
+    """A sidecar request being written, a batch at a time."""
+
+    request: SidecarRequest
+    library: Library
+    contents: list[tuple[int, str]] | None = None  # None: not listed yet (a retry lists the failures when it starts)
+    done: int = 0
+    files_written: int = 0
+    failures: int = 0
+    first_failure: str = ""
+
+    def unwritten(self) -> list[int]:
+        return [image_id for image_id, _content in (self.contents or [])[self.done :]]
 
 
 @dataclass
@@ -150,9 +176,11 @@ class LibraryWorker(QObject):
     edited = Signal(object)  # EditResult
     imageTagsRead = Signal(object)  # ImageTags
     _nextEmbeddedBatch = Signal()  # queued: other requests run between two batches
+    _nextSidecarBatch = Signal()  # likewise
 
     WATCH_SETTLE_MS = 300  # a burst of changes (a tool rewriting many files) is read once
     EMBEDDED_BATCH = 200  # image files whose embedded keywords are read between two other requests
+    SIDECAR_BATCH_SECONDS = 0.05  # sidecars are written for this long (at least one image) between two other requests
     MAX_WATCHED_FOLDERS = 1000  # inotify watches are a per-user resource
 
     def __init__(self):
@@ -165,7 +193,9 @@ class LibraryWorker(QObject):
         self._reported: set[str] = set()
         self._read_embedded = False  # the open folder's embedded keywords are to be read
         self._embedded_queue: list[int] | None = None  # None: not listed yet
+        self._sidecar_jobs: deque[_SidecarJob] = deque()  # the first is being written
         self._nextEmbeddedBatch.connect(self._import_embedded_batch, Qt.ConnectionType.QueuedConnection)
+        self._nextSidecarBatch.connect(self._write_sidecar_batch, Qt.ConnectionType.QueuedConnection)
 
     @Slot(object)
     def open_folder(self, request: OpenRequest) -> None:
@@ -179,12 +209,14 @@ class LibraryWorker(QObject):
             )
             records = library.images()
             tags = library.tag_records_by_image()
+            failed_sidecars = dict(library.failed_sidecars())
         except Exception as exc:  # noqa: BLE001 - LibraryError, OSError, sqlite3 errors: report, never crash
             if library is not None:
                 library.close_connection()
             message = str(exc) if isinstance(exc, (LibraryError, OSError)) else f"{type(exc).__name__}: {exc}"
             self.openFailed.emit(request.folder, message)
             return
+        self._abandon_sidecar_jobs("not written: another folder was opened first")
         old, self._library = self._library, library
         if old is not None:
             old.close_connection()  # requests still queued for it are dropped: it is no longer self._library
@@ -200,24 +232,50 @@ class LibraryWorker(QObject):
                 errors,
                 library.notice,
                 time.perf_counter() - start,
+                failed_sidecars,
             )
         )
 
     @Slot(object)
     def write_sidecars(self, request: SidecarRequest) -> None:
-        library = self._library
-        report = SidecarReport(library=library)
-        if library is None:
-            self.sidecarsDone.emit(report)
+        """Queue a sidecar request for the open library; requests are written one after another, in
+        the order asked, a batch at a time, so other requests (the shown image's tags, a person's
+        edits, training data) run between two batches. Each batch reads its images' tags when it
+        is written: an edit stored meanwhile is in the sidecars written after it, and a write asked
+        for after an edit is written after the requests before it."""
+        if self._library is None:
+            self.sidecarsDone.emit(SidecarReport())
             return
+        self._sidecar_jobs.append(_SidecarJob(request, self._library))
+        if len(self._sidecar_jobs) == 1:
+            self._nextSidecarBatch.emit()
+
+    @Slot()
+    def _write_sidecar_batch(self) -> None:
+        if not self._sidecar_jobs:  # abandoned meanwhile (another folder was opened)
+            return
+        job = self._sidecar_jobs[0]
+        report = self._write_batch(job)
+        if report.last:
+            self._sidecar_jobs.popleft()
+        self.sidecarsDone.emit(report)
+        if self._sidecar_jobs:
+            self._nextSidecarBatch.emit()
+
+    def _write_batch(self, job: _SidecarJob) -> SidecarReport:
+        library, request = job.library, job.request
+        report = SidecarReport(library=library)
         try:
-            contents = self._contents(library, request)
+            if job.contents is None:
+                job.contents = self._contents(library, request)
+            plan = self._txt_plan(library, request.naming) if "txt" in request.formats else {}
         except Exception as exc:  # noqa: BLE001 - sqlite3 errors etc.: report, never crash the thread
             report.error = f"{type(exc).__name__}: {exc}"
-            self.sidecarsDone.emit(report)
-            return
-        plan = self._txt_plan(library, request.naming) if "txt" in request.formats else {}
-        for image_id, content in contents.items():
+            return report
+        deadline = time.perf_counter() + self.SIDECAR_BATCH_SECONDS
+        while job.done < len(job.contents):
+            image_id, content = job.contents[job.done]
+            job.done += 1
             try:
                 record = library.image(image_id)
                 txt_path = plan.get(Path(record.path))
@@ -230,25 +288,43 @@ class LibraryWorker(QObject):
                     rules=request.rules,
                 )
                 report.written[image_id] = written
+                job.files_written += len(written)
                 if notes:
                     report.notes[image_id] = notes
             except Exception as exc:  # noqa: BLE001 - SidecarError, sqlite3 errors, ...: report per image
                 report.failed[image_id] = str(exc)
+                job.failures += 1
+                job.first_failure = job.first_failure or str(exc)
+            if time.perf_counter() >= deadline:
+                break
         try:  # their tags were read again: the GUI shows them as they are now
             report.noted_records = library.records(report.notes)
             report.noted_tags = {r.id: library.tags(r.id) for r in report.noted_records}
         except Exception:  # noqa: BLE001 - the notes are still reported; the tags show at the next read
             report.noted_records, report.noted_tags = [], {}
-        self.sidecarsDone.emit(report)
+        report.done, report.total = job.done, len(job.contents)
+        report.files_written, report.failures, report.first_failure = job.files_written, job.failures, job.first_failure
+        report.last = job.done >= len(job.contents)
+        return report
 
     @staticmethod
-    def _contents(library: Library, request: SidecarRequest) -> dict[int, str]:
+    def _contents(library: Library, request: SidecarRequest) -> list[tuple[int, str]]:
         """What to write for each image asked: a retry writes a confirmed image's human tags, another's
         machine tags (a batch of predictions written as they stand)."""
         if request.image_ids is not None:
-            return dict.fromkeys(request.image_ids, request.content)
+            return list(dict.fromkeys(request.image_ids, request.content).items())
         failed = [image_id for image_id, _error in library.failed_sidecars()]
-        return {r.id: "human" if r.status == "confirmed" else "machine" for r in library.records(failed)}
+        return [(r.id, "human" if r.status == "confirmed" else "machine") for r in library.records(failed)]
+
+    def _abandon_sidecar_jobs(self, reason: str) -> None:
+        """Record the images of the sidecar requests not yet written as failed writes, ``reason`` as
+        their error, so that a retry (now or after the folder is opened again) writes them."""
+        for job in self._sidecar_jobs:
+            try:
+                job.library.mark_sidecars_failed(job.unwritten(), reason)
+            except Exception:  # noqa: BLE001 - a library that cannot be written keeps its edits' pending flags
+                pass
+        self._sidecar_jobs.clear()
 
     @Slot(object)
     def count_folder_tags(self, library: Library) -> None:
@@ -360,6 +436,7 @@ class LibraryWorker(QObject):
             self._settle.stop()
             if watched := self._watcher.directories():
                 self._watcher.removePaths(watched)
+        self._abandon_sidecar_jobs("not written: the app was closed first")
         if self._library is not None:
             self._library.close_connection()
 
@@ -417,7 +494,8 @@ class LibraryWorker(QObject):
 
     @Slot()
     def finish(self) -> None:
-        """Queued behind every request made before: end the thread's event loop."""
+        """Queued behind every request made before: end the thread's event loop (the batches of sidecar
+        requests still to write are recorded as failed writes as it ends)."""
         QThread.currentThread().quit()
 
     def _txt_plan(self, library: Library, naming: str) -> dict[Path, Path | None]:

@@ -8,6 +8,7 @@
     python bench/gui_folder_bench.py --reopen --new-process   # ... in a new process: quit, launch again
     python bench/gui_folder_bench.py --train 40       # fine-tune from the training panel; GUI gaps meanwhile
     python bench/gui_folder_bench.py --click 300      # then step through 300 images, as J held down
+    python bench/gui_folder_bench.py --click 300 --writing   # ... while every image's sidecar is written
 
 What is measured, from the moment ``open_folder`` is called, on the GUI thread's clock:
 
@@ -37,6 +38,9 @@ What is measured, from the moment ``open_folder`` is called, on the GUI thread's
   auto-repeat), N times: the longest GUI-thread gap meanwhile, the GUI thread's time per step in
   ``show_image`` and in the handler of the tags read off the GUI thread (where there is one), and
   how long after ``show_image`` the tag panel showed the image's tags (its last read, when it came);
+  with ``--writing``, the window is asked first to write every image's ``.txt`` sidecar (machine
+  content, as Sidecars ▸ Write predicted tags), so the clicks run while the library worker writes
+  them, and the write's time is reported;
 * peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process.
 
 Thumbnails are kept on disk (thumbnail_cache.py) in a temporary ``XDG_CACHE_HOME``, so the first
@@ -102,7 +106,7 @@ def embed_keywords(folder: Path) -> float:
 
 
 def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll: bool = True,
-        keywords: bool = False, train: bool = False, click: int = 0) -> dict:
+        keywords: bool = False, train: bool = False, click: int = 0, writing: bool = False) -> dict:
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -193,7 +197,7 @@ def run(folder: Path, timeout: float, launch: bool = False, tag: int = 0, scroll
     gaps.stop()
     tagging = time_tagging(app, window, tag, timeout) if tag and window.model is not None else None
     training = time_training(app, window, timeout) if train and window.model is not None else None
-    clicking = time_clicks(app, window, click, timeout) if click else None
+    clicking = time_clicks(app, window, click, timeout, writing) if click else None
 
     # scroll to the end page by page, timing each rendering of the visible cells
     bar = view.verticalScrollBar()
@@ -305,9 +309,16 @@ def time_tagging(app, window, count: int, timeout: float) -> dict:
 CLICK_INTERVAL_MS = 40
 
 
-def time_clicks(app, window, count: int, timeout: float) -> dict:
-    """Show the next image every CLICK_INTERVAL_MS, ``count`` times, and time the GUI thread."""
+def time_clicks(app, window, count: int, timeout: float, writing: bool = False) -> dict:
+    """Show the next image every CLICK_INTERVAL_MS, ``count`` times, and time the GUI thread; with
+    ``writing``, while the library worker writes every image's sidecar."""
     from PySide6.QtCore import QTimer
+
+    write_times: dict[str, float] = {}
+
+    def on_written(report) -> None:
+        if getattr(report, "last", True):  # a request's last report (the only one, before batches)
+            write_times["end"] = time.perf_counter()
 
     shown_at: dict[int, float] = {}
     latency: dict[int, float] = {}
@@ -347,11 +358,16 @@ def time_clicks(app, window, count: int, timeout: float) -> dict:
         if steps[0] < count:
             window.gallery.step(1)
             steps[0] += 1
-        elif window.current_id in latency or time.perf_counter() - start > timeout:
+        elif (window.current_id in latency and (not writing or "end" in write_times)
+              or time.perf_counter() - start > timeout):
             app.exit(0)
 
     clicker.timeout.connect(click)
     start = time.perf_counter()
+    if writing:
+        window.settings.sidecar_formats = ["txt"]
+        window.sidecarsWritten.connect(on_written)
+        window.write_sidecars([r.id for r in window.images.records()], "machine")
     gaps = GapWatch(start)
     clicker.start()
     app.exec()
@@ -364,7 +380,8 @@ def time_clicks(app, window, count: int, timeout: float) -> dict:
 
     return {"steps": steps[0], "longest_gui_gap_ms": 1000 * gaps.longest, "gaps_over_20_ms": len(gaps.gaps),
             "show_image_ms": ms(in_show), "tags_read_handler_ms": ms(in_read),
-            "tags_shown_after_ms": ms(list(latency.values())), "tags_shown": len(latency)}
+            "tags_shown_after_ms": ms(list(latency.values())), "tags_shown": len(latency),
+            "write_s": write_times["end"] - start if "end" in write_times else None}
 
 
 def time_training(app, window, timeout: float) -> dict:
@@ -464,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, help="XDG_CACHE_HOME to use and keep (default: a temporary one)")
     parser.add_argument("--click", type=int, default=0, metavar="N",
                         help=f"then show the next image every {CLICK_INTERVAL_MS} ms, N times; time the GUI thread")
+    parser.add_argument("--writing", action="store_true",
+                        help="with --click: the clicks run while every image's .txt sidecar is written")
     parser.add_argument("--train", type=int, default=0, metavar="N",
                         help="fine-tune from the training panel on N confirmed noto-train images (implies --launch)")
     args = parser.parse_args(argv)
@@ -488,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep_library:
                 shutil.rmtree(folder / ".mlcnn-tagger", ignore_errors=True)
         results = [("first opening", run(folder, args.timeout, args.launch, args.tag, args.scroll,
-                                          keywords=args.keywords, train=bool(args.train), click=args.click))]
+                                          keywords=args.keywords, train=bool(args.train), click=args.click,
+                                          writing=args.writing))]
         if args.reopen and args.new_process:
             second = reopen_in_new_process(folder, cache, args)
         elif args.reopen:
@@ -581,6 +601,9 @@ def report(folder: Path, args: argparse.Namespace, gen_seconds: float, temporary
             f"{spread(clicking['tags_read_handler_ms'])}; tags shown after show_image "
             f"({clicking['tags_shown']} images): {spread(clicking['tags_shown_after_ms'])}"
         )
+        if clicking["write_s"] is not None:
+            print(f"meanwhile the sidecars of all {result['images']} images were written in "
+                  f"{clicking['write_s']:.1f} s")
 
 
 if __name__ == "__main__":

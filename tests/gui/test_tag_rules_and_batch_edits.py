@@ -63,7 +63,8 @@ def test_a_tag_added_to_a_selection_removed_and_undone(qtbot, window, image_fold
     open_folder(qtbot, window, image_folder)
     ids = _select(window, [0, 1, 2])
     assert len(ids) == 3
-    assert window.add_tag_to_selection("ohwx")
+    with qtbot.waitSignal(window.sidecarsWritten, timeout=20_000):  # the edit confirms them: they are written
+        assert window.add_tag_to_selection("ohwx")
     stored(qtbot, window)
     assert all(window.library.tag_record(i, "ohwx").state == "added" for i in ids)
     assert window.gallery.proxy.rowCount() == 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import NoReturn
 
 SHORT_SIDE = 256  # the paper's input: the image resized so that its shorter side is 256 pixels
@@ -92,9 +92,25 @@ CARD_KEYS = frozenset({
 METRICS = ("validation_single_pass", "validation_ten_crop", "validation_rescored", "validation_two_pass")
 
 
+# The keys of a card's threshold objects (threshold.Threshold's fields, which import this module).
+THRESHOLD_KEYS = frozenset({"kind", "bias", "weights", "at_least_one", "label_scales"})
+THRESHOLD_OBJECTS = ("threshold", "baseline_threshold", "summed_threshold")
+
+
 def unknown_keys(card: dict) -> list[str]:
-    """The top-level keys of ``card`` that this version does not know."""
-    return sorted(set(card) - CARD_KEYS)
+    """The keys of ``card`` that this version does not know: at its top level, and inside the objects
+    that say how it reads (``prediction``, the thresholds, ``single_pass``), named by their path
+    (``prediction.keep_ratoi``)."""
+    unknown = set(card) - CARD_KEYS
+    known_inside = {"prediction": {f.name for f in fields(PredictConfig)}, "single_pass": {"threshold", "rescore"},
+                    "single_pass.threshold": THRESHOLD_KEYS} | dict.fromkeys(THRESHOLD_OBJECTS, THRESHOLD_KEYS)
+    for path, known in known_inside.items():
+        inner = card
+        for key in path.split("."):
+            inner = inner.get(key) if isinstance(inner, dict) else None
+        if isinstance(inner, dict):
+            unknown |= {f"{path}.{key}" for key in set(inner) - known}
+    return sorted(unknown)
 
 
 def check_about(card: dict) -> None:

@@ -936,6 +936,8 @@ def _finish(cfg: TrainConfig, model: TaggerModel, net, recipe: Recipe, state: di
             metrics["validation_ten_crop"], base_t = evaluate_scores(scores["baseline"], scores["truth"], kind)
             card["baseline_threshold"] = base_t.to_dict()
     previous = card.get("provenance") if cfg.init else None
+    if cfg.init and "training_data" in card:  # it describes the parent's data: kept with the parent's provenance
+        previous = {**(previous or {}), "training_data": card.pop("training_data")}
     card["provenance"] = {
         "data": [str(p) for p in cfg.data], "recipe": asdict(recipe), "arch": card["arch"].get("name"),
         "init": cfg.init, "device": state.get("device"),

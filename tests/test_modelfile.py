@@ -315,3 +315,21 @@ def test_the_shipped_models_load_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_model(starter_model_path()).labels) == 67
+
+
+def test_misspelt_keys_inside_a_cards_reading_are_warned_about_by_their_path(saved, tmp_path):
+    from dataclasses import fields
+
+    from mlcnn_core.card import THRESHOLD_KEYS
+    from mlcnn_core.threshold import Threshold
+
+    assert THRESHOLD_KEYS == {f.name for f in fields(Threshold)}
+    _, path = saved
+
+    def misspell(card, _header):
+        card["prediction"]["keep_ratoi"] = 0.5
+        card["threshold"]["biass"] = 0.2
+
+    odd = rewrite_card(path, tmp_path / "odd.safetensors", misspell)
+    with pytest.warns(CardWarning, match=r"not know.*: prediction\.keep_ratoi, threshold\.biass$"):
+        load_model(odd)

@@ -385,13 +385,17 @@ def test_a_fine_tune_keeps_card_keys_this_version_does_not_know(trained, tmp_pat
     from mlcnn_core.modelfile import CardWarning
 
     root, out, _ = trained
-    newer = rewrite_card(out, tmp_path / "newer.safetensors", lambda c, h: c.update(licence="CC BY 4.0"))
+    newer = rewrite_card(out, tmp_path / "newer.safetensors",
+                         lambda c, h: c.update(licence="CC BY 4.0", training_data={"sets": ["noto-train"]}))
     tuned = tmp_path / "tuned.safetensors"
     assert main(["train", "--init", str(newer), "--data", str(root / "val"), "--out", str(tuned), "--epochs", "1",
                  "--workers", "0", "--events", str(tmp_path / "ev.jsonl")]) == 0
     assert f"mlcnn: warning: {newer}: the card has keys this version does not know" in capsys.readouterr().err
     with pytest.warns(CardWarning, match="licence"):
-        assert read_card(tuned)["licence"] == "CC BY 4.0"
+        card = read_card(tuned)
+    assert card["licence"] == "CC BY 4.0"
+    # what the parent was trained on is the parent's: kept with its provenance, not said of the fine-tune
+    assert "training_data" not in card and card["provenance"]["parent"]["training_data"] == {"sets": ["noto-train"]}
 
 
 def test_new_label_cuts_are_placed_for_the_last_block_and_refused_for_every_weight(trained, tmp_path, capsys):

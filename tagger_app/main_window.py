@@ -400,6 +400,9 @@ class MainWindow(QMainWindow):
     def _on_folder_failed(self, folder: str, message: str) -> None:
         self._opening = None
         self._report(f"Cannot open {folder}: {message}", error=True)
+        previous = self.library
+        if previous is not None and Path(folder).resolve() != previous.root:
+            self.open_folder(previous.root)  # back to the folder that was open, not an empty grid
         self.folderFailed.emit(message)
 
     def _rebuild_recent_menu(self) -> None:

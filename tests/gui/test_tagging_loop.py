@@ -5,6 +5,7 @@ import errno
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import LABELS, load_model, make_images, open_folder, stored, tags_read
@@ -436,3 +437,27 @@ def test_a_crashing_prediction_does_not_stop_the_batch(qtbot, window, image_fold
     assert finished.args == [10, 10, False]
     # the images that shared a batch with the crashing one are predicted one by one
     assert len(failures) == 1 and "out of GPU memory" in failures[0]
+
+
+def test_a_folder_that_cannot_be_opened_leaves_the_open_one_shown(qtbot, window, tmp_path, monkeypatch):
+    from mlcnn_core.library import Library, LibraryError
+
+    first, broken = tmp_path / "first", tmp_path / "broken"
+    make_images(first, 4)
+    make_images(broken, 2)
+    open_folder(qtbot, window, first)
+    real_open = Library.open.__func__
+
+    def open_or_fail(cls, folder, data_dir=None):
+        if Path(folder).resolve() == broken.resolve():
+            raise LibraryError(f"{folder}: the library is damaged beyond repair")
+        return real_open(cls, folder, data_dir)
+
+    monkeypatch.setattr(Library, "open", classmethod(open_or_fail))
+    with qtbot.waitSignal(window.folderFailed, timeout=20_000):
+        window.open_folder(broken)
+    qtbot.waitUntil(lambda: window.images.rowCount() == 4, timeout=20_000)  # the grid is not left empty
+    assert window.library.root == first.resolve() and "damaged" in window.last_error
+    assert window.add_tag("ohwx")  # and edits still reach the library
+    stored(qtbot, window)
+    assert "ohwx" in {t.tag for t in window.library.tags(window.current_id)}

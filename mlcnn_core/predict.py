@@ -223,7 +223,8 @@ class Predictor:
 
     The forward pass is prepared from the model's weights when the predictor is made: a predictor
     does not see later changes to the model's trunk (``head`` stays the model's own, for
-    :meth:`hidden_maps` and the 10-crop baseline)."""
+    :meth:`hidden_maps` and the 10-crop baseline). ``streams`` batches run at once (streams.py; by
+    default two on a CPU with two or more torch threads)."""
 
     def __init__(self, model: TaggerModel, device: str = "auto", bf16: bool | None = None,
                  config: PredictConfig | None = None, threshold: Threshold | None = None,
@@ -356,8 +357,8 @@ class Predictor:
                       ahead_bytes: int = DECODE_AHEAD_BYTES) -> Iterator[tuple[Path, Prediction | ImageError]]:
         """Predict many files, decoding and resizing ahead in ``workers`` background threads (at most
         about ``ahead_bytes`` of decoded views waiting) while the network runs, in batches of up to
-        ``batch_size`` views of one shape bucket. Yields (path, Prediction) or (path, ImageError)
-        in input order."""
+        ``batch_size`` views of one shape bucket, as many batches at once as the predictor has forward
+        streams. Yields (path, Prediction) or (path, ImageError) in input order."""
         decoded = decode_ahead([Path(p) for p in paths], self.read_passes, workers, ahead_bytes)
         yield from self._predict_stream(decoded, batch_size)
 

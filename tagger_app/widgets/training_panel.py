@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QProgressBar,
@@ -181,10 +182,12 @@ class TrainingPanel(QWidget):
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
-        self.command_label = QLabel()
-        self.command_label.setWordWrap(True)
-        self.command_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.command_label.setStyleSheet("color: gray; font-family: monospace;")
+        # one line that scrolls: a wrapping label changed height with the command and laid out the dock again
+        self.command_label = QLineEdit()
+        self.command_label.setReadOnly(True)
+        self.command_label.setFrame(False)
+        self.command_label.setToolTip("The command this run is (select and copy it to run it in a terminal)")
+        self.command_label.setStyleSheet("color: gray; font-family: monospace; background: transparent;")
         layout.addWidget(self.command_label)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -443,6 +446,7 @@ class TrainingPanel(QWidget):
     def _show_command(self) -> None:
         if not self._busy():
             self.command_label.setText(self.request().command_line())
+            self.command_label.setCursorPosition(0)
 
     # ------------------------------------------------------------------ running
 
@@ -474,10 +478,11 @@ class TrainingPanel(QWidget):
             return False
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
         self._data_token += 1
-        self._starting = self._data_request(self.runs_dir / stamp)
-        self.library_thread.trainingDataRequested.emit(self._starting)
+        self._starting = request = self._data_request(self.runs_dir / stamp)
         self.status_label.setText("Reading the confirmed images…")
         self._set_running(True)
+        # asked once the panel has been laid out and painted: the worker's read would take turns with it
+        QTimer.singleShot(0, lambda: self.library_thread.trainingDataRequested.emit(request))
         return True
 
     def _begin_run(self, data: TrainingData) -> None:
@@ -511,6 +516,7 @@ class TrainingPanel(QWidget):
         self.progress_bar.setRange(0, 0)
         self.status_label.setText("Starting the trainer…")
         self.command_label.setText(req.command_line())
+        self.command_label.setCursorPosition(0)
         self.log.clear()
         self.trainer.start(req)
         self._set_running(True)

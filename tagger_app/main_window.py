@@ -481,9 +481,14 @@ class MainWindow(QMainWindow):
         if read.record is None:
             self._report(f"Cannot read the tags of image {request.image_id}: {read.error}", error=False)
             return
+        self._show_current_tags(read.record, read.tags, read.scores)
+
+    def _show_current_tags(self, record: ImageRecord, tags: list[TagRecord], stored_scores: dict[str, float]) -> None:
+        """The shown image's tags as read from the library, with the confidences of the prediction
+        this session made for it, or else of the one stored."""
         cached = self._maps.get(self.current_id)
-        scores = cached.confidences if cached is not None else read.scores
-        self.tag_panel.set_image(self.current_id, read.record.path, read.record.status, read.tags, scores)
+        scores = cached.confidences if cached is not None else stored_scores
+        self.tag_panel.set_image(self.current_id, record.path, record.status, tags, scores)
 
     # ------------------------------------------------------------------------------- prediction
 
@@ -826,9 +831,7 @@ class MainWindow(QMainWindow):
                 confirmed.append(record.id)
         record = next((r for r in result.records if r.id == self.current_id), None)
         if result.current_tags is not None and record is not None and result.job.current_id == self.current_id:
-            cached = self._maps.get(self.current_id)
-            scores = cached.confidences if cached is not None else result.current_scores
-            self.tag_panel.set_image(self.current_id, record.path, record.status, result.current_tags, scores)
+            self._show_current_tags(record, result.current_tags, result.current_scores)
         elif self.current_id in result.changed:  # the person went on to an image the edit changed
             self._refresh_tag_panel()
         if result.changed:

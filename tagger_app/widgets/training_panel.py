@@ -482,7 +482,7 @@ class TrainingPanel(QWidget):
         self.status_label.setText("Reading the confirmed images…")
         self._set_running(True)
         # asked once the panel has been laid out and painted: the worker's read would take turns with it
-        QTimer.singleShot(0, lambda: self.library_thread.trainingDataRequested.emit(request))
+        QTimer.singleShot(0, self, lambda: self.library_thread.trainingDataRequested.emit(request))
         return True
 
     def _begin_run(self, data: TrainingData) -> None:

@@ -166,6 +166,12 @@ class EditResult:
     error: str = ""
 
 
+
+def _tags_and_scores(library: Library, image_id: int) -> tuple[list[TagRecord], dict[str, float]]:
+    """An image's tags and the scores of its stored prediction (none without one), for the tag panel."""
+    prediction = library.prediction(image_id)
+    return library.tags(image_id), prediction.scores if prediction else {}
+
 class LibraryWorker(QObject):
     opened = Signal(object)  # OpenedFolder
     openFailed = Signal(str, str)  # folder, message
@@ -298,8 +304,9 @@ class LibraryWorker(QObject):
             if time.perf_counter() >= deadline:
                 break
         try:  # their tags were read again: the GUI shows them as they are now
-            report.noted_records = library.records(report.notes)
-            report.noted_tags = {r.id: library.tags(r.id) for r in report.noted_records}
+            if report.notes:
+                report.noted_records = library.records(report.notes)
+                report.noted_tags = {r.id: library.tags(r.id) for r in report.noted_records}
         except Exception:  # noqa: BLE001 - the notes are still reported; the tags show at the next read
             report.noted_records, report.noted_tags = [], {}
         report.done, report.total = job.done, len(job.contents)
@@ -357,9 +364,7 @@ class LibraryWorker(QObject):
             result.records = library.records(ids)
             result.tags = library.positive_tag_sets(ids)
             if job.current_id in ids:
-                result.current_tags = library.tags(job.current_id)
-                prediction = library.prediction(job.current_id)
-                result.current_scores = prediction.scores if prediction else {}
+                result.current_tags, result.current_scores = _tags_and_scores(library, job.current_id)
         except Exception as exc:  # noqa: BLE001
             result.error = result.error or f"{job.text}: cannot read the edit back ({type(exc).__name__}: {exc})"
         self.edited.emit(result)
@@ -394,9 +399,7 @@ class LibraryWorker(QObject):
         else:
             try:
                 result.record = library.image(request.image_id)
-                result.tags = library.tags(request.image_id)
-                prediction = library.prediction(request.image_id)
-                result.scores = prediction.scores if prediction else {}
+                result.tags, result.scores = _tags_and_scores(library, request.image_id)
             except Exception as exc:  # noqa: BLE001 - a locked library, an image gone: report, never crash
                 result.record = None
                 result.error = f"{type(exc).__name__}: {exc}"
